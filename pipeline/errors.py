@@ -13,9 +13,5 @@ class ModelError(LinewatchError):
     """A model folder is missing files or cannot be loaded."""
 
 
-class MessageError(LinewatchError):
-    """A stream entry cannot be decoded (missing fields, wrong version, bad bytes)."""
-
-
 class ServiceUnavailable(LinewatchError):
     """Redis or the database cannot be reached."""

@@ -1,0 +1,141 @@
+"""Redis Streams: the only module that talks to Redis.
+
+Frames and results travel as stream entries read through consumer groups.
+Entries are acknowledged by the reader only after their effect is durable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import redis
+from linewatch.pipeline.errors import ServiceUnavailable
+from linewatch.pipeline.redact import redact_url
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+RedisError = redis.RedisError
+Client = redis.Redis
+
+
+def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:
+    """A client for `url`, checked with PING; ServiceUnavailable names the URL."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    for attempt in range(attempts):
+        try:
+            client.ping()
+            return client
+        except redis.RedisError as exc:
+            if attempt + 1 == attempts:
+                raise ServiceUnavailable(
+                    f"cannot reach Redis at {redact_url(url)} ({exc.__class__.__name__}); "
+                    "start Redis or fix redis_url / LINEWATCH_REDIS_URL"
+                ) from None
+            time.sleep(delay_s)
+    raise AssertionError("unreachable")
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def add_entries(
+    client: redis.Redis,
+    stream: str,
+    entries: Sequence[dict[bytes, bytes]],
+    maxlen: int | None = None,
+) -> list[bytes]:
+    """XADD all entries in one round trip; `maxlen` trims approximately."""
+    pipe = client.pipeline(transaction=False)
+    add_to(pipe, stream, entries, maxlen)
+    return pipe.execute()
+
+
+def add_to(
+    pipe: redis.client.Pipeline,
+    stream: str,
+    entries: Sequence[dict[bytes, bytes]],
+    maxlen: int | None = None,
+) -> None:
+    """Queue XADDs on a pipeline or transaction."""
+    for fields in entries:
+        pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+
+
+def read_group(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    count: int,
+    block_ms: int | None,
+) -> list[Entry]:
+    """New entries for this consumer (blocks up to `block_ms`; None = do not block)."""
+    reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    if not reply:
+        return []
+    return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields is not None]
+
+
+def read_own_pending(
+    client: redis.Redis, stream: str, group: str, consumer: str, count: int
+) -> list[Entry]:
+    """Entries delivered to this consumer before and not yet acknowledged (after a restart)."""
+    reply = client.xreadgroup(group, consumer, {stream: "0"}, count=count)
+    if not reply:
+        return []
+    return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields]
+
+
+def claim_idle(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    min_idle_ms: int,
+    count: int,
+) -> list[Entry]:
+    """Take over entries another consumer left pending for `min_idle_ms` (XAUTOCLAIM)."""
+    reply = client.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=count)
+    return [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+
+
+def ack_and_delete(
+    pipe: redis.client.Pipeline, stream: str, group: str, ids: Sequence[bytes]
+) -> None:
+    """Queue XACK + XDEL of `ids` on `pipe`: a stream holds only what is still to be done."""
+    if ids:
+        pipe.xack(stream, group, *ids)
+        pipe.xdel(stream, *ids)
+
+
+def transaction(client: redis.Redis) -> redis.client.Pipeline:
+    """A MULTI/EXEC pipeline: results are added and frames acknowledged atomically."""
+    return client.pipeline(transaction=True)
+
+
+def dead_letter(
+    pipe: redis.client.Pipeline,
+    stream: str,
+    source: str,
+    entry_id: bytes,
+    reason: str,
+    fields: dict[bytes, bytes],
+) -> None:
+    """Queue an undeliverable entry on the dead-letter stream with the reason."""
+    payload = {b"source": source.encode(), b"entry_id": entry_id, b"reason": reason.encode()[:500]}
+    payload.update({b"f:" + key: value for key, value in fields.items()})
+    pipe.xadd(stream, payload, maxlen=100_000, approximate=True)
+
+
+def backlog(client: redis.Redis, stream: str) -> int:
+    """Entries still to be done: readers delete what they acknowledge, so this is XLEN."""
+    return int(client.xlen(stream))
+
+
+def publish(client: redis.Redis, channel: str, message: str) -> None:
+    client.publish(channel, message)

@@ -1,0 +1,181 @@
+"""Typed settings: one YAML file plus LINEWATCH_* environment overrides.
+
+Nested keys are reached from the environment with a double underscore:
+LINEWATCH_INFERENCE__MAX_BATCH=16 sets `inference.max_batch`. Values are
+parsed as YAML scalars, so numbers and booleans keep their types.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from linewatch.pipeline.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "LINEWATCH_"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraSettings(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str
+    fps: float | None = Field(default=None, gt=0)
+    live: bool | None = None
+    roi: tuple[int, int, int, int] | None = None
+    resize: tuple[int, int] | None = None
+    encoding: Literal["jpeg", "png", "raw-u8"] = "jpeg"
+    jpeg_quality: int = Field(default=90, ge=10, le=100)
+
+
+class IngestSettings(Strict):
+    batch_size: int = Field(default=16, ge=1, le=1000)
+    max_stream_len: int = Field(default=2000, ge=10)
+    high_watermark: int = Field(default=500, ge=1)
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=5.0, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+
+class InferenceSettings(Strict):
+    model_dir: Path = DEFAULT_MODEL_DIR
+    max_batch: int = Field(default=32, ge=1, le=512)
+    max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    threads: int = Field(default=2, ge=1, le=256)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    tensorrt: bool = False
+    freshness_s: float = Field(default=5.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=64)
+
+
+class SinkSettings(Strict):
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    block_ms: int = Field(default=200, ge=1)
+
+
+class AlertSettings(Strict):
+    k: int = Field(default=3, ge=1)
+    n: int = Field(default=5, ge=1)
+    m: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=10.0, ge=0)
+    channel: str = "lw:alerts"
+
+    @field_validator("n")
+    @classmethod
+    def _n_at_least_k(cls, n: int, info: Any) -> int:
+        k = info.data.get("k", 1)
+        if n < k:
+            raise ValueError(f"alerts.n ({n}) must be >= alerts.k ({k})")
+        return n
+
+
+class Settings(Strict):
+    line: str = Field(default="demo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path("linewatch-data")
+    cameras: tuple[CameraSettings, ...] = ()
+    ingest: IngestSettings = IngestSettings()
+    inference: InferenceSettings = InferenceSettings()
+    sink: SinkSettings = SinkSettings()
+    alerts: AlertSettings = AlertSettings()
+
+    @property
+    def frames_stream(self) -> str:
+        return f"lw:frames:{self.line}"
+
+    @property
+    def results_stream(self) -> str:
+        return f"lw:results:{self.line}"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"lw:dead:{self.line}"
+
+    def camera_key(self, camera_id: str, kind: str) -> str:
+        """Per-camera Redis key, e.g. kind "seq" (next frame number) or "ingest" (counters)."""
+        return f"lw:{kind}:{self.line}:{camera_id}"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'linewatch.db').resolve()}"
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read `path` (optional), apply LINEWATCH_* variables, then `overrides`."""
+    source = str(path) if path else "defaults"
+    data = _read_yaml(path) if path else {}
+    env_data = _env_overrides(os.environ if environ is None else environ)
+    merged = _deep_merge(_deep_merge(data, env_data), dict(overrides or {}))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        origin = f"{source} (or {ENV_PREFIX}* environment)" if env_data else source
+        raise ConfigError(f"invalid configuration in {origin}: {_describe(exc)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top")
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}DEBUG":
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        node = result
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = _parse_scalar(raw)
+    return result
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        else:
+            problems.append(f"'{key}': {error['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,44 @@
+"""Announce defect events: to the log and on a Redis pub/sub channel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from linewatch.pipeline import broker
+from linewatch.schemas.messages import AlertMessage
+
+log = logging.getLogger("linewatch.alerts")
+
+
+class Notifier(Protocol):
+    def notify(self, alert: AlertMessage) -> None: ...
+
+
+class LogNotifier:
+    def notify(self, alert: AlertMessage) -> None:
+        if alert.state == "open":
+            log.warning(
+                "DEFECT %s on %s opened at seq %d (score %.2f)",
+                alert.label,
+                alert.camera_id,
+                alert.opened_seq,
+                alert.peak_score,
+            )
+        else:
+            log.warning(
+                "DEFECT %s on %s closed at seq %s after %d defective frames",
+                alert.label,
+                alert.camera_id,
+                alert.closed_seq,
+                alert.frames,
+            )
+
+
+class PubSubNotifier:
+    def __init__(self, client: broker.Client, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+
+    def notify(self, alert: AlertMessage) -> None:
+        broker.publish(self.client, self.channel, alert.to_json())

@@ -1,0 +1,106 @@
+"""Batch preprocessing built from a PaddleClas-style `PreProcess.transform_ops` list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+_IGNORED_OPS = {"DecodeImage", "ToCHWImage"}
+_KNOWN_OPS = {"ResizeImage", "CropImage", "NormalizeImage", *_IGNORED_OPS}
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """RGB uint8 images -> float32 NCHW batch, as the model was trained."""
+
+    resize: tuple[int, int] | None = None  # (width, height)
+    resize_short: int | None = None
+    crop: tuple[int, int] | None = None  # (width, height)
+    alpha: np.ndarray = np.full(3, 1 / 255, np.float32)
+    beta: np.ndarray = np.zeros(3, np.float32)
+
+    @classmethod
+    def from_ops(cls, ops: Sequence[dict[str, Any]]) -> Preprocessor:
+        """Parse the ops list; ValueError names any op this reader does not support."""
+        settings: dict[str, Any] = {}
+        for op in ops:
+            ((name, params),) = op.items()
+            params = params or {}
+            if name not in _KNOWN_OPS:
+                raise ValueError(
+                    f"unsupported preprocess op {name!r}; supported: {sorted(_KNOWN_OPS)}"
+                )
+            if name == "ResizeImage":
+                settings.update(_resize_settings(params))
+            elif name == "CropImage":
+                settings["crop"] = _pair(params["size"])
+            elif name == "NormalizeImage":
+                settings.update(_normalize_settings(params))
+        return cls(**settings)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the model input."""
+        size = self.crop or self.resize
+        if size is None:
+            raise ValueError("preprocess has neither a fixed resize nor a crop")
+        return size
+
+    def image(self, rgb: np.ndarray) -> np.ndarray:
+        """One image resized and cropped, still HWC uint8."""
+        out = rgb
+        if self.resize is not None:
+            out = cv2.resize(out, self.resize, interpolation=cv2.INTER_LINEAR)
+        elif self.resize_short is not None:
+            height, width = out.shape[:2]
+            scale = self.resize_short / min(height, width)
+            size = (round(width * scale), round(height * scale))
+            out = cv2.resize(out, size, interpolation=cv2.INTER_LINEAR)
+        if self.crop is not None:
+            out = _centre_crop(out, self.crop)
+        return out
+
+    def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        stacked = np.stack([self.image(rgb) for rgb in images]).astype(np.float32)
+        stacked *= self.alpha
+        stacked += self.beta
+        return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    width, height = value
+    return (int(width), int(height))
+
+
+def _resize_settings(params: dict[str, Any]) -> dict[str, Any]:
+    if "size" in params:
+        return {"resize": _pair(params["size"])}
+    if "resize_short" in params:
+        return {"resize_short": int(params["resize_short"])}
+    raise ValueError("ResizeImage needs `size` or `resize_short`")
+
+
+def _normalize_settings(params: dict[str, Any]) -> dict[str, Any]:
+    scale = params.get("scale", 1 / 255)
+    if isinstance(scale, str):
+        numerator, _, denominator = scale.partition("/")
+        scale = float(numerator) / float(denominator or 1)
+    mean = np.asarray(params.get("mean", [0.485, 0.456, 0.406]), np.float32)
+    std = np.asarray(params.get("std", [0.229, 0.224, 0.225]), np.float32)
+    return {
+        "alpha": (float(scale) / std).astype(np.float32),
+        "beta": (-mean / std).astype(np.float32),
+    }
+
+
+def _centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    width, height = size
+    top = max(0, (image.shape[0] - height) // 2)
+    left = max(0, (image.shape[1] - width) // 2)
+    return image[top : top + height, left : left + width]

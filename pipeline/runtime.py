@@ -1,0 +1,135 @@
+"""Process start-up and supervision: logging, signals, spawned worker processes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(role: str, debug: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format=f"%(asctime)s %(levelname)s [{role}:%(process)d] %(name)s: %(message)s",
+        force=True,
+    )
+
+
+class StopFlag:
+    """Set by the first SIGINT/SIGTERM (finish the batch, then exit); a second exits now."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def install(self) -> StopFlag:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._event.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(130)
+        log.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+
+@dataclass
+class Role:
+    """One supervised process: `target(*args)` in a spawned interpreter."""
+
+    name: str
+    target: Callable[..., Any]
+    args: tuple[Any, ...]
+    restart: bool = True
+    process: multiprocessing.process.BaseProcess | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    finished: bool = field(default=False)
+
+
+class Supervisor:
+    """Starts roles as spawned processes, restarts crashed ones with backoff, stops all."""
+
+    def __init__(self, roles: list[Role]) -> None:
+        self.roles = roles
+        self._context = multiprocessing.get_context("spawn")
+
+    def start(self) -> None:
+        for role in self.roles:
+            self._launch(role)
+
+    def _launch(self, role: Role) -> None:
+        role.process = self._context.Process(target=role.target, args=role.args, name=role.name)
+        role.process.start()
+        role.started_at = time.monotonic()
+
+    def poll(self) -> None:
+        """Restart roles that died; mark finished ones (exit code 0, restart=False)."""
+        for role in self.roles:
+            process = role.process
+            if role.finished or process is None or process.is_alive():
+                continue
+            if process.exitcode == 0 and not role.restart:
+                role.finished = True
+                continue
+            if process.exitcode == 2:
+                role.finished = True
+                log.error("%s stopped on a configuration or input error (see above)", role.name)
+                continue
+            delay = min(30.0, 2.0**role.restarts) if time.monotonic() - role.started_at < 60 else 1
+            role.restarts += 1
+            log.warning(
+                "%s exited with code %s; restarting in %.0f s", role.name, process.exitcode, delay
+            )
+            time.sleep(delay)
+            self._launch(role)
+
+    def alive(self, prefix: str = "") -> list[Role]:
+        return [
+            r
+            for r in self.roles
+            if r.name.startswith(prefix) and r.process and r.process.is_alive()
+        ]
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        for role in self.alive():
+            os.kill(role.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout_s
+        for role in self.roles:
+            if role.process is not None:
+                role.process.join(max(0.1, deadline - time.monotonic()))
+                if role.process.is_alive():
+                    log.warning("%s did not stop in %.0f s; killing it", role.name, timeout_s)
+                    role.process.kill()
+                    role.process.join()
+
+
+def run_worker(role: str, debug: bool, body: Callable[[StopFlag], object]) -> None:
+    """Entry point of a worker process: logging, signals, and exit code 2 on user errors."""
+    from linewatch.pipeline.errors import LinewatchError
+
+    setup_logging(role, debug)
+    stop = StopFlag().install()
+    try:
+        body(stop)
+    except LinewatchError as exc:
+        logging.getLogger(role).error("%s", exc)
+        raise SystemExit(2) from None

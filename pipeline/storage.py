@@ -1,0 +1,174 @@
+"""SQL storage (SQLite or PostgreSQL, one code path): detections and defect events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from linewatch.pipeline.alerts import DefectEvent
+from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
+from linewatch.pipeline.redact import redact_url
+from linewatch.schemas.messages import ResultMessage
+from linewatch.schemas.tables import Alert, Base, Detection
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+DatabaseError = SQLAlchemyError
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A defect event as written: `alert_id` is its row, `is_new` false on a replay."""
+
+    alert_id: int
+    event: DefectEvent
+    is_new: bool
+
+
+def open_database(url: str) -> Engine:
+    """An engine for `url` with the schema in place; errors name the redacted URL."""
+    safe = redact_url(url)
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(
+            f"bad database URL {safe}: {exc}; expected e.g. "
+            "sqlite:///path/linewatch.db or postgresql+psycopg://user@host/db"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        _prepare_sqlite(engine, url)
+    try:
+        Base.metadata.create_all(engine)
+    except OperationalError as exc:
+        raise ServiceUnavailable(
+            f"cannot reach database {safe} ({str(exc.orig).strip().splitlines()[0]}); "
+            "start it or fix database_url / LINEWATCH_DATABASE_URL"
+        ) from None
+    return engine
+
+
+def _prepare_sqlite(engine: Engine, url: str) -> None:
+    database = engine.url.database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def _insert(engine: Engine, table):  # type: ignore[no-untyped-def]
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:
+    return {
+        "camera_id": result.camera_id,
+        "seq": result.seq,
+        "status": result.status,
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "label": result.label,
+        "score": result.score,
+        "topk": ",".join(f"{label}:{score:.4f}" for label, score in result.topk),
+        "is_defect": result.is_defect,
+        "captured_at": datetime.fromtimestamp(result.capture_ts / 1e9, tz=timezone.utc),
+        "capture_ts": result.capture_ts,
+        "ingest_ts": result.ingest_ts,
+        "dequeue_ts": result.dequeue_ts,
+        "infer_start_ts": result.infer_start_ts,
+        "infer_end_ts": result.infer_end_ts,
+        "sink_ts": sink_ts,
+        "worker_id": result.worker_id,
+    }
+
+
+def write_batch(
+    engine: Engine,
+    results: Sequence[ResultMessage],
+    events: Sequence[tuple[DefectEvent, bytes]],
+    sink_ts: int,
+) -> tuple[int, list[StoredEvent]]:
+    """Insert results and events in one transaction; replays insert nothing twice.
+
+    Returns the number of new detection rows and the stored events."""
+    with Session(engine) as session, session.begin():
+        inserted = 0
+        if results:
+            statement = _insert(engine, Detection).on_conflict_do_nothing(
+                index_elements=["camera_id", "seq", "model_version"]
+            )
+            rows = [detection_row(r, sink_ts) for r in results]
+            inserted = session.execute(statement.returning(Detection.id), rows).all()
+            inserted = len(inserted)
+        stored = [_store_event(session, engine, event, evidence) for event, evidence in events]
+    return inserted, stored
+
+
+def _store_event(
+    session: Session, engine: Engine, event: DefectEvent, evidence: bytes
+) -> StoredEvent:
+    key = (
+        Alert.camera_id == event.camera_id,
+        Alert.label == event.label,
+        Alert.opened_seq == event.opened_seq,
+    )
+    if event.state == "open":
+        statement = _insert(engine, Alert).on_conflict_do_nothing(
+            index_elements=["camera_id", "label", "opened_seq"]
+        )
+        values = {**_event_values(event), "evidence": evidence or None}
+        new_id = session.execute(statement.values(values).returning(Alert.id)).scalar()
+        if new_id is not None:
+            return StoredEvent(new_id, event, True)
+        return StoredEvent(session.execute(select(Alert.id).where(*key)).scalar_one(), event, False)
+    row = session.execute(select(Alert.id, Alert.state).where(*key)).one()
+    if row.state == "closed":
+        return StoredEvent(row.id, event, False)
+    session.execute(update(Alert).where(Alert.id == row.id).values(_event_values(event)))
+    return StoredEvent(row.id, event, True)
+
+
+def _event_values(event: DefectEvent) -> dict[str, object]:
+    return {
+        "camera_id": event.camera_id,
+        "label": event.label,
+        "state": event.state,
+        "opened_seq": event.opened_seq,
+        "opened_ts": event.opened_ts,
+        "closed_seq": event.closed_seq,
+        "closed_ts": event.closed_ts,
+        "peak_score": event.peak_score,
+        "frames": event.frames,
+    }
+
+
+def open_events(engine: Engine) -> list[DefectEvent]:
+    with Session(engine) as session:
+        rows = session.scalars(select(Alert).where(Alert.state == "open")).all()
+        return [
+            DefectEvent(
+                r.camera_id,
+                r.label,
+                r.state,
+                r.opened_seq,
+                r.opened_ts,
+                peak_score=r.peak_score,
+                frames=r.frames,
+            )
+            for r in rows
+        ]
+
+
+def count_detections(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(Detection)) or 0)

@@ -1,0 +1,182 @@
+"""Wire messages: frames, results and alerts as frozen dataclasses.
+
+Each message encodes to flat Redis stream fields (bytes -> bytes) and decodes
+back with explicit parsing; no pickle. Every entry carries a schema version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+ENCODINGS = ("jpeg", "png", "raw-u8")
+STATUSES = ("ok", "stale", "undecodable")
+
+Fields = dict[bytes, bytes]
+
+
+class MessageDecodeError(ValueError):
+    """A stream entry is not a valid message of the expected kind."""
+
+
+def _text(fields: Fields, name: str) -> str:
+    try:
+        return fields[name.encode()].decode()
+    except KeyError:
+        raise MessageDecodeError(f"missing field {name!r}") from None
+    except UnicodeDecodeError:
+        raise MessageDecodeError(f"field {name!r} is not UTF-8 text") from None
+
+
+def _int(fields: Fields, name: str) -> int:
+    value = _text(fields, name)
+    try:
+        return int(value)
+    except ValueError:
+        raise MessageDecodeError(f"field {name!r} is not an integer: {value[:40]!r}") from None
+
+
+def _float(fields: Fields, name: str) -> float:
+    value = _text(fields, name)
+    try:
+        return float(value)
+    except ValueError:
+        raise MessageDecodeError(f"field {name!r} is not a number: {value[:40]!r}") from None
+
+
+def _check_version(fields: Fields) -> None:
+    version = _int(fields, "v")
+    if version != SCHEMA_VERSION:
+        raise MessageDecodeError(f"schema version {version}, expected {SCHEMA_VERSION}")
+
+
+def _encode(values: dict[str, Any]) -> Fields:
+    out: Fields = {b"v": str(SCHEMA_VERSION).encode()}
+    for name, value in values.items():
+        if isinstance(value, bytes):
+            out[name.encode()] = value
+        elif isinstance(value, bool):
+            out[name.encode()] = b"1" if value else b"0"
+        else:
+            out[name.encode()] = str(value).encode()
+    return out
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    camera_id: str
+    seq: int
+    pts: float
+    capture_ts: int
+    ingest_ts: int
+    width: int
+    height: int
+    encoding: str
+    image: bytes
+    live: bool
+
+    def encode(self) -> Fields:
+        return _encode(asdict(self))
+
+    @classmethod
+    def decode(cls, fields: Fields) -> FrameMessage:
+        _check_version(fields)
+        encoding = _text(fields, "encoding")
+        if encoding not in ENCODINGS:
+            raise MessageDecodeError(f"unknown image encoding {encoding[:20]!r}")
+        image = fields.get(b"image")
+        if not image:
+            raise MessageDecodeError("missing field 'image'")
+        return cls(
+            camera_id=_text(fields, "camera_id"),
+            seq=_int(fields, "seq"),
+            pts=_float(fields, "pts"),
+            capture_ts=_int(fields, "capture_ts"),
+            ingest_ts=_int(fields, "ingest_ts"),
+            width=_int(fields, "width"),
+            height=_int(fields, "height"),
+            encoding=encoding,
+            image=image,
+            live=_text(fields, "live") == "1",
+        )
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    camera_id: str
+    seq: int
+    status: str
+    model_name: str
+    model_version: str
+    label: str
+    score: float
+    topk: tuple[tuple[str, float], ...]
+    is_defect: bool
+    capture_ts: int
+    ingest_ts: int
+    dequeue_ts: int
+    infer_start_ts: int
+    infer_end_ts: int
+    worker_id: str
+    evidence: bytes = field(default=b"", repr=False)
+
+    def encode(self) -> Fields:
+        values = asdict(self)
+        values["topk"] = json.dumps([[label, round(score, 6)] for label, score in self.topk])
+        return _encode(values)
+
+    @classmethod
+    def decode(cls, fields: Fields) -> ResultMessage:
+        _check_version(fields)
+        status = _text(fields, "status")
+        if status not in STATUSES:
+            raise MessageDecodeError(f"unknown result status {status[:20]!r}")
+        return cls(
+            camera_id=_text(fields, "camera_id"),
+            seq=_int(fields, "seq"),
+            status=status,
+            model_name=_text(fields, "model_name"),
+            model_version=_text(fields, "model_version"),
+            label=_text(fields, "label"),
+            score=_float(fields, "score"),
+            topk=_decode_topk(_text(fields, "topk")),
+            is_defect=_text(fields, "is_defect") == "1",
+            capture_ts=_int(fields, "capture_ts"),
+            ingest_ts=_int(fields, "ingest_ts"),
+            dequeue_ts=_int(fields, "dequeue_ts"),
+            infer_start_ts=_int(fields, "infer_start_ts"),
+            infer_end_ts=_int(fields, "infer_end_ts"),
+            worker_id=_text(fields, "worker_id"),
+            evidence=fields.get(b"evidence", b""),
+        )
+
+
+def _decode_topk(text: str) -> tuple[tuple[str, float], ...]:
+    try:
+        pairs = json.loads(text)
+        return tuple((str(label), float(score)) for label, score in pairs)
+    except (ValueError, TypeError):
+        raise MessageDecodeError(
+            f"field 'topk' is not a list of [label, score]: {text[:40]!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class AlertMessage:
+    """A defect event as announced to notifiers (opened or closed)."""
+
+    alert_id: int
+    camera_id: str
+    label: str
+    state: str
+    opened_seq: int
+    opened_ts: int
+    closed_seq: int | None
+    closed_ts: int | None
+    peak_score: float
+    frames: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)

@@ -1,0 +1,67 @@
+"""SQL tables (SQLAlchemy 2.x): one row per inferred frame, one per defect event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Detection(Base):
+    __tablename__ = "detections"
+    __table_args__ = (
+        UniqueConstraint("camera_id", "seq", "model_version", name="uq_detection_frame"),
+        Index("ix_detections_captured_at", "captured_at"),
+        Index("ix_detections_camera_captured", "camera_id", "captured_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    topk: Mapped[str] = mapped_column(Text)
+    is_defect: Mapped[bool]
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    capture_ts: Mapped[int] = mapped_column(BigInteger)
+    ingest_ts: Mapped[int] = mapped_column(BigInteger)
+    dequeue_ts: Mapped[int] = mapped_column(BigInteger)
+    infer_start_ts: Mapped[int] = mapped_column(BigInteger)
+    infer_end_ts: Mapped[int] = mapped_column(BigInteger)
+    sink_ts: Mapped[int] = mapped_column(BigInteger)
+    worker_id: Mapped[str] = mapped_column(String(128))
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("camera_id", "label", "opened_seq", name="uq_alert_event"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    opened_seq: Mapped[int] = mapped_column(BigInteger)
+    opened_ts: Mapped[int] = mapped_column(BigInteger)
+    closed_seq: Mapped[int | None] = mapped_column(BigInteger)
+    closed_ts: Mapped[int | None] = mapped_column(BigInteger)
+    peak_score: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(BigInteger)
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)

@@ -1,0 +1,227 @@
+"""Inference worker: batched classification of frames from the frames stream."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from linewatch.pipeline import broker
+from linewatch.pipeline.batching import collect_batch
+from linewatch.pipeline.codec import UndecodableImage, decode_image
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.model import Classifier
+from linewatch.pipeline.postprocess import Prediction, predictions
+from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.schemas.messages import FrameMessage, MessageDecodeError, ResultMessage
+
+log = logging.getLogger(__name__)
+
+GROUP = "infer"
+CLAIM_IDLE_MS = 60_000
+NO_PREDICTION = Prediction(label="", score=0.0, topk=(), is_defect=False)
+
+
+@dataclass
+class InferenceCounters:
+    inferred: int = 0
+    stale: int = 0
+    undecodable: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class FrameBatchHandler:
+    """Classifies one batch of entries and commits results + acks in one transaction."""
+
+    def __init__(
+        self, client: broker.Client, classifier: Classifier, settings: Settings, worker_id: str
+    ) -> None:
+        self.client = client
+        self.classifier = classifier
+        self.settings = settings
+        self.worker_id = worker_id
+        self.counters = InferenceCounters()
+
+    def handle(self, entries: list[broker.Entry]) -> None:
+        dequeue_ts = time.time_ns()
+        pipe = broker.transaction(self.client)
+        frames: list[FrameMessage] = []
+        for entry_id, fields in entries:
+            try:
+                frames.append(FrameMessage.decode(fields))
+            except MessageDecodeError as exc:
+                self.counters.dead_letters += 1
+                log.warning(
+                    "frame entry %s is malformed (%s); moved to %s",
+                    entry_id.decode(),
+                    exc,
+                    self.settings.dead_letter_stream,
+                )
+                broker.dead_letter(
+                    pipe,
+                    self.settings.dead_letter_stream,
+                    self.settings.frames_stream,
+                    entry_id,
+                    str(exc),
+                    fields,
+                )
+        results = self._results(frames, dequeue_ts)
+        broker.add_to(pipe, self.settings.results_stream, [r.encode() for r in results])
+        broker.ack_and_delete(pipe, self.settings.frames_stream, GROUP, [e[0] for e in entries])
+        pipe.execute()
+        self.counters.batches += 1
+
+    def _results(self, frames: list[FrameMessage], dequeue_ts: int) -> list[ResultMessage]:
+        statuses, images = self._decode(frames, dequeue_ts)
+        infer_start = time.time_ns()
+        ok_images = [image for image in images if image is not None]
+        probs = self.classifier.predict(ok_images) if ok_images else np.zeros((0, 0))
+        ok_predictions = iter(predictions(probs, self.classifier.info)) if ok_images else iter(())
+        infer_end = time.time_ns()
+        self.counters.inferred += len(ok_images)
+        results = []
+        for frame, status in zip(frames, statuses, strict=True):
+            prediction = next(ok_predictions) if status == "ok" else NO_PREDICTION
+            evidence = frame.image if prediction.is_defect and frame.encoding == "jpeg" else b""
+            results.append(
+                self._result(
+                    frame, status, prediction, dequeue_ts, infer_start, infer_end, evidence
+                )
+            )
+        return results
+
+    def _decode(
+        self, frames: list[FrameMessage], now: int
+    ) -> tuple[list[str], list[np.ndarray | None]]:
+        deadline_ns = int(self.settings.inference.freshness_s * 1e9)
+        statuses: list[str] = []
+        images: list[np.ndarray | None] = []
+        for frame in frames:
+            if frame.live and now - frame.capture_ts > deadline_ns:
+                self.counters.stale += 1
+                statuses.append("stale")
+                images.append(None)
+                continue
+            try:
+                images.append(decode_image(frame.image, frame.encoding, frame.width, frame.height))
+                statuses.append("ok")
+            except UndecodableImage as exc:
+                self.counters.undecodable += 1
+                log.warning("camera %s seq %d: %s", frame.camera_id, frame.seq, exc)
+                statuses.append("undecodable")
+                images.append(None)
+        return statuses, images
+
+    def _result(
+        self,
+        frame: FrameMessage,
+        status: str,
+        prediction: Prediction,
+        dequeue_ts: int,
+        infer_start: int,
+        infer_end: int,
+        evidence: bytes,
+    ) -> ResultMessage:
+        info = self.classifier.info
+        return ResultMessage(
+            camera_id=frame.camera_id,
+            seq=frame.seq,
+            status=status,
+            model_name=info.name,
+            model_version=info.version,
+            label=prediction.label,
+            score=prediction.score,
+            topk=prediction.topk,
+            is_defect=prediction.is_defect,
+            capture_ts=frame.capture_ts,
+            ingest_ts=frame.ingest_ts,
+            dequeue_ts=dequeue_ts,
+            infer_start_ts=infer_start,
+            infer_end_ts=infer_end,
+            worker_id=self.worker_id,
+            evidence=evidence,
+        )
+
+
+def run(
+    client: broker.Client,
+    classifier: Classifier,
+    settings: Settings,
+    worker_id: str,
+    stop: StopFlag,
+) -> InferenceCounters:
+    """Consume the frames stream until stopped; the in-flight batch always completes."""
+    stream, inference = settings.frames_stream, settings.inference
+    broker.ensure_group(client, stream, GROUP)
+    handler = FrameBatchHandler(client, classifier, settings, worker_id)
+    entries = broker.read_own_pending(client, stream, GROUP, worker_id, inference.max_batch)
+    last_claim = 0.0
+    while not stop.is_set():
+        if not entries and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
+            last_claim = time.monotonic()
+            entries = broker.claim_idle(
+                client, stream, GROUP, worker_id, CLAIM_IDLE_MS, inference.max_batch
+            )
+        if not entries:
+            entries = collect_batch(
+                lambda count, block: broker.read_group(
+                    client, stream, GROUP, worker_id, count, block
+                ),
+                inference.max_batch,
+                inference.max_wait_ms,
+                idle_block_ms=500,
+            )
+        if entries:
+            handler.handle(entries)
+            entries = []
+    c = handler.counters
+    log.info(
+        "worker %s: inferred %d, stale %d, undecodable %d, dead letters %d, batches %d",
+        worker_id,
+        c.inferred,
+        c.stale,
+        c.undecodable,
+        c.dead_letters,
+        c.batches,
+    )
+    return handler.counters
+
+
+def default_worker_id(index: int = 0) -> str:
+    return f"infer-{socket.gethostname()}-{index}"
+
+
+def main(settings_data: dict, worker_id: str | None = None, debug: bool = False) -> None:
+    """Process entry point (spawned by `linewatch run` or `linewatch worker infer`)."""
+    worker_id = worker_id or default_worker_id()
+
+    def body(stop: StopFlag) -> None:
+        settings = Settings.model_validate(settings_data)
+        if not settings.redis_url:
+            raise ConfigError("inference worker needs redis_url (or LINEWATCH_REDIS_URL)")
+        inference = settings.inference
+        classifier = Classifier(
+            inference.model_dir,
+            inference.threads,
+            inference.device,
+            inference.tensorrt,
+            inference.max_batch,
+        )
+        classifier.warm_up()
+        client = broker.connect(settings.redis_url, attempts=20)
+        log.info(
+            "worker %s ready: model %s %s on %s, buckets %s",
+            worker_id,
+            classifier.info.name,
+            classifier.info.version,
+            classifier.device,
+            classifier.buckets,
+        )
+        run(client, classifier, settings, worker_id, stop)
+
+    run_worker(worker_id, debug, body)

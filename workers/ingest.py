@@ -1,0 +1,189 @@
+"""Ingest worker: decode one camera or file and push its frames to the frames stream."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from linewatch.pipeline import broker
+from linewatch.pipeline.codec import encode_image
+from linewatch.pipeline.config import CameraSettings, Settings
+from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.redact import redact_url
+from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.pipeline.source import (
+    DecodedFrame,
+    SourceError,
+    SourceOptions,
+    is_live,
+    open_frames,
+)
+from linewatch.schemas.messages import FrameMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestCounters:
+    decoded: int = 0
+    sent: int = 0
+    dropped: int = 0
+
+
+class FramePublisher:
+    """Turns decoded frames into stream entries with per-camera seq numbers."""
+
+    def __init__(
+        self, client: broker.Client, camera: CameraSettings, settings: Settings, live: bool
+    ) -> None:
+        self.client = client
+        self.camera = camera
+        self.settings = settings
+        self.live = live
+        self.counters = IngestCounters()
+
+    def publish(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
+        if not frames:
+            return
+        if self.live and self._over_live_limit():
+            self.counters.dropped += len(frames)
+            return
+        if not self.live:
+            self._wait_below_watermark(stop)
+        last_seq = self.client.incrby(self.settings.camera_key(self.camera.id, "seq"), len(frames))
+        first_seq = last_seq - len(frames) + 1
+        entries = [self._message(frame, first_seq + i).encode() for i, frame in enumerate(frames)]
+        broker.add_entries(
+            self.client,
+            self.settings.frames_stream,
+            entries,
+            maxlen=self.settings.ingest.max_stream_len,
+        )
+        self.counters.sent += len(frames)
+
+    def _message(self, frame: DecodedFrame, seq: int) -> FrameMessage:
+        height, width = frame.image.shape[:2]
+        return FrameMessage(
+            camera_id=self.camera.id,
+            seq=seq,
+            pts=frame.pts,
+            capture_ts=frame.capture_ts,
+            ingest_ts=time.time_ns(),
+            width=width,
+            height=height,
+            encoding=self.camera.encoding,
+            image=encode_image(frame.image, self.camera.encoding, self.camera.jpeg_quality),
+            live=self.live,
+        )
+
+    def _over_live_limit(self) -> bool:
+        """Live frames are shed (and counted) once the backlog reaches half the stream bound,
+        so MAXLEN trimming only ever removes entries that were already done."""
+        limit = self.settings.ingest.max_stream_len // 2
+        return broker.backlog(self.client, self.settings.frames_stream) >= limit
+
+    def _wait_below_watermark(self, stop: StopFlag) -> None:
+        watermark = self.settings.ingest.high_watermark
+        while broker.backlog(self.client, self.settings.frames_stream) > watermark:
+            if stop.wait(0.02):
+                return
+
+    def record(self, done: bool = False) -> None:
+        key = self.settings.camera_key(self.camera.id, "ingest")
+        mapping = {
+            "decoded": self.counters.decoded,
+            "sent": self.counters.sent,
+            "dropped": self.counters.dropped,
+            "done": int(done),
+        }
+        self.client.hset(key, mapping=mapping)
+
+
+def pump(
+    frames: Iterable[DecodedFrame], publisher: FramePublisher, batch_size: int, stop: StopFlag
+) -> None:
+    """Publish frames in batches of `batch_size` until the source ends or stop is set."""
+    batch: list[DecodedFrame] = []
+    for frame in frames:
+        publisher.counters.decoded += 1
+        batch.append(frame)
+        if len(batch) >= batch_size:
+            publisher.publish(batch, stop)
+            publisher.record()
+            batch = []
+        if stop.is_set():
+            break
+    publisher.publish(batch, stop)
+
+
+def run(
+    client: broker.Client, camera: CameraSettings, settings: Settings, stop: StopFlag
+) -> IngestCounters:
+    """Ingest until the file ends, or until stopped for a live camera (reconnecting)."""
+    live = camera.live if camera.live is not None else is_live(camera.url)
+    options = SourceOptions(
+        target_fps=camera.fps,
+        roi=camera.roi,
+        resize=camera.resize,
+        open_timeout_s=settings.ingest.open_timeout_s,
+        read_timeout_s=settings.ingest.read_timeout_s,
+    )
+    publisher = FramePublisher(client, camera, settings, live)
+    if live:
+        _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s)
+    else:
+        pump(open_frames(camera.url, options), publisher, settings.ingest.batch_size, stop)
+    publisher.record(done=not live and not stop.is_set())
+    log.info(
+        "camera %s: decoded %d, sent %d, dropped %d",
+        camera.id,
+        publisher.counters.decoded,
+        publisher.counters.sent,
+        publisher.counters.dropped,
+    )
+    return publisher.counters
+
+
+def _run_live(
+    camera: CameraSettings,
+    options: SourceOptions,
+    publisher: FramePublisher,
+    stop: StopFlag,
+    reconnect_max_s: float,
+) -> None:
+    delay = 0.5
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            pump(open_frames(camera.url, options), publisher, 1, stop)
+        except SourceError as exc:
+            log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, exc, delay)
+        if time.monotonic() - started > 30:
+            delay = 0.5
+        stop.wait(delay)
+        delay = min(reconnect_max_s, delay * 2)
+
+
+def main(settings_data: dict, camera_id: str, debug: bool = False) -> None:
+    """Process entry point (spawned by `linewatch run` or `linewatch worker ingest`)."""
+
+    def body(stop: StopFlag) -> None:
+        settings = Settings.model_validate(settings_data)
+        camera = find_camera(settings, camera_id)
+        if not settings.redis_url:
+            raise ConfigError("ingest worker needs redis_url (or LINEWATCH_REDIS_URL)")
+        client = broker.connect(settings.redis_url, attempts=20)
+        log.info("camera %s: ingesting %s", camera.id, redact_url(camera.url))
+        run(client, camera, settings, stop)
+
+    run_worker(f"ingest:{camera_id}", debug, body)
+
+
+def find_camera(settings: Settings, camera_id: str) -> CameraSettings:
+    for camera in settings.cameras:
+        if camera.id == camera_id:
+            return camera
+    known = ", ".join(c.id for c in settings.cameras) or "none configured"
+    raise ConfigError(f"camera {camera_id!r} is not in the configuration (cameras: {known})")

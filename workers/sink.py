@@ -1,0 +1,199 @@
+"""Results sink: write results to SQL, run the alert rule, acknowledge after the commit."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+from linewatch.pipeline import broker, storage
+from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier
+from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.schemas.messages import AlertMessage, MessageDecodeError, ResultMessage
+from sqlalchemy import Engine
+
+log = logging.getLogger(__name__)
+
+GROUP = "sink"
+CLAIM_IDLE_MS = 60_000
+DB_RETRY_MAX_S = 30.0
+
+
+@dataclass
+class SinkCounters:
+    written: int = 0
+    replayed: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+
+
+class ResultBatchHandler:
+    """Writes one batch of result entries and the defect events they cause."""
+
+    def __init__(
+        self,
+        client: broker.Client,
+        engine: Engine,
+        alerts: AlertEngine,
+        notifiers: list[Notifier],
+        settings: Settings,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.alerts = alerts
+        self.notifiers = notifiers
+        self.settings = settings
+        self.counters = SinkCounters()
+
+    def handle(self, entries: list[broker.Entry], stop: StopFlag) -> bool:
+        """True when written and acknowledged; False when stopped while the DB was down."""
+        pipe = broker.transaction(self.client)
+        results = self._decode(entries, pipe)
+        events = self._events(results)
+        stored = self._write(results, events, stop)
+        if stored is None:
+            return False
+        broker.ack_and_delete(pipe, self.settings.results_stream, GROUP, [e[0] for e in entries])
+        pipe.execute()
+        for item in stored:
+            if item.is_new:
+                self.counters.alerts += item.event.state == "open"
+                self._announce(item)
+        return True
+
+    def _decode(self, entries: list[broker.Entry], pipe: object) -> list[ResultMessage]:
+        results = []
+        for entry_id, fields in entries:
+            try:
+                results.append(ResultMessage.decode(fields))
+            except MessageDecodeError as exc:
+                self.counters.dead_letters += 1
+                log.warning(
+                    "result entry %s is malformed (%s); moved to %s",
+                    entry_id.decode(),
+                    exc,
+                    self.settings.dead_letter_stream,
+                )
+                broker.dead_letter(
+                    pipe,
+                    self.settings.dead_letter_stream,  # type: ignore[arg-type]
+                    self.settings.results_stream,
+                    entry_id,
+                    str(exc),
+                    fields,
+                )
+        return sorted(results, key=lambda r: (r.camera_id, r.seq))
+
+    def _events(self, results: list[ResultMessage]) -> list[tuple[DefectEvent, bytes]]:
+        events = []
+        for result in results:
+            if result.status != "ok":
+                continue
+            outcome = FrameOutcome(
+                result.camera_id,
+                result.seq,
+                result.capture_ts,
+                result.label,
+                result.score,
+                result.is_defect,
+            )
+            for event in self.alerts.feed(outcome):
+                events.append((event, result.evidence if event.state == "open" else b""))
+        return events
+
+    def _write(
+        self, results: list[ResultMessage], events: list[tuple[DefectEvent, bytes]], stop: StopFlag
+    ) -> list[storage.StoredEvent] | None:
+        delay = 0.5
+        while True:
+            try:
+                inserted, stored = storage.write_batch(self.engine, results, events, time.time_ns())
+                self.counters.written += inserted
+                self.counters.replayed += len(results) - inserted
+                return stored
+            except storage.DatabaseError as exc:
+                log.error(
+                    "database write failed (%s); results stay unacknowledged, retrying in %.1f s",
+                    exc.__class__.__name__,
+                    delay,
+                )
+            if stop.wait(delay):
+                return None
+            delay = min(DB_RETRY_MAX_S, delay * 2)
+
+    def _announce(self, item: storage.StoredEvent) -> None:
+        event = item.event
+        message = AlertMessage(
+            item.alert_id,
+            event.camera_id,
+            event.label,
+            event.state,
+            event.opened_seq,
+            event.opened_ts,
+            event.closed_seq,
+            event.closed_ts,
+            event.peak_score,
+            event.frames,
+        )
+        for notifier in self.notifiers:
+            try:
+                notifier.notify(message)
+            except Exception:  # one failing notifier must not stop the others or the sink
+                log.exception(
+                    "notifier %s failed for alert %d", type(notifier).__name__, item.alert_id
+                )
+
+
+def run(
+    client: broker.Client, engine: Engine, settings: Settings, consumer: str, stop: StopFlag
+) -> SinkCounters:
+    """Consume the results stream until stopped."""
+    stream = settings.results_stream
+    broker.ensure_group(client, stream, GROUP)
+    alerts = AlertEngine(settings.alerts)
+    alerts.resume(storage.open_events(engine))
+    notifiers: list[Notifier] = [LogNotifier(), PubSubNotifier(client, settings.alerts.channel)]
+    handler = ResultBatchHandler(client, engine, alerts, notifiers, settings)
+    size = settings.sink.batch_size
+    entries = broker.read_own_pending(client, stream, GROUP, consumer, size)
+    last_claim = 0.0
+    while not stop.is_set():
+        if not entries and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
+            last_claim = time.monotonic()
+            entries = broker.claim_idle(client, stream, GROUP, consumer, CLAIM_IDLE_MS, size)
+        if not entries:
+            entries = broker.read_group(
+                client, stream, GROUP, consumer, size, settings.sink.block_ms
+            )
+        if entries and not handler.handle(entries, stop):
+            break
+        entries = []
+    c = handler.counters
+    log.info(
+        "sink %s: written %d, replays skipped %d, alerts %d, dead letters %d",
+        consumer,
+        c.written,
+        c.replayed,
+        c.alerts,
+        c.dead_letters,
+    )
+    return handler.counters
+
+
+def main(settings_data: dict, consumer: str | None = None, debug: bool = False) -> None:
+    """Process entry point (spawned by `linewatch run` or `linewatch worker sink`)."""
+    consumer = consumer or f"sink-{socket.gethostname()}"
+
+    def body(stop: StopFlag) -> None:
+        settings = Settings.model_validate(settings_data)
+        if not settings.redis_url:
+            raise ConfigError("sink worker needs redis_url (or LINEWATCH_REDIS_URL)")
+        engine = storage.open_database(settings.resolved_database_url())
+        client = broker.connect(settings.redis_url, attempts=20)
+        run(client, engine, settings, consumer, stop)
+
+    run_worker(consumer, debug, body)
