@@ -58,6 +58,7 @@ class AlertEngine:
     def resume(self, open_events: Iterable[DefectEvent]) -> None:
         """Continue events that were open when the previous sink stopped."""
         for event in open_events:
+            self._labels.add(event.label)
             self._track(event.camera_id, event.label).event = event
 
     def feed(self, outcome: FrameOutcome) -> list[DefectEvent]:

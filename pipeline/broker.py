@@ -7,9 +7,10 @@ Entries are acknowledged by the reader only after their effect is durable.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
+
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 
@@ -135,6 +136,13 @@ def dead_letter(
 def backlog(client: redis.Redis, stream: str) -> int:
     """Entries still to be done: readers delete what they acknowledge, so this is XLEN."""
     return int(client.xlen(stream))
+
+
+def add_counts(pipe: redis.client.Pipeline, key: str, counts: Mapping[str, int]) -> None:
+    """Queue HINCRBY of each non-zero count into the hash `key`."""
+    for name, value in counts.items():
+        if value:
+            pipe.hincrby(key, name, value)
 
 
 def publish(client: redis.Redis, channel: str, message: str) -> None:

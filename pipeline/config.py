@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from linewatch.pipeline.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from linewatch.pipeline.errors import ConfigError
 
 ENV_PREFIX = "LINEWATCH_"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
@@ -96,6 +97,11 @@ class Settings(Strict):
         return f"lw:results:{self.line}"
 
     @property
+    def stats_key(self) -> str:
+        """Redis hash of line-wide counters (inferred, stale, written, ...)."""
+        return f"lw:stats:{self.line}"
+
+    @property
     def dead_letter_stream(self) -> str:
         return f"lw:dead:{self.line}"
 
@@ -117,13 +123,19 @@ def load_settings(
     """Read `path` (optional), apply LINEWATCH_* variables, then `overrides`."""
     source = str(path) if path else "defaults"
     data = _read_yaml(path) if path else {}
+    env_vars = {
+        name[len(ENV_PREFIX) :].lower().replace("__", "."): name
+        for name in (os.environ if environ is None else environ)
+        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}DEBUG"
+    }
     env_data = _env_overrides(os.environ if environ is None else environ)
     merged = _deep_merge(_deep_merge(data, env_data), dict(overrides or {}))
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        origin = f"{source} (or {ENV_PREFIX}* environment)" if env_data else source
-        raise ConfigError(f"invalid configuration in {origin}: {_describe(exc)}") from None
+        raise ConfigError(
+            f"invalid configuration in {source}: {_describe(exc, env_vars)}"
+        ) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -170,12 +182,14 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, env_vars: Mapping[str, str]) -> str:
     problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}'")
+            problem = f"unknown key '{key}'"
         else:
-            problems.append(f"'{key}': {error['msg']}")
+            problem = f"'{key}': {error['msg']}"
+        origin = next((var for prefix, var in env_vars.items() if key.startswith(prefix)), None)
+        problems.append(f"{problem} (from environment variable {origin})" if origin else problem)
     return "; ".join(problems)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+
 from linewatch.pipeline.errors import ModelError
 from linewatch.pipeline.preprocess import Preprocessor
 

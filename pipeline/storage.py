@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
 from linewatch.pipeline.alerts import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Base, Detection
-from sqlalchemy import Engine, create_engine, event, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 DatabaseError = SQLAlchemyError
 

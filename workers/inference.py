@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from linewatch.pipeline import broker
 from linewatch.pipeline.batching import collect_batch
 from linewatch.pipeline.codec import UndecodableImage, decode_image
@@ -73,6 +75,10 @@ class FrameBatchHandler:
         results = self._results(frames, dequeue_ts)
         broker.add_to(pipe, self.settings.results_stream, [r.encode() for r in results])
         broker.ack_and_delete(pipe, self.settings.frames_stream, GROUP, [e[0] for e in entries])
+        counts = Counter(result.status for result in results)
+        counts["inferred"] = counts.pop("ok", 0)
+        counts["dead_letters"] = len(entries) - len(frames)
+        broker.add_counts(pipe, self.settings.stats_key, counts)
         pipe.execute()
         self.counters.batches += 1
 

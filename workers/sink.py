@@ -7,6 +7,8 @@ import socket
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
+
 from linewatch.pipeline import broker, storage
 from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
@@ -14,7 +16,6 @@ from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.schemas.messages import AlertMessage, MessageDecodeError, ResultMessage
-from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,14 @@ class ResultBatchHandler:
         pipe = broker.transaction(self.client)
         results = self._decode(entries, pipe)
         events = self._events(results)
+        before = self.counters.written
         stored = self._write(results, events, stop)
         if stored is None:
             return False
         broker.ack_and_delete(pipe, self.settings.results_stream, GROUP, [e[0] for e in entries])
+        broker.add_counts(
+            pipe, self.settings.stats_key, {"written": self.counters.written - before}
+        )
         pipe.execute()
         for item in stored:
             if item.is_new:

@@ -1,0 +1,107 @@
+"""The `linewatch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from linewatch.pipeline.config import load_settings
+from linewatch.pipeline.errors import LinewatchError
+from linewatch.pipeline.runtime import setup_logging
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from linewatch.line import run_line
+
+    setup_logging("run", args.debug)
+    stats = run_line(_settings(args), debug=args.debug)
+    print(
+        f"decoded {stats.decoded}, inferred {stats.inferred}, written {stats.written}, "
+        f"dropped {stats.dropped}, stale {stats.stale}, dead letters {stats.dead_letters}"
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from linewatch.workers import inference, ingest, sink
+
+    settings = _settings(args)
+    data = settings.model_dump(mode="json")
+    if args.role == "ingest":
+        if not args.camera:
+            raise LinewatchError("`linewatch worker ingest` needs --camera ID")
+        ingest.main(data, args.camera, args.debug)
+    elif args.role == "infer":
+        inference.main(data, args.id, args.debug)
+    else:
+        sink.main(data, args.id, args.debug)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from linewatch.demo import run_demo
+
+    setup_logging("demo", args.debug)
+    if not args.debug:
+        logging.getLogger().setLevel(logging.WARNING)
+    return run_demo(args.data_dir, args.frames, args.fps, debug=args.debug)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linewatch", description="Streaming defect detection for factory line cameras."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run ingest, inference and sink on this machine")
+    run.add_argument("--config", type=Path, help="line YAML file (LINEWATCH_* env overrides)")
+    run.set_defaults(func=cmd_run)
+
+    worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")
+    worker.add_argument("role", choices=["ingest", "infer", "sink"])
+    worker.add_argument("--config", type=Path, help="line YAML file")
+    worker.add_argument("--camera", help="camera id (ingest)")
+    worker.add_argument("--id", help="stable consumer name (infer, sink); default host-based")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = commands.add_parser("demo", help="analyse a synthetic line video end to end")
+    demo.add_argument("--frames", type=int, default=300, help="frames in the demo video")
+    demo.add_argument("--fps", type=float, default=10.0, help="frame rate of the demo video")
+    demo.add_argument("--data-dir", type=Path, default=Path("linewatch-data/demo"))
+    demo.set_defaults(func=cmd_demo)
+
+    _add_training_commands(commands)
+    return parser
+
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    from linewatch.pipeline.training.commands import add_commands
+
+    add_commands(commands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.debug = args.debug or os.environ.get("LINEWATCH_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except LinewatchError as exc:
+        if args.debug:
+            raise
+        print(f"linewatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

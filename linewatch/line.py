@@ -1,0 +1,143 @@
+"""`linewatch run`: the whole line on one machine as supervised processes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from linewatch.pipeline import broker, storage
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.errors import ConfigError, LinewatchError
+from linewatch.pipeline.model import read_model_info
+from linewatch.pipeline.redis_server import EmbeddedRedis
+from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
+from linewatch.pipeline.source import is_live
+from linewatch.workers import inference, ingest, sink
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[["LineStats"], None]
+
+
+@dataclass(frozen=True)
+class LineStats:
+    decoded: int
+    sent: int
+    dropped: int
+    inferred: int
+    stale: int
+    undecodable: int
+    written: int
+    dead_letters: int
+    frames_backlog: int
+    results_backlog: int
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """The settings with a Redis URL: the configured one, else a private server for the run."""
+    if settings.redis_url:
+        broker.connect(settings.redis_url)
+        yield settings
+        return
+    with EmbeddedRedis(settings.data_dir / "redis") as server:
+        log.info("no redis_url configured: started a private redis-server on %s", server.url)
+        yield settings.model_copy(update={"redis_url": server.url})
+
+
+def check_line(settings: Settings) -> None:
+    """Fail before starting processes on what can be checked up front."""
+    if not settings.cameras:
+        raise ConfigError("no cameras configured; add at least one under `cameras:`")
+    read_model_info(settings.inference.model_dir)
+    storage.open_database(settings.resolved_database_url()).dispose()
+
+
+def read_stats(client: broker.Client, settings: Settings) -> LineStats:
+    ingest_totals = {"decoded": 0, "sent": 0, "dropped": 0}
+    for camera in settings.cameras:
+        values = client.hgetall(settings.camera_key(camera.id, "ingest"))
+        for name in ingest_totals:
+            ingest_totals[name] += int(values.get(name.encode(), 0))
+    line = {k.decode(): int(v) for k, v in client.hgetall(settings.stats_key).items()}
+    return LineStats(
+        **ingest_totals,
+        inferred=line.get("inferred", 0),
+        stale=line.get("stale", 0),
+        undecodable=line.get("undecodable", 0),
+        written=line.get("written", 0),
+        dead_letters=line.get("dead_letters", 0),
+        frames_backlog=broker.backlog(client, settings.frames_stream),
+        results_backlog=broker.backlog(client, settings.results_stream),
+    )
+
+
+def line_roles(settings: Settings, debug: bool) -> list[Role]:
+    data = settings.model_dump(mode="json")
+    roles = [
+        Role(
+            f"ingest:{camera.id}",
+            ingest.main,
+            (data, camera.id, debug),
+            restart=camera.live if camera.live is not None else is_live(camera.url),
+        )
+        for camera in settings.cameras
+    ]
+    roles += [
+        Role(f"infer:{i}", inference.main, (data, inference.default_worker_id(i), debug))
+        for i in range(settings.inference.workers)
+    ]
+    roles.append(Role("sink", sink.main, (data, None, debug)))
+    return roles
+
+
+def run_line(
+    settings: Settings, debug: bool = False, progress: Progress | None = None
+) -> LineStats:
+    """Run until stopped, or until every file camera is fully written when all are files."""
+    check_line(settings)
+    stop = StopFlag().install()
+    with redis_for(settings) as settings:
+        client = broker.connect(settings.redis_url or "", attempts=3)
+        supervisor = Supervisor(line_roles(settings, debug))
+        supervisor.start()
+        try:
+            stats = _supervise(supervisor, client, settings, stop, progress)
+        finally:
+            supervisor.stop()
+        stats = read_stats(client, settings)
+        client.close()
+    failed = [r.name for r in supervisor.roles if r.process and r.process.exitcode == 2]
+    if failed:
+        raise LinewatchError(f"{', '.join(failed)} stopped on an error (logged above)")
+    return stats
+
+
+def _supervise(
+    supervisor: Supervisor,
+    client: broker.Client,
+    settings: Settings,
+    stop: StopFlag,
+    progress: Progress | None,
+) -> LineStats:
+    stats = read_stats(client, settings)
+    while not stop.wait(0.25):
+        supervisor.poll()
+        stats = read_stats(client, settings)
+        if progress:
+            progress(stats)
+        if _finished(supervisor, stats):
+            break
+        if not supervisor.alive("infer") or not supervisor.alive("sink"):
+            if all(r.finished for r in supervisor.roles if not r.name.startswith("ingest")):
+                break
+    return stats
+
+
+def _finished(supervisor: Supervisor, stats: LineStats) -> bool:
+    ingest_roles = [r for r in supervisor.roles if r.name.startswith("ingest")]
+    if not all(r.finished for r in ingest_roles):
+        return False
+    return stats.frames_backlog == 0 and stats.results_backlog == 0

@@ -1,0 +1,61 @@
+"""Shared fixtures: a real Redis and a real PostgreSQL, each test isolated by name."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from linewatch.pipeline import broker
+from linewatch.pipeline.errors import ServiceUnavailable
+from linewatch.pipeline.redis_server import EmbeddedRedis
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL (default local 6379); a private redis-server when none answers."""
+    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        broker.connect(url).close()
+        yield url
+    except ServiceUnavailable:
+        with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+            yield server.url
+
+
+@pytest.fixture()
+def redis_client(redis_url: str) -> Iterator[broker.Client]:
+    client = broker.connect(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def line_name() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture()
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema per test, reached through search_path in the URL."""
+    base = os.environ.get("TEST_DATABASE_URL", DEFAULT_PG_URL)
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'linewatch.db'}"

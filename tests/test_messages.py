@@ -1,0 +1,74 @@
+import pytest
+
+from linewatch.schemas.messages import (
+    SCHEMA_VERSION,
+    FrameMessage,
+    MessageDecodeError,
+    ResultMessage,
+)
+
+FRAME = FrameMessage(
+    camera_id="cam-1",
+    seq=7,
+    pts=0.5,
+    capture_ts=10,
+    ingest_ts=11,
+    width=4,
+    height=2,
+    encoding="jpeg",
+    image=b"\xff\xd8bytes",
+    live=True,
+)
+RESULT = ResultMessage(
+    camera_id="cam-1",
+    seq=7,
+    status="ok",
+    model_name="m",
+    model_version="v1",
+    label="crack",
+    score=0.9,
+    topk=(("crack", 0.9), ("free", 0.1)),
+    is_defect=True,
+    capture_ts=1,
+    ingest_ts=2,
+    dequeue_ts=3,
+    infer_start_ts=4,
+    infer_end_ts=5,
+    worker_id="w",
+    evidence=b"jpg",
+)
+
+
+def test_frame_round_trip() -> None:
+    fields = FRAME.encode()
+    assert fields[b"v"] == str(SCHEMA_VERSION).encode()
+    assert FrameMessage.decode(fields) == FRAME
+
+
+def test_result_round_trip() -> None:
+    assert ResultMessage.decode(RESULT.encode()) == RESULT
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda f: f.pop(b"seq"), "missing field 'seq'"),
+        (lambda f: f.update({b"v": b"99"}), "schema version 99"),
+        (lambda f: f.update({b"seq": b"seven"}), "not an integer"),
+        (lambda f: f.update({b"encoding": b"gif"}), "unknown image encoding"),
+        (lambda f: f.update({b"camera_id": b"\xff\xfe"}), "not UTF-8"),
+        (lambda f: f.update({b"image": b""}), "missing field 'image'"),
+    ],
+)
+def test_malformed_frames_are_rejected_with_the_reason(mutate, reason) -> None:  # type: ignore[no-untyped-def]
+    fields = FRAME.encode()
+    mutate(fields)
+    with pytest.raises(MessageDecodeError, match=reason):
+        FrameMessage.decode(fields)
+
+
+def test_result_with_garbage_topk_is_rejected() -> None:
+    fields = RESULT.encode()
+    fields[b"topk"] = b"{not json"
+    with pytest.raises(MessageDecodeError, match="topk"):
+        ResultMessage.decode(fields)
