@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -20,8 +20,8 @@ class Preprocessor:
     resize: tuple[int, int] | None = None  # (width, height)
     resize_short: int | None = None
     crop: tuple[int, int] | None = None  # (width, height)
-    alpha: np.ndarray = np.full(3, 1 / 255, np.float32)
-    beta: np.ndarray = np.zeros(3, np.float32)
+    alpha: np.ndarray = field(default_factory=lambda: np.full(3, 1 / 255, np.float32))
+    beta: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
 
     @classmethod
     def from_ops(cls, ops: Sequence[dict[str, Any]]) -> Preprocessor:
