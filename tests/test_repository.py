@@ -1,0 +1,31 @@
+"""The README's commands and CI agree, and the package installs as documented."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [block.strip() for block in blocks[:2]]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    demo, tests = readme_commands()
+    assert "linewatch demo" in demo
+    assert "pytest" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_only_the_allowed_modules_import_heavy_dependencies() -> None:
+    allowed = {
+        "paddle": {"model.py"},
+        "av": {"source.py", "video_writer.py"},
+        "redis": {"broker.py"},
+    }
+    for module, owners in allowed.items():
+        pattern = re.compile(rf"^\s*(import {module}\b|from {module}\b)", re.M)
+        for path in (ROOT / "pipeline").glob("*.py"):
+            if pattern.search(path.read_text()):
+                assert path.name in owners, f"{path.name} imports {module}"
