@@ -1,0 +1,70 @@
+"""End to end: a generated line video through real ingest, inference and sink processes."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from linewatch.demo import write_demo_video
+from linewatch.line import run_line
+from linewatch.pipeline import storage
+from linewatch.pipeline.synthetic import NORMAL_LABEL
+from linewatch.schemas.tables import Alert, Detection
+from tests.helpers import make_settings
+
+FRAMES = 90  # defect runs of 8 frames start at frames 20 and 60
+
+
+def defect_runs(truth: list[str]) -> list[tuple[int, int, str]]:
+    """(first seq, last seq, label) of each run of defective frames; seq = frame index + 1."""
+    runs: list[tuple[int, int, str]] = []
+    for index, label in enumerate(truth):
+        seq = index + 1
+        if label == NORMAL_LABEL:
+            continue
+        if runs and runs[-1][1] == seq - 1 and runs[-1][2] == label:
+            runs[-1] = (runs[-1][0], seq, label)
+        else:
+            runs.append((seq, seq, label))
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
+    database, tmp_path: Path, redis_url, line_name, sqlite_url, pg_url
+) -> None:  # type: ignore[no-untyped-def]
+    video = tmp_path / "line.mp4"
+    truth = write_demo_video(video, FRAMES, fps=10)
+    url = sqlite_url if database == "sqlite" else pg_url
+    settings = make_settings(
+        tmp_path, line_name, redis_url, database_url=url,
+        cameras=[{"id": "cam-e2e", "url": str(video)}],
+        inference={"max_batch": 8, "max_wait_ms": 10},
+        alerts={"k": 3, "n": 5, "m": 5, "cooldown_s": 0},
+    )  # fmt: skip
+
+    stats = run_line(settings)
+
+    assert stats.decoded == stats.sent == stats.inferred == stats.written == FRAMES
+    assert stats.frames_backlog == stats.results_backlog == stats.dead_letters == 0
+    engine = storage.open_database(url)
+    with Session(engine) as session:
+        rows = session.execute(select(Detection.seq, Detection.label, Detection.is_defect)).all()
+        alerts = session.execute(
+            select(Alert.label, Alert.state, Alert.opened_seq, Alert.closed_seq, Alert.evidence)
+            .order_by(Alert.opened_seq)
+        ).all()  # fmt: skip
+    engine.dispose()
+    assert sorted(seq for seq, _, _ in rows) == list(range(1, FRAMES + 1))
+    predicted = {seq: (label, is_defect) for seq, label, is_defect in rows}
+    for seq, label in enumerate(truth, start=1):
+        assert predicted[seq] == (label, label != NORMAL_LABEL), f"frame {seq} is {label}"
+    runs = defect_runs(truth)
+    assert len(alerts) == len(runs) == 2
+    for (first, last, label), alert in zip(runs, alerts, strict=True):
+        assert alert.label == label and alert.state == "closed"
+        assert first + 2 <= alert.opened_seq <= last
+        assert alert.closed_seq == last + 5
+        assert alert.evidence and alert.evidence[:2] == b"\xff\xd8", "JPEG evidence kept"
