@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from linewatch.pipeline import broker, storage
-from linewatch.pipeline.config import Settings
+from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
 from linewatch.pipeline.model import read_model_info
+from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.redis_server import EmbeddedRedis
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
-from linewatch.pipeline.source import is_live
+from linewatch.pipeline.source import SourceError, SourceOptions, is_live, open_frames
 from linewatch.workers import inference, ingest, sink
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,25 @@ def check_line(settings: Settings) -> None:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
     read_model_info(settings.inference.model_dir)
     storage.open_database(settings.resolved_database_url()).dispose()
+    for camera in settings.cameras:
+        probe_camera(camera, settings)
+
+
+def probe_camera(camera: CameraSettings, settings: Settings) -> None:
+    """Open the source and decode one frame; SourceError names the camera and what to do."""
+    options = SourceOptions(
+        open_timeout_s=settings.ingest.open_timeout_s,
+        read_timeout_s=settings.ingest.read_timeout_s,
+    )
+    frames = open_frames(camera.url, options)
+    try:
+        next(frames)
+    except StopIteration:
+        raise SourceError(f"camera {camera.id}: {redact_url(camera.url)} has no frames") from None
+    except SourceError as exc:
+        raise SourceError(f"camera {camera.id}: {exc}") from None
+    finally:
+        frames.close()
 
 
 def read_stats(client: broker.Client, settings: Settings) -> LineStats:
