@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from linewatch.workers import inference, ingest, sink
 
 log = logging.getLogger(__name__)
 
+READY_TIMEOUT_S = 120
 Progress = Callable[["LineStats"], None]
 
 
@@ -122,8 +124,8 @@ def run_line(
     with redis_for(settings) as settings:
         client = broker.connect(settings.redis_url or "", attempts=3)
         supervisor = Supervisor(line_roles(settings, debug))
-        supervisor.start()
         try:
+            _start_consumers_first(supervisor, client, settings, stop)
             stats = _supervise(supervisor, client, settings, stop, progress)
         finally:
             supervisor.stop()
@@ -133,6 +135,27 @@ def run_line(
     if failed:
         raise LinewatchError(f"{', '.join(failed)} stopped on an error (logged above)")
     return stats
+
+
+def _start_consumers_first(
+    supervisor: Supervisor, client: broker.Client, settings: Settings, stop: StopFlag
+) -> None:
+    """Start inference and sink, wait for their heartbeats (model loaded), then ingest,
+    so the first frames do not wait behind model start-up."""
+    supervisor.start("infer")
+    supervisor.start("sink")
+    expected = settings.inference.workers + 1
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not stop.wait(0.1):
+        supervisor.poll()
+        if len(broker.live_keys(client, settings.worker_key("*"))) >= expected:
+            break
+        if any(role.finished for role in supervisor.roles):
+            break
+    else:
+        if not stop.is_set():
+            log.warning("workers not ready after %d s; starting ingest anyway", READY_TIMEOUT_S)
+    supervisor.start("ingest")
 
 
 def _supervise(

@@ -145,5 +145,17 @@ def add_counts(pipe: redis.client.Pipeline, key: str, counts: Mapping[str, int])
             pipe.hincrby(key, name, value)
 
 
+def heartbeat(client: redis.Redis, key: str, ttl_s: int, fields: Mapping[str, str | int]) -> None:
+    """Mark a worker alive: a hash that expires unless refreshed within `ttl_s`."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, mapping=dict(fields))
+    pipe.expire(key, ttl_s)
+    pipe.execute()
+
+
+def live_keys(client: redis.Redis, pattern: str) -> list[str]:
+    return sorted(key.decode() for key in client.scan_iter(match=pattern, count=1000))
+
+
 def publish(client: redis.Redis, channel: str, message: str) -> None:
     client.publish(channel, message)

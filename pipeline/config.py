@@ -109,6 +109,10 @@ class Settings(Strict):
         """Per-camera Redis key, e.g. kind "seq" (next frame number) or "ingest" (counters)."""
         return f"lw:{kind}:{self.line}:{camera_id}"
 
+    def worker_key(self, worker_id: str) -> str:
+        """Heartbeat hash of a running inference or sink worker (expires when it dies)."""
+        return f"lw:worker:{self.line}:{worker_id}"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

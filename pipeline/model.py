@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,8 +172,18 @@ def _as_probabilities(out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _import_paddle() -> Any:
+    """paddle, imported without its start-up warnings (ccache, glog)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import paddle
+        import paddle.inference  # noqa: F401
+    return paddle
+
+
 def _pick_device(device: str) -> str:
-    import paddle
+    paddle = _import_paddle()
 
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if device == "gpu" and not has_gpu:
@@ -192,8 +203,7 @@ def _create_predictor(
     max_batch: int,
     size: tuple[int, int],
 ) -> Any:
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    from paddle import inference
+    inference = _import_paddle().inference
 
     config = inference.Config(str(model_file), str(params_file))
     if device == "gpu":

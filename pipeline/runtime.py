@@ -62,6 +62,7 @@ class Role:
     process: multiprocessing.process.BaseProcess | None = None
     restarts: int = 0
     started_at: float = 0.0
+    restart_at: float | None = None
     finished: bool = field(default=False)
 
 
@@ -72,9 +73,11 @@ class Supervisor:
         self.roles = roles
         self._context = multiprocessing.get_context("spawn")
 
-    def start(self) -> None:
+    def start(self, prefix: str = "") -> None:
+        """Launch the roles whose name starts with `prefix` that are not started yet."""
         for role in self.roles:
-            self._launch(role)
+            if role.process is None and role.name.startswith(prefix):
+                self._launch(role)
 
     def _launch(self, role: Role) -> None:
         role.process = self._context.Process(target=role.target, args=role.args, name=role.name)
@@ -82,25 +85,33 @@ class Supervisor:
         role.started_at = time.monotonic()
 
     def poll(self) -> None:
-        """Restart roles that died; mark finished ones (exit code 0, restart=False)."""
+        """Restart roles that died (after a backoff); mark finished ones."""
+        now = time.monotonic()
         for role in self.roles:
             process = role.process
             if role.finished or process is None or process.is_alive():
                 continue
+            if role.restart_at is not None:
+                if now >= role.restart_at:
+                    role.restart_at = None
+                    self._launch(role)
+                continue
             if process.exitcode == 0 and not role.restart:
                 role.finished = True
-                continue
-            if process.exitcode == 2:
+            elif process.exitcode == 2:
                 role.finished = True
                 log.error("%s stopped on a configuration or input error (see above)", role.name)
-                continue
-            delay = min(30.0, 2.0**role.restarts) if time.monotonic() - role.started_at < 60 else 1
-            role.restarts += 1
-            log.warning(
-                "%s exited with code %s; restarting in %.0f s", role.name, process.exitcode, delay
-            )
-            time.sleep(delay)
-            self._launch(role)
+            else:
+                quick_crash = now - role.started_at < 60
+                delay = min(30.0, 2.0**role.restarts) if quick_crash else 1.0
+                role.restarts += 1
+                role.restart_at = now + delay
+                log.warning(
+                    "%s exited with code %s; restarting in %.0f s",
+                    role.name,
+                    process.exitcode,
+                    delay,
+                )
 
     def alive(self, prefix: str = "") -> list[Role]:
         return [
@@ -120,6 +131,22 @@ class Supervisor:
                     log.warning("%s did not stop in %.0f s; killing it", role.name, timeout_s)
                     role.process.kill()
                     role.process.join()
+
+
+class Heartbeat:
+    """Refreshes a worker's heartbeat key at most once a second."""
+
+    TTL_S = 15
+
+    def __init__(self, beat: Callable[[int], None]) -> None:
+        self._beat = beat
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._beat(self.TTL_S)
+            self._last = now
 
 
 def run_worker(role: str, debug: bool, body: Callable[[StopFlag], object]) -> None:

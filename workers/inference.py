@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from linewatch.pipeline.config import Settings
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.model import Classifier
 from linewatch.pipeline.postprocess import Prediction, predictions
-from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.pipeline.runtime import Heartbeat, StopFlag, run_worker
 from linewatch.schemas.messages import FrameMessage, MessageDecodeError, ResultMessage
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,13 @@ def run(
     handler = FrameBatchHandler(client, classifier, settings, worker_id)
     entries = broker.read_own_pending(client, stream, GROUP, worker_id, inference.max_batch)
     last_claim = 0.0
+    beat = Heartbeat(
+        lambda ttl: broker.heartbeat(client, settings.worker_key(worker_id), ttl,
+                                     {"role": "infer", "pid": os.getpid(),
+                                      "inferred": handler.counters.inferred})
+    )  # fmt: skip
     while not stop.is_set():
+        beat()
         if not entries and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
             last_claim = time.monotonic()
             entries = broker.claim_idle(
@@ -219,6 +226,7 @@ def main(settings_data: dict, worker_id: str | None = None, debug: bool = False)
             inference.max_batch,
         )
         classifier.warm_up()
+        stop.install()  # paddle replaces the SIGTERM handler when it loads
         client = broker.connect(settings.redis_url, attempts=20)
         log.info(
             "worker %s ready: model %s %s on %s, buckets %s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier
-from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.pipeline.runtime import Heartbeat, StopFlag, run_worker
 from linewatch.schemas.messages import AlertMessage, MessageDecodeError, ResultMessage
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,13 @@ def run(
     size = settings.sink.batch_size
     entries = broker.read_own_pending(client, stream, GROUP, consumer, size)
     last_claim = 0.0
+    beat = Heartbeat(
+        lambda ttl: broker.heartbeat(client, settings.worker_key(consumer), ttl,
+                                     {"role": "sink", "pid": os.getpid(),
+                                      "written": handler.counters.written})
+    )  # fmt: skip
     while not stop.is_set():
+        beat()
         if not entries and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
             last_claim = time.monotonic()
             entries = broker.claim_idle(client, stream, GROUP, consumer, CLAIM_IDLE_MS, size)
