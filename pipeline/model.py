@@ -129,11 +129,12 @@ class Classifier:
         """Probabilities [N, classes] for RGB uint8 images of any size."""
         if not images:
             return np.zeros((0, len(self.info.labels)), np.float32)
-        batch = self.preprocessor.batch(images)
-        chunks = [
-            self._run_padded(batch[i : i + self.buckets[-1]])
-            for i in range(0, len(batch), self.buckets[-1])
-        ]
+        return self.infer(self.preprocessor.batch(images))
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for an already preprocessed float32 NCHW batch."""
+        step = self.buckets[-1]
+        chunks = [self._run_padded(batch[i : i + step]) for i in range(0, len(batch), step)]
         return _as_probabilities(np.concatenate(chunks))
 
     def _run_padded(self, batch: np.ndarray) -> np.ndarray:

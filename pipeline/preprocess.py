@@ -10,6 +10,15 @@ import cv2
 import numpy as np
 
 _IGNORED_OPS = {"DecodeImage", "ToCHWImage"}
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "bilinear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
 _KNOWN_OPS = {"ResizeImage", "CropImage", "NormalizeImage", *_IGNORED_OPS}
 
 
@@ -20,6 +29,7 @@ class Preprocessor:
     resize: tuple[int, int] | None = None  # (width, height)
     resize_short: int | None = None
     crop: tuple[int, int] | None = None  # (width, height)
+    interpolation: int = cv2.INTER_LINEAR
     alpha: np.ndarray = field(default_factory=lambda: np.full(3, 1 / 255, np.float32))
     beta: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
 
@@ -54,12 +64,12 @@ class Preprocessor:
         """One image resized and cropped, still HWC uint8."""
         out = rgb
         if self.resize is not None:
-            out = cv2.resize(out, self.resize, interpolation=cv2.INTER_LINEAR)
+            out = cv2.resize(out, self.resize, interpolation=self.interpolation)
         elif self.resize_short is not None:
             height, width = out.shape[:2]
             scale = self.resize_short / min(height, width)
             size = (round(width * scale), round(height * scale))
-            out = cv2.resize(out, size, interpolation=cv2.INTER_LINEAR)
+            out = cv2.resize(out, size, interpolation=self.interpolation)
         if self.crop is not None:
             out = _centre_crop(out, self.crop)
         return out
@@ -79,10 +89,14 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _resize_settings(params: dict[str, Any]) -> dict[str, Any]:
+    name = str(params.get("interpolation") or "linear").lower()
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {name!r}; use one of {sorted(INTERPOLATIONS)}")
+    settings: dict[str, Any] = {"interpolation": INTERPOLATIONS[name]}
     if "size" in params:
-        return {"resize": _pair(params["size"])}
+        return {**settings, "resize": _pair(params["size"])}
     if "resize_short" in params:
-        return {"resize_short": int(params["resize_short"])}
+        return {**settings, "resize_short": int(params["resize_short"])}
     raise ValueError("ResizeImage needs `size` or `resize_short`")
 
 

@@ -1,0 +1,10 @@
+"""Training, export and evaluation of defect classifiers (imports paddle).
+
+Exports use the legacy program format (.pdmodel + .pdiparams) so that both
+paddlepaddle-gpu 2.6 and paddle 3.x load them; the flag must be set before
+paddle is first imported.
+"""
+
+import os
+
+os.environ.setdefault("FLAGS_enable_pir_api", "0")

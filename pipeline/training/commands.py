@@ -1,0 +1,73 @@
+"""CLI commands `train`, `export` and `eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from linewatch.pipeline.training.nets import ARCHITECTURES
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train a defect classifier on an ImageFolder")
+    train.add_argument("--data", type=Path, required=True, help="ImageFolder root")
+    train.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
+    train.add_argument("--arch", choices=ARCHITECTURES, default="PPLCNet_x0_5")
+    train.add_argument("--image-size", type=int, default=160)
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--steps-per-epoch", type=int, default=40)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--patience", type=int, default=12, help="early stopping (epochs)")
+    train.add_argument("--synthetic-per-class", type=int, default=0,
+                       help="mix in this many generated tiles per class")  # fmt: skip
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.set_defaults(func=cmd_train)
+
+    export = commands.add_parser("export", help="export a run as a Paddle Inference folder")
+    export.add_argument("--run-dir", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(func=cmd_export)
+
+    evaluate = commands.add_parser("eval", help="evaluate an exported model on an ImageFolder")
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--split-file", type=Path, help="evaluate the validation part only")
+    evaluate.add_argument("--json", type=Path, help="also write the figures here")
+    evaluate.add_argument("--threads", type=int, default=2)
+    evaluate.set_defaults(func=cmd_eval)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(args.data), run_dir=str(args.run_dir), arch=args.arch,
+        image_size=args.image_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+        synthetic_per_class=args.synthetic_per_class, seed=args.seed,
+    )  # fmt: skip
+    best = train(config, resume=args.resume)
+    print(f"best validation macro-F1 {best.get('val_macro_f1', 0):.3f} at epoch "
+          f"{best.get('epoch', '-')}; weights in {args.run_dir / 'best.pdparams'}")  # fmt: skip
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.training.export import export_run
+
+    diff = export_run(args.run_dir, args.out)
+    print(f"exported {args.out}; max abs difference to the training network: {diff:.2e}")
+    return 0 if diff < 1e-4 else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.training.evaluate import evaluate, print_report
+
+    result = evaluate(args.model, args.data, args.split_file, args.threads)
+    print_report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0

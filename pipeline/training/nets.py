@@ -1,0 +1,149 @@
+"""Classification networks written with paddle.nn (no hub downloads).
+
+PP-LCNet (Cui et al., 2021) at scales 0.25 / 0.5 / 1.0 and MobileNetV3-small
+(Howard et al., 2019), both ending in a linear classifier over `num_classes`.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+
+def _divisible(value: float, divisor: int = 8) -> int:
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class ConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: type[nn.Layer] | None = nn.Hardswish) -> None:  # fmt: skip
+        layers: list[nn.Layer] = [
+            nn.Conv2D(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias_attr=False),
+            nn.BatchNorm2D(cout),
+        ]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Layer):
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        hidden = _divisible(channels / reduction)
+        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.reduce = nn.Conv2D(channels, hidden, 1)
+        self.expand = nn.Conv2D(hidden, channels, 1)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        scale = nn.functional.relu(self.reduce(self.pool(x)))
+        return x * nn.functional.hardsigmoid(self.expand(scale))
+
+
+class DepthwiseSeparable(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, use_se: bool) -> None:
+        layers: list[nn.Layer] = [ConvBN(cin, cin, kernel, stride, groups=cin)]
+        if use_se:
+            layers.append(SqueezeExcite(cin))
+        layers.append(ConvBN(cin, cout, 1))
+        super().__init__(*layers)
+
+
+# (kernel, out channels at scale 1, stride, squeeze-excite)
+LCNET_BLOCKS = [
+    [(3, 64, 1, False)],
+    [(3, 128, 2, False), (3, 128, 1, False)],
+    [(3, 256, 2, False), (3, 256, 1, False)],
+    [(3, 512, 2, False)] + [(5, 512, 1, False)] * 5,
+    [(5, 1024, 2, True), (5, 1024, 1, True)],
+]
+
+
+class PPLCNet(nn.Layer):
+    def __init__(self, scale: float, num_classes: int, head_channels: int = 1280,
+                 dropout: float = 0.2) -> None:  # fmt: skip
+        super().__init__()
+        channels = _divisible(16 * scale)
+        layers: list[nn.Layer] = [ConvBN(3, channels, 3, 2)]
+        for stage in LCNET_BLOCKS:
+            for kernel, width, stride, use_se in stage:
+                out = _divisible(width * scale)
+                layers.append(DepthwiseSeparable(channels, out, kernel, stride, use_se))
+                channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.head = nn.Sequential(
+            nn.Conv2D(channels, head_channels, 1), nn.Hardswish(), nn.Dropout(dropout)
+        )
+        self.classifier = nn.Linear(head_channels, num_classes)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.head(self.pool(self.features(x)))
+        return self.classifier(paddle.flatten(x, 1))
+
+
+class InvertedResidual(nn.Layer):
+    def __init__(self, cin: int, hidden: int, cout: int, kernel: int, stride: int,
+                 use_se: bool, act: type[nn.Layer]) -> None:  # fmt: skip
+        super().__init__()
+        layers: list[nn.Layer] = []
+        if hidden != cin:
+            layers.append(ConvBN(cin, hidden, 1, act=act))
+        layers.append(ConvBN(hidden, hidden, kernel, stride, groups=hidden, act=act))
+        if use_se:
+            layers.append(SqueezeExcite(hidden))
+        layers.append(ConvBN(hidden, cout, 1, act=None))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        out = self.block(x)
+        return x + out if self.residual else out
+
+
+# (kernel, expansion, out, squeeze-excite, activation, stride)
+MOBILENETV3_SMALL = [
+    (3, 16, 16, True, nn.ReLU, 2),
+    (3, 72, 24, False, nn.ReLU, 2),
+    (3, 88, 24, False, nn.ReLU, 1),
+    (5, 96, 40, True, nn.Hardswish, 2),
+    (5, 240, 40, True, nn.Hardswish, 1),
+    (5, 240, 40, True, nn.Hardswish, 1),
+    (5, 120, 48, True, nn.Hardswish, 1),
+    (5, 144, 48, True, nn.Hardswish, 1),
+    (5, 288, 96, True, nn.Hardswish, 2),
+    (5, 576, 96, True, nn.Hardswish, 1),
+    (5, 576, 96, True, nn.Hardswish, 1),
+]
+
+
+class MobileNetV3Small(nn.Layer):
+    def __init__(self, num_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        layers: list[nn.Layer] = [ConvBN(3, 16, 3, 2)]
+        channels = 16
+        for kernel, hidden, out, use_se, act, stride in MOBILENETV3_SMALL:
+            layers.append(InvertedResidual(channels, hidden, out, kernel, stride, use_se, act))
+            channels = out
+        layers.append(ConvBN(channels, 576, 1))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.head = nn.Sequential(nn.Conv2D(576, 1024, 1), nn.Hardswish(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(1024, num_classes)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.head(self.pool(self.features(x)))
+        return self.classifier(paddle.flatten(x, 1))
+
+
+ARCHITECTURES = ("PPLCNet_x0_25", "PPLCNet_x0_5", "PPLCNet_x1_0", "MobileNetV3_small")
+
+
+def build_network(arch: str, num_classes: int) -> nn.Layer:
+    """A fresh network by name (see ARCHITECTURES)."""
+    if arch == "MobileNetV3_small":
+        return MobileNetV3Small(num_classes)
+    scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
+    if arch not in scales:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return PPLCNet(scales[arch], num_classes)

@@ -1,0 +1,228 @@
+"""The training recipe: balanced sampling, augmentation, label smoothing, warmup + cosine LR,
+gradient clipping, EMA weights, AMP on GPU, early stopping on validation macro-F1,
+checkpoints with resume, and a run folder with the config and per-epoch metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from linewatch.pipeline.errors import LinewatchError
+from linewatch.pipeline.training import data
+from linewatch.pipeline.training.metrics import class_report
+from linewatch.pipeline.training.nets import build_network
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    run_dir: str
+    arch: str = "PPLCNet_x0_5"
+    image_size: int = 160
+    epochs: int = 40
+    steps_per_epoch: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.02
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    grad_clip: float = 5.0
+    ema_decay: float = 0.995
+    patience: int = 12
+    val_fraction: float = 0.2
+    synthetic_per_class: int = 0
+    seed: int = 0
+    threads: int = 2
+
+
+class EMA:
+    """Exponential moving average of the weights (and BN statistics) for evaluation."""
+
+    def __init__(self, network: paddle.nn.Layer, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.numpy().copy() for k, v in network.state_dict().items()}
+
+    def update(self, network: paddle.nn.Layer) -> None:
+        for key, value in network.state_dict().items():
+            current = value.numpy()
+            if np.issubdtype(current.dtype, np.floating):
+                self.shadow[key] = self.decay * self.shadow[key] + (1 - self.decay) * current
+            else:
+                self.shadow[key] = current.copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.shadow
+
+
+def smoothed_loss(logits: paddle.Tensor, targets: paddle.Tensor, classes: int,
+                  smoothing: float) -> paddle.Tensor:  # fmt: skip
+    soft = paddle.nn.functional.one_hot(targets, classes) * (1 - smoothing) + smoothing / classes
+    return -(soft * paddle.nn.functional.log_softmax(logits, axis=1)).sum(axis=1).mean()
+
+
+def predict_probs(network: paddle.nn.Layer, grey: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    network.eval()
+    outputs = []
+    with paddle.no_grad():
+        for start in range(0, len(grey), batch_size):
+            batch = paddle.to_tensor(data.to_batch(grey[start : start + batch_size]))
+            outputs.append(paddle.nn.functional.softmax(network(batch), axis=1).numpy())
+    return np.concatenate(outputs)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, split: data.Split) -> None:
+        self.config = config
+        self.split = split
+        self.run_dir = Path(config.run_dir)
+        self.rng = np.random.default_rng(config.seed)
+        paddle.seed(config.seed)
+        self.network = build_network(config.arch, len(split.labels))
+        self.schedule = self._schedule()
+        self.optimizer = paddle.optimizer.AdamW(
+            learning_rate=self.schedule,
+            parameters=self.network.parameters(),
+            weight_decay=config.weight_decay,
+            grad_clip=paddle.nn.ClipGradByGlobalNorm(config.grad_clip),
+        )
+        self.ema = EMA(self.network, config.ema_decay)
+        self.use_amp = paddle.device.is_compiled_with_cuda()
+        self.scaler = paddle.amp.GradScaler() if self.use_amp else None
+        self.epoch, self.best_f1, self.stale_epochs = 0, -1.0, 0
+
+    def _schedule(self) -> paddle.optimizer.lr.LRScheduler:
+        c = self.config
+        total = c.epochs * c.steps_per_epoch
+        warmup = c.warmup_epochs * c.steps_per_epoch
+        cosine = paddle.optimizer.lr.CosineAnnealingDecay(c.lr, max(1, total - warmup))
+        return paddle.optimizer.lr.LinearWarmup(cosine, max(1, warmup), 0.0, c.lr)
+
+    def fit(self, train_grey: np.ndarray, val_grey: np.ndarray) -> dict[str, float]:
+        targets = np.array([index for _, index in self.split.train])
+        val_targets = np.array([index for _, index in self.split.val])
+        best: dict[str, float] = {}
+        with _progress() as progress:
+            task = progress.add_task("training", total=self.config.epochs, completed=self.epoch,
+                                     status="")  # fmt: skip
+            while self.epoch < self.config.epochs and self.stale_epochs < self.config.patience:
+                loss = self._train_epoch(train_grey, targets)
+                metrics = self._validate(val_grey, val_targets, loss)
+                best = metrics if metrics["improved"] else best
+                progress.update(task, advance=1, status=_status(metrics, self.best_f1))
+        return best
+
+    def _train_epoch(self, grey: np.ndarray, targets: np.ndarray) -> float:
+        c = self.config
+        self.network.train()
+        losses = []
+        for indices in data.balanced_batches(targets, c.batch_size, c.steps_per_epoch, self.rng):
+            images = np.stack([data.augment(grey[i], c.image_size, self.rng) for i in indices])
+            batch = paddle.to_tensor(data.to_batch(images))
+            labels = paddle.to_tensor(targets[indices].astype(np.int64))
+            losses.append(self._step(batch, labels))
+            self.schedule.step()
+            self.ema.update(self.network)
+        self.epoch += 1
+        return float(np.mean(losses))
+
+    def _step(self, batch: paddle.Tensor, labels: paddle.Tensor) -> float:
+        classes = len(self.split.labels)
+        with paddle.amp.auto_cast(enable=self.use_amp):
+            loss = smoothed_loss(self.network(batch), labels, classes, self.config.label_smoothing)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.minimize(self.optimizer, loss)
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        return float(loss)
+
+    def _validate(self, grey: np.ndarray, targets: np.ndarray, loss: float) -> dict:
+        live = {k: v.numpy().copy() for k, v in self.network.state_dict().items()}
+        self.network.set_state_dict(self.ema.state())
+        probs = predict_probs(self.network, grey)
+        self.network.set_state_dict(live)
+        report = class_report(targets, probs.argmax(axis=1), self.split.labels)
+        improved = report.macro_f1 > self.best_f1
+        if improved:
+            self.best_f1, self.stale_epochs = report.macro_f1, 0
+            paddle.save(self.ema.state(), str(self.run_dir / "best.pdparams"))
+        else:
+            self.stale_epochs += 1
+        metrics = {"epoch": self.epoch, "loss": loss, "val_macro_f1": report.macro_f1,
+                   "val_accuracy": report.accuracy, "lr": float(self.optimizer.get_lr()),
+                   "improved": improved, "time": time.time()}  # fmt: skip
+        with (self.run_dir / "metrics.jsonl").open("a") as out:
+            out.write(json.dumps(metrics) + "\n")
+        self._checkpoint()
+        return metrics
+
+    def _checkpoint(self) -> None:
+        paddle.save(
+            {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+             "ema": self.ema.state(), "rng": self.rng.bit_generator.state,
+             "progress": [self.epoch, self.best_f1, self.stale_epochs]},
+            str(self.run_dir / "last.pdckpt"),
+        )  # fmt: skip
+
+    def resume(self) -> None:
+        path = self.run_dir / "last.pdckpt"
+        if not path.exists():
+            raise LinewatchError(f"nothing to resume: {path} does not exist")
+        state = paddle.load(str(path))
+        self.network.set_state_dict(state["network"])
+        self.optimizer.set_state_dict(state["optimizer"])
+        self.ema.shadow = {k: np.asarray(v) for k, v in state["ema"].items()}
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch, self.best_f1, self.stale_epochs = state["progress"]
+        self.epoch = int(self.epoch)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("epoch {task.completed}/{task.total}"), TimeElapsedColumn(),
+                    TextColumn("{task.fields[status]}"))  # fmt: skip
+
+
+def _status(metrics: dict, best: float) -> str:
+    return (
+        f"loss {metrics['loss']:.3f}  val macro-F1 {metrics['val_macro_f1']:.3f} (best {best:.3f})"
+    )
+
+
+def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
+    """Create the run folder, and the split (or reuse the saved one when resuming)."""
+    run_dir = Path(config.run_dir)
+    split_file = run_dir / "split.json"
+    if resume and split_file.exists():
+        return data.Split.load(split_file)
+    if run_dir.exists() and any(run_dir.glob("*.pd*")) and not resume:
+        raise LinewatchError(f"run folder {run_dir} already has checkpoints; use --resume "
+                             "or another --run-dir")  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    labels, items = data.scan_image_folder(Path(config.data))
+    items += data.synthetic_items(labels, config.synthetic_per_class)
+    split = data.stratified_split(labels, items, config.val_fraction, config.seed)
+    split.save(split_file)
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    return split
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
+    """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
+    paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
+    split = prepare_run(config, resume)
+    cache = int(config.image_size * 1.15)
+    train_grey = data.load_images(split.train, cache)
+    val_grey = data.load_images(split.val, config.image_size)
+    trainer = Trainer(config, split)
+    if resume:
+        trainer.resume()
+    return trainer.fit(train_grey, val_grey)
