@@ -140,10 +140,12 @@ ARCHITECTURES = ("PPLCNet_x0_25", "PPLCNet_x0_5", "PPLCNet_x1_0", "MobileNetV3_s
 
 
 def build_network(arch: str, num_classes: int) -> nn.Layer:
-    """A fresh network by name (see ARCHITECTURES)."""
-    if arch == "MobileNetV3_small":
-        return MobileNetV3Small(num_classes)
+    """A fresh network by name (see ARCHITECTURES), with the same parameter names every
+    time, so optimizer checkpoints load into a new process or a new instance."""
     scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
-    if arch not in scales:
+    if arch not in (*scales, "MobileNetV3_small"):
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return PPLCNet(scales[arch], num_classes)
+    with paddle.utils.unique_name.guard():
+        if arch == "MobileNetV3_small":
+            return MobileNetV3Small(num_classes)
+        return PPLCNet(scales[arch], num_classes)
