@@ -66,15 +66,17 @@ def probe_camera(camera: CameraSettings, settings: Settings) -> None:
         open_timeout_s=settings.ingest.open_timeout_s,
         read_timeout_s=settings.ingest.read_timeout_s,
     )
-    frames = open_frames(camera.url, options)
+    frames = None
     try:
+        frames = open_frames(camera.url, options)
         next(frames)
     except StopIteration:
         raise SourceError(f"camera {camera.id}: {redact_url(camera.url)} has no frames") from None
     except SourceError as exc:
         raise SourceError(f"camera {camera.id}: {exc}") from None
     finally:
-        frames.close()
+        if frames is not None:
+            frames.close()
 
 
 def read_stats(client: broker.Client, settings: Settings) -> LineStats:

@@ -46,13 +46,17 @@ class EMA:
 
     def __init__(self, network: paddle.nn.Layer, decay: float) -> None:
         self.decay = decay
+        self.updates = 0
         self.shadow = {k: v.numpy().copy() for k, v in network.state_dict().items()}
 
     def update(self, network: paddle.nn.Layer) -> None:
+        # Warm the decay up so the average is not dominated by the random start.
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for key, value in network.state_dict().items():
             current = value.numpy()
             if np.issubdtype(current.dtype, np.floating):
-                self.shadow[key] = self.decay * self.shadow[key] + (1 - self.decay) * current
+                self.shadow[key] = decay * self.shadow[key] + (1 - decay) * current
             else:
                 self.shadow[key] = current.copy()
 
@@ -180,6 +184,7 @@ class Trainer:
         self.network.set_state_dict(state["network"])
         self.optimizer.set_state_dict(state["optimizer"])
         self.ema.shadow = {k: np.asarray(v) for k, v in state["ema"].items()}
+        self.ema.updates = int(state["progress"][0]) * self.config.steps_per_epoch
         self.rng.bit_generator.state = state["rng"]
         self.epoch, self.best_f1, self.stale_epochs = state["progress"]
         self.epoch = int(self.epoch)
