@@ -193,6 +193,11 @@ def _live_frames(url: str, options: SourceOptions) -> Iterator[DecodedFrame]:
                 timeout = options.read_timeout_s + 1.0
             elif kind == "error":
                 raise SourceError(payload)
+            elif kind == "stalled":
+                raise SourceStalled(
+                    f"stream {redact_url(url)} delivered no frame for {payload:.0f} s "
+                    "(read timeout)"
+                )
             else:
                 raise SourceEnded(f"stream {redact_url(url)} ended")
     finally:
@@ -209,12 +214,20 @@ def _stop_child(child: Any, frames: Any) -> None:
 
 def _decode_live(url: str, options: SourceOptions, frames: Any) -> None:
     """Child process: decode the stream and hand frames to the parent."""
+    last_frame = time.monotonic()
     try:
         container = _open_container(url, options)
         for frame in _decode(container, options, url):
             frames.put(("frame", frame))
-        frames.put(("end", None))
-    except SourceEnded as exc:
-        frames.put(("end", str(exc)))
+            last_frame = time.monotonic()
+    except SourceEnded:
+        pass
     except SourceError as exc:
         frames.put(("error", str(exc)))
+        return
+    # PyAV reports a read timeout as the end of the stream; tell the two apart.
+    silent_s = time.monotonic() - last_frame
+    if silent_s >= 0.9 * options.read_timeout_s:
+        frames.put(("stalled", silent_s))
+    else:
+        frames.put(("end", None))

@@ -59,3 +59,6 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture()
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'linewatch.db'}"
+
+
+pytest_plugins = ["tests.conftest_rtsp"]
