@@ -17,16 +17,18 @@ class Prediction:
     is_defect: bool
 
 
-def predictions(probs: np.ndarray, info: ModelInfo) -> list[Prediction]:
-    """One Prediction per row: defect when 1 - P(normal labels) >= the model's threshold."""
+def predictions(probs: np.ndarray, info: ModelInfo) -> list[Prediction | None]:
+    """One Prediction per row: defect when 1 - P(normal labels) >= the model's threshold;
+    None for a row with non-finite scores (a broken model must not pass as "no defect")."""
     normal = [info.labels.index(label) for label in info.normal_labels if label in info.labels]
     defect_mass = 1.0 - probs[:, normal].sum(axis=1)
     k = min(info.topk, probs.shape[1])
     order = np.argsort(-probs, axis=1)[:, :k]
-    out = []
+    out: list[Prediction | None] = []
     for row, ranked, mass in zip(probs, order, defect_mass, strict=True):
         if not np.all(np.isfinite(row)):
-            raise ValueError("model produced non-finite scores (NaN/inf)")
+            out.append(None)
+            continue
         topk = tuple((info.labels[i], float(row[i])) for i in ranked)
         is_defect = bool(mass >= info.defect_threshold)
         label, score = topk[0]

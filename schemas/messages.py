@@ -12,7 +12,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 ENCODINGS = ("jpeg", "png", "raw-u8")
-STATUSES = ("ok", "stale", "undecodable")
+STATUSES = ("ok", "stale", "undecodable", "invalid-output")
 
 Fields = dict[bytes, bytes]
 

@@ -78,6 +78,7 @@ class FrameBatchHandler:
         broker.ack_and_delete(pipe, self.settings.frames_stream, GROUP, [e[0] for e in entries])
         counts = Counter(result.status for result in results)
         counts["inferred"] = counts.pop("ok", 0)
+        self.counters.inferred += counts["inferred"]
         counts["dead_letters"] = len(entries) - len(frames)
         broker.add_counts(pipe, self.settings.stats_key, counts)
         pipe.execute()
@@ -90,10 +91,13 @@ class FrameBatchHandler:
         probs = self.classifier.predict(ok_images) if ok_images else np.zeros((0, 0))
         ok_predictions = iter(predictions(probs, self.classifier.info)) if ok_images else iter(())
         infer_end = time.time_ns()
-        self.counters.inferred += len(ok_images)
         results = []
         for frame, status in zip(frames, statuses, strict=True):
             prediction = next(ok_predictions) if status == "ok" else NO_PREDICTION
+            if prediction is None:
+                log.error("camera %s seq %d: the model returned NaN/inf scores", frame.camera_id,
+                          frame.seq)  # fmt: skip
+                status, prediction = "invalid-output", NO_PREDICTION
             evidence = frame.image if prediction.is_defect and frame.encoding == "jpeg" else b""
             results.append(
                 self._result(
