@@ -89,9 +89,14 @@ def _figures(settings: Settings, truth: list[str]) -> DemoFigures:
     engine = storage.open_database(settings.resolved_database_url())
     with Session(engine) as session:
         rows = session.execute(
-            select(Detection.seq, Detection.label, Detection.is_defect, Detection.capture_ts,
-                   Detection.sink_ts)
-        ).all()  # fmt: skip
+            select(
+                Detection.seq,
+                Detection.label,
+                Detection.is_defect,
+                Detection.capture_ts,
+                Detection.sink_ts,
+            )
+        ).all()
         alerts = session.scalar(select(func.count()).select_from(Alert)) or 0
     engine.dispose()
     if not rows:

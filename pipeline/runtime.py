@@ -133,22 +133,6 @@ class Supervisor:
                     role.process.join()
 
 
-class Heartbeat:
-    """Refreshes a worker's heartbeat key at most once a second."""
-
-    TTL_S = 15
-
-    def __init__(self, beat: Callable[[int], None]) -> None:
-        self._beat = beat
-        self._last = 0.0
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self._last >= 1.0:
-            self._beat(self.TTL_S)
-            self._last = now
-
-
 def run_worker(role: str, debug: bool, body: Callable[[StopFlag], object]) -> None:
     """Entry point of a worker process: logging, signals, and exit code 2 on user errors."""
     from linewatch.pipeline.errors import LinewatchError

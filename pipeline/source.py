@@ -128,7 +128,7 @@ def _open_container(url: str, options: SourceOptions) -> Any:
                 "check the URL, credentials and that the camera is reachable"
                 if live
                 else "is it a video file that ffmpeg can read?"
-            )  # fmt: skip
+            )
         ) from None
     if not container.streams.video:
         container.close()
@@ -159,8 +159,12 @@ def _decode(container: Any, options: SourceOptions, url: str) -> Iterator[Decode
     except av.error.FFmpegError as exc:
         if is_live(url):
             raise SourceEnded(f"stream {redact_url(url)} broke: {_reason(exc)}") from None
-        log.warning("%s: decoding stopped after %d frames (%s); the file may be truncated",
-                    redact_url(url), index, _reason(exc))  # fmt: skip
+        log.warning(
+            "%s: decoding stopped after %d frames (%s); the file may be truncated",
+            redact_url(url),
+            index,
+            _reason(exc),
+        )
     if index == 0 and not is_live(url):
         raise SourceError(f"video file {redact_url(url)} has no decodable frames (corrupt?)")
 

@@ -69,8 +69,9 @@ def rtsp_server() -> Iterator[Callable[..., RtspServer]]:
         pytest.skip("GStreamer RTSP server not installed (apt packages in .ci/apt-packages.txt)")
     servers: list[RtspServer] = []
 
-    def start(video: Path, user: str | None = None, password: str | None = None,
-              port: int | None = None) -> RtspServer:  # fmt: skip
+    def start(
+        video: Path, user: str | None = None, password: str | None = None, port: int | None = None
+    ) -> RtspServer:
         port = port or free_port()
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(port), str(video)]
         if user:

@@ -17,8 +17,11 @@ def linewatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
     return subprocess.run(
         [sys.executable, "-m", "linewatch.cli", *args],
-        capture_output=True, text=True, timeout=120, env={**clean, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")

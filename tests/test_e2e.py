@@ -39,11 +39,14 @@ def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
     truth = write_demo_video(video, FRAMES, fps=10)
     url = sqlite_url if database == "sqlite" else pg_url
     settings = make_settings(
-        tmp_path, line_name, redis_url, database_url=url,
+        tmp_path,
+        line_name,
+        redis_url,
+        database_url=url,
         cameras=[{"id": "cam-e2e", "url": str(video)}],
         inference={"max_batch": 8, "max_wait_ms": 10},
         alerts={"k": 3, "n": 5, "m": 5, "cooldown_s": 0},
-    )  # fmt: skip
+    )
 
     stats = run_line(settings)
 
@@ -53,9 +56,10 @@ def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
     with Session(engine) as session:
         rows = session.execute(select(Detection.seq, Detection.label, Detection.is_defect)).all()
         alerts = session.execute(
-            select(Alert.label, Alert.state, Alert.opened_seq, Alert.closed_seq, Alert.evidence)
-            .order_by(Alert.opened_seq)
-        ).all()  # fmt: skip
+            select(
+                Alert.label, Alert.state, Alert.opened_seq, Alert.closed_seq, Alert.evidence
+            ).order_by(Alert.opened_seq)
+        ).all()
     engine.dispose()
     assert sorted(seq for seq, _, _ in rows) == list(range(1, FRAMES + 1))
     predicted = {seq: (label, is_defect) for seq, label, is_defect in rows}

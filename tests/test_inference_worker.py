@@ -38,8 +38,18 @@ def classifier() -> Classifier:
 def frame(seq: int, image: np.ndarray, live: bool = False, age_s: float = 0.0) -> FrameMessage:
     height, width = image.shape[:2]
     now = time.time_ns()
-    return FrameMessage("cam", seq, seq / 10, now - int(age_s * 1e9), now, width, height, "jpeg",
-                        encode_image(image, "jpeg"), live)  # fmt: skip
+    return FrameMessage(
+        "cam",
+        seq,
+        seq / 10,
+        now - int(age_s * 1e9),
+        now,
+        width,
+        height,
+        "jpeg",
+        encode_image(image, "jpeg"),
+        live,
+    )
 
 
 def test_batch_results_statuses_and_acks(
@@ -71,8 +81,11 @@ def test_batch_results_statuses_and_acks(
     assert len(dead) == 1 and b"missing field" in dead[0][1][b"reason"]
     stats = redis_client.hgetall(settings.stats_key)
     assert {k: int(v) for k, v in stats.items()} == {
-        b"inferred": 1, b"stale": 1, b"undecodable": 1, b"dead_letters": 1,
-    }  # fmt: skip
+        b"inferred": 1,
+        b"stale": 1,
+        b"undecodable": 1,
+        b"dead_letters": 1,
+    }
 
 
 def test_model_folder_errors_name_the_problem(tmp_path: Path) -> None:

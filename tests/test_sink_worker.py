@@ -36,8 +36,13 @@ def test_sink_restart_after_commit_before_ack_writes_nothing_twice(
     database, tmp_path, redis_client, redis_url, line_name, sqlite_url, pg_url
 ) -> None:  # type: ignore[no-untyped-def]
     url = sqlite_url if database == "sqlite" else pg_url
-    settings = make_settings(tmp_path, line_name, redis_url, database_url=url,
-                             alerts={"k": 2, "n": 3, "m": 2, "cooldown_s": 0})  # fmt: skip
+    settings = make_settings(
+        tmp_path,
+        line_name,
+        redis_url,
+        database_url=url,
+        alerts={"k": 2, "n": 3, "m": 2, "cooldown_s": 0},
+    )
     labels = ["free", "crack", "crack", "crack", "free", "free", "free", "free"]
     messages = [result(seq, label) for seq, label in enumerate(labels, start=1)]
     stream = settings.results_stream
@@ -51,9 +56,12 @@ def test_sink_restart_after_commit_before_ack_writes_nothing_twice(
     storage.write_batch(engine, decoded, [], sink_ts=1)
 
     counters = run_sink_until(
-        redis_client, engine, settings, "sink-a",
+        redis_client,
+        engine,
+        settings,
+        "sink-a",
         lambda: broker.backlog(redis_client, stream) == 0,
-    )  # fmt: skip
+    )
     assert counters.written == 4 and counters.replayed == 4
     with Session(engine) as session:
         seqs = session.scalars(select(Detection.seq).order_by(Detection.seq)).all()
@@ -74,8 +82,9 @@ def test_malformed_result_goes_to_dead_letters(
     good = result(1).encode()
     broker.add_entries(redis_client, stream, [{b"v": b"1", b"garbage": b"\x00"}, good])
     engine = storage.open_database(sqlite_url)
-    counters = run_sink_until(redis_client, engine, settings, "s",
-                              lambda: broker.backlog(redis_client, stream) == 0)  # fmt: skip
+    counters = run_sink_until(
+        redis_client, engine, settings, "s", lambda: broker.backlog(redis_client, stream) == 0
+    )
     assert counters.written == 1 and counters.dead_letters == 1
     dead = redis_client.xrange(settings.dead_letter_stream)
     assert len(dead) == 1

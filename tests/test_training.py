@@ -22,8 +22,15 @@ from linewatch.pipeline.training.train import TrainConfig, train
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train")
     images = write_image_folder(root / "images", per_class=6, size=64, seed=1)
-    config = TrainConfig(data=str(images), run_dir=str(root / "run"), arch="PPLCNet_x0_25",
-                         image_size=48, epochs=1, steps_per_epoch=2, batch_size=8)  # fmt: skip
+    config = TrainConfig(
+        data=str(images),
+        run_dir=str(root / "run"),
+        arch="PPLCNet_x0_25",
+        image_size=48,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=8,
+    )
     train(config)
     return root / "run"
 
@@ -47,10 +54,27 @@ def test_export_reloads_with_identical_outputs(trained_run: Path, tmp_path: Path
 
 def test_resume_continues_from_the_checkpoint_in_a_new_process(trained_run: Path) -> None:
     config = json.loads((trained_run / "config.json").read_text())
-    command = [sys.executable, "-m", "linewatch.cli", "train", "--resume", "--run-dir",
-               str(trained_run), "--data", config["data"], "--arch", config["arch"],
-               "--image-size", str(config["image_size"]), "--epochs", "2",
-               "--steps-per-epoch", "2", "--batch-size", "8"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "linewatch.cli",
+        "train",
+        "--resume",
+        "--run-dir",
+        str(trained_run),
+        "--data",
+        config["data"],
+        "--arch",
+        config["arch"],
+        "--image-size",
+        str(config["image_size"]),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "8",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     epochs = [json.loads(line)["epoch"] for line in (trained_run / "metrics.jsonl").open()]

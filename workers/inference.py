@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections import Counter
@@ -15,16 +14,16 @@ from linewatch.pipeline import broker
 from linewatch.pipeline.batching import collect_batch
 from linewatch.pipeline.codec import UndecodableImage, decode_image
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.consumer import ConsumerLoop
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.model import Classifier
 from linewatch.pipeline.postprocess import Prediction, predictions
-from linewatch.pipeline.runtime import Heartbeat, StopFlag, run_worker
+from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.schemas.messages import FrameMessage, MessageDecodeError, ResultMessage
 
 log = logging.getLogger(__name__)
 
 GROUP = "infer"
-CLAIM_IDLE_MS = 60_000
 NO_PREDICTION = Prediction(label="", score=0.0, topk=(), is_defect=False)
 
 
@@ -95,8 +94,11 @@ class FrameBatchHandler:
         for frame, status in zip(frames, statuses, strict=True):
             prediction = next(ok_predictions) if status == "ok" else NO_PREDICTION
             if prediction is None:
-                log.error("camera %s seq %d: the model returned NaN/inf scores", frame.camera_id,
-                          frame.seq)  # fmt: skip
+                log.error(
+                    "camera %s seq %d: the model returned NaN/inf scores",
+                    frame.camera_id,
+                    frame.seq,
+                )
                 status, prediction = "invalid-output", NO_PREDICTION
             evidence = frame.image if prediction.is_defect and frame.encoding == "jpeg" else b""
             results.append(
@@ -168,34 +170,29 @@ def run(
 ) -> InferenceCounters:
     """Consume the frames stream until stopped; the in-flight batch always completes."""
     stream, inference = settings.frames_stream, settings.inference
-    broker.ensure_group(client, stream, GROUP)
     handler = FrameBatchHandler(client, classifier, settings, worker_id)
-    entries = broker.read_own_pending(client, stream, GROUP, worker_id, inference.max_batch)
-    last_claim = 0.0
-    beat = Heartbeat(
-        lambda ttl: broker.heartbeat(client, settings.worker_key(worker_id), ttl,
-                                     {"role": "infer", "pid": os.getpid(),
-                                      "inferred": handler.counters.inferred})
-    )  # fmt: skip
-    while not stop.is_set():
-        beat()
-        if not entries and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
-            last_claim = time.monotonic()
-            entries = broker.claim_idle(
-                client, stream, GROUP, worker_id, CLAIM_IDLE_MS, inference.max_batch
-            )
-        if not entries:
-            entries = collect_batch(
-                lambda count, block: broker.read_group(
-                    client, stream, GROUP, worker_id, count, block
-                ),
-                inference.max_batch,
-                inference.max_wait_ms,
-                idle_block_ms=500,
-            )
-        if entries:
-            handler.handle(entries)
-            entries = []
+
+    def read_new() -> list[broker.Entry]:
+        def read(count: int, block: int | None) -> list[broker.Entry]:
+            return broker.read_group(client, stream, GROUP, worker_id, count, block)
+
+        return collect_batch(read, inference.max_batch, inference.max_wait_ms, idle_block_ms=500)
+
+    def handle(entries: list[broker.Entry]) -> bool:
+        handler.handle(entries)
+        return True
+
+    ConsumerLoop(
+        client,
+        stream,
+        GROUP,
+        worker_id,
+        inference.max_batch,
+        read_new,
+        handle,
+        settings.worker_key(worker_id),
+        lambda: {"role": "infer", "inferred": handler.counters.inferred},
+    ).run(stop)
     c = handler.counters
     log.info(
         "worker %s: inferred %d, stale %d, undecodable %d, dead letters %d, batches %d",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -13,15 +12,15 @@ from sqlalchemy import Engine
 from linewatch.pipeline import broker, storage
 from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.consumer import ConsumerLoop
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier
-from linewatch.pipeline.runtime import Heartbeat, StopFlag, run_worker
+from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.schemas.messages import AlertMessage, MessageDecodeError, ResultMessage
 
 log = logging.getLogger(__name__)
 
 GROUP = "sink"
-CLAIM_IDLE_MS = 60_000
 DB_RETRY_MAX_S = 30.0
 
 
@@ -159,31 +158,22 @@ def run(
 ) -> SinkCounters:
     """Consume the results stream until stopped."""
     stream = settings.results_stream
-    broker.ensure_group(client, stream, GROUP)
     alerts = AlertEngine(settings.alerts)
     alerts.resume(storage.open_events(engine))
     notifiers: list[Notifier] = [LogNotifier(), PubSubNotifier(client, settings.alerts.channel)]
     handler = ResultBatchHandler(client, engine, alerts, notifiers, settings)
     size = settings.sink.batch_size
-    entries = broker.read_own_pending(client, stream, GROUP, consumer, size)
-    last_claim = 0.0
-    beat = Heartbeat(
-        lambda ttl: broker.heartbeat(client, settings.worker_key(consumer), ttl,
-                                     {"role": "sink", "pid": os.getpid(),
-                                      "written": handler.counters.written})
-    )  # fmt: skip
-    while not stop.is_set():
-        beat()
-        if not entries and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
-            last_claim = time.monotonic()
-            entries = broker.claim_idle(client, stream, GROUP, consumer, CLAIM_IDLE_MS, size)
-        if not entries:
-            entries = broker.read_group(
-                client, stream, GROUP, consumer, size, settings.sink.block_ms
-            )
-        if entries and not handler.handle(entries, stop):
-            break
-        entries = []
+    ConsumerLoop(
+        client,
+        stream,
+        GROUP,
+        consumer,
+        size,
+        lambda: broker.read_group(client, stream, GROUP, consumer, size, settings.sink.block_ms),
+        lambda entries: handler.handle(entries, stop),
+        settings.worker_key(consumer),
+        lambda: {"role": "sink", "written": handler.counters.written},
+    ).run(stop)
     c = handler.counters
     log.info(
         "sink %s: written %d, replays skipped %d, alerts %d, dead letters %d",

@@ -20,8 +20,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--patience", type=int, default=12, help="early stopping (epochs)")
-    train.add_argument("--synthetic-per-class", type=int, default=0,
-                       help="mix in this many generated tiles per class")  # fmt: skip
+    train.add_argument(
+        "--synthetic-per-class",
+        type=int,
+        default=0,
+        help="mix in this many generated tiles per class",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train.set_defaults(func=cmd_train)
@@ -44,14 +48,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from linewatch.pipeline.training.train import TrainConfig, train
 
     config = TrainConfig(
-        data=str(args.data), run_dir=str(args.run_dir), arch=args.arch,
-        image_size=args.image_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-        synthetic_per_class=args.synthetic_per_class, seed=args.seed,
-    )  # fmt: skip
+        data=str(args.data),
+        run_dir=str(args.run_dir),
+        arch=args.arch,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        synthetic_per_class=args.synthetic_per_class,
+        seed=args.seed,
+    )
     best = train(config, resume=args.resume)
-    print(f"best validation macro-F1 {best.get('val_macro_f1', 0):.3f} at epoch "
-          f"{best.get('epoch', '-')}; weights in {args.run_dir / 'best.pdparams'}")  # fmt: skip
+    print(
+        f"best validation macro-F1 {best.get('val_macro_f1', 0):.3f} at epoch "
+        f"{best.get('epoch', '-')}; weights in {args.run_dir / 'best.pdparams'}"
+    )
     return 0
 
 

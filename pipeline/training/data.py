@@ -47,8 +47,10 @@ class Split:
 def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
     """Class names (sorted folder names) and (path, class index) for every image."""
     if not root.is_dir():
-        raise LinewatchError(f"data folder {root} not found; pass an ImageFolder root "
-                             "(one sub-folder of images per class)")  # fmt: skip
+        raise LinewatchError(
+            f"data folder {root} not found; pass an ImageFolder root "
+            "(one sub-folder of images per class)"
+        )
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise LinewatchError(f"{root} needs at least two class folders, found {classes}")

@@ -74,8 +74,9 @@ def evaluate(model_dir: Path, data_dir: Path, split_file: Path | None, threads: 
     info = classifier.info
     unknown = [label for label in folder_labels if label not in info.labels]
     if unknown:
-        raise LinewatchError(f"classes {unknown} of {data_dir} are not in the model's labels "
-                             f"{list(info.labels)}")  # fmt: skip
+        raise LinewatchError(
+            f"classes {unknown} of {data_dir} are not in the model's labels {list(info.labels)}"
+        )
     y_true = np.array([info.labels.index(folder_labels[index]) for _, index in items])
     probs = predict_items(classifier, items)
     report = class_report(y_true, probs.argmax(axis=1), info.labels)
@@ -96,8 +97,12 @@ def _as_json(
         "split": str(split_file) if split_file else "all images",
         "images": int(report.support.sum()),
         "per_class": {
-            label: {"precision": float(report.precision[i]), "recall": float(report.recall[i]),
-                    "f1": float(report.f1[i]), "support": int(report.support[i])}
+            label: {
+                "precision": float(report.precision[i]),
+                "recall": float(report.recall[i]),
+                "f1": float(report.f1[i]),
+                "support": int(report.support[i]),
+            }
             for i, label in enumerate(report.labels)
         },
         "labels": list(report.labels),
@@ -109,7 +114,7 @@ def _as_json(
         "false_alarm_rate": binary.false_alarm_rate,
         "latency_batch1_ms": latency.batch1_ms,
         "throughput_batch32_images_per_s": latency.batch32_images_per_s,
-    }  # fmt: skip
+    }
 
 
 def print_report(result: dict, console: Console | None = None) -> None:
@@ -118,8 +123,13 @@ def print_report(result: dict, console: Console | None = None) -> None:
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, row in result["per_class"].items():
-        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                      f"{row['f1']:.3f}", str(row["support"]))  # fmt: skip
+        table.add_row(
+            label,
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
     console.print(table)
     confusion = Table(title="confusion (rows: true, columns: predicted)")
     confusion.add_column("")

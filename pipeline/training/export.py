@@ -44,23 +44,38 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
     return config, split, network
 
 
-def inference_config(config: TrainConfig, labels: tuple[str, ...], threshold: float,
-                     version: str) -> dict:  # fmt: skip
+def inference_config(
+    config: TrainConfig, labels: tuple[str, ...], threshold: float, version: str
+) -> dict:
     size = config.image_size
     return {
-        "Global": {"model_name": f"linewatch-{config.arch}", "model_version": version,
-                   "arch": config.arch, "image_size": size},
-        "PreProcess": {"transform_ops": [
-            {"DecodeImage": {"to_rgb": True, "channel_first": False}},
-            {"ResizeImage": {"size": [size, size], "interpolation": "area"}},
-            {"NormalizeImage": {"scale": 1 / 255, "mean": list(data.MEAN_RGB),
-                                "std": list(data.STD_RGB), "order": ""}},
-            {"ToCHWImage": None},
-        ]},
+        "Global": {
+            "model_name": f"linewatch-{config.arch}",
+            "model_version": version,
+            "arch": config.arch,
+            "image_size": size,
+        },
+        "PreProcess": {
+            "transform_ops": [
+                {"DecodeImage": {"to_rgb": True, "channel_first": False}},
+                {"ResizeImage": {"size": [size, size], "interpolation": "area"}},
+                {
+                    "NormalizeImage": {
+                        "scale": 1 / 255,
+                        "mean": list(data.MEAN_RGB),
+                        "std": list(data.STD_RGB),
+                        "order": "",
+                    }
+                },
+                {"ToCHWImage": None},
+            ]
+        },
         "PostProcess": {"name": "Topk", "topk": min(5, len(labels)), "label_list": list(labels)},
-        "Linewatch": {"normal_labels": [NORMAL_LABEL] if NORMAL_LABEL in labels else [],
-                      "defect_threshold": round(float(threshold), 6)},
-    }  # fmt: skip
+        "Linewatch": {
+            "normal_labels": [NORMAL_LABEL] if NORMAL_LABEL in labels else [],
+            "defect_threshold": round(float(threshold), 6),
+        },
+    }
 
 
 def choose_threshold(network: paddle.nn.Layer, split: data.Split, size: int) -> float:

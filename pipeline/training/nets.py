@@ -16,8 +16,15 @@ def _divisible(value: float, divisor: int = 8) -> int:
 
 
 class ConvBN(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: type[nn.Layer] | None = nn.Hardswish) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: type[nn.Layer] | None = nn.Hardswish,
+    ) -> None:
         layers: list[nn.Layer] = [
             nn.Conv2D(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias_attr=False),
             nn.BatchNorm2D(cout),
@@ -60,8 +67,9 @@ LCNET_BLOCKS = [
 
 
 class PPLCNet(nn.Layer):
-    def __init__(self, scale: float, num_classes: int, head_channels: int = 1280,
-                 dropout: float = 0.2) -> None:  # fmt: skip
+    def __init__(
+        self, scale: float, num_classes: int, head_channels: int = 1280, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         channels = _divisible(16 * scale)
         layers: list[nn.Layer] = [ConvBN(3, channels, 3, 2)]
@@ -83,8 +91,16 @@ class PPLCNet(nn.Layer):
 
 
 class InvertedResidual(nn.Layer):
-    def __init__(self, cin: int, hidden: int, cout: int, kernel: int, stride: int,
-                 use_se: bool, act: type[nn.Layer]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cin: int,
+        hidden: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        use_se: bool,
+        act: type[nn.Layer],
+    ) -> None:
         super().__init__()
         layers: list[nn.Layer] = []
         if hidden != cin:

@@ -64,8 +64,9 @@ class EMA:
         return self.shadow
 
 
-def smoothed_loss(logits: paddle.Tensor, targets: paddle.Tensor, classes: int,
-                  smoothing: float) -> paddle.Tensor:  # fmt: skip
+def smoothed_loss(
+    logits: paddle.Tensor, targets: paddle.Tensor, classes: int, smoothing: float
+) -> paddle.Tensor:
     soft = paddle.nn.functional.one_hot(targets, classes) * (1 - smoothing) + smoothing / classes
     return -(soft * paddle.nn.functional.log_softmax(logits, axis=1)).sum(axis=1).mean()
 
@@ -112,8 +113,9 @@ class Trainer:
         val_targets = np.array([index for _, index in self.split.val])
         best: dict[str, float] = {}
         with _progress() as progress:
-            task = progress.add_task("training", total=self.config.epochs, completed=self.epoch,
-                                     status="")  # fmt: skip
+            task = progress.add_task(
+                "training", total=self.config.epochs, completed=self.epoch, status=""
+            )
             while self.epoch < self.config.epochs and self.stale_epochs < self.config.patience:
                 loss = self._train_epoch(train_grey, targets)
                 metrics = self._validate(val_grey, val_targets, loss)
@@ -160,9 +162,15 @@ class Trainer:
             paddle.save(self.ema.state(), str(self.run_dir / "best.pdparams"))
         else:
             self.stale_epochs += 1
-        metrics = {"epoch": self.epoch, "loss": loss, "val_macro_f1": report.macro_f1,
-                   "val_accuracy": report.accuracy, "lr": float(self.optimizer.get_lr()),
-                   "improved": improved, "time": time.time()}  # fmt: skip
+        metrics = {
+            "epoch": self.epoch,
+            "loss": loss,
+            "val_macro_f1": report.macro_f1,
+            "val_accuracy": report.accuracy,
+            "lr": float(self.optimizer.get_lr()),
+            "improved": improved,
+            "time": time.time(),
+        }
         with (self.run_dir / "metrics.jsonl").open("a") as out:
             out.write(json.dumps(metrics) + "\n")
         self._checkpoint()
@@ -170,11 +178,15 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         paddle.save(
-            {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-             "ema": self.ema.state(), "rng": self.rng.bit_generator.state,
-             "progress": [self.epoch, self.best_f1, self.stale_epochs]},
+            {
+                "network": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state(),
+                "rng": self.rng.bit_generator.state,
+                "progress": [self.epoch, self.best_f1, self.stale_epochs],
+            },
             str(self.run_dir / "last.pdckpt"),
-        )  # fmt: skip
+        )
 
     def resume(self) -> None:
         path = self.run_dir / "last.pdckpt"
@@ -191,9 +203,13 @@ class Trainer:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("epoch {task.completed}/{task.total}"), TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"))  # fmt: skip
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("epoch {task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
 
 
 def _status(metrics: dict, best: float) -> str:
@@ -209,8 +225,9 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
     if resume and split_file.exists():
         return data.Split.load(split_file)
     if run_dir.exists() and any(run_dir.glob("*.pd*")) and not resume:
-        raise LinewatchError(f"run folder {run_dir} already has checkpoints; use --resume "
-                             "or another --run-dir")  # fmt: skip
+        raise LinewatchError(
+            f"run folder {run_dir} already has checkpoints; use --resume or another --run-dir"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     labels, items = data.scan_image_folder(Path(config.data))
     items += data.synthetic_items(labels, config.synthetic_per_class)

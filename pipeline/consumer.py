@@ -1,0 +1,88 @@
+"""The consumer-group loop shared by the inference and sink workers.
+
+Order of work: this consumer's own pending entries (after a restart or an
+outage), then entries idle too long at dead consumers (XAUTOCLAIM), then new
+ones. A Redis outage never kills the loop: it waits with capped backoff and
+starts again from its own pending entries, which a replay makes harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from linewatch.pipeline import broker
+from linewatch.pipeline.runtime import StopFlag
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class ConsumerLoop:
+    client: broker.Client
+    stream: str
+    group: str
+    consumer: str
+    count: int
+    read_new: Callable[[], list[broker.Entry]]
+    handle: Callable[[list[broker.Entry]], bool]  # False: stop now, entries stay pending
+    heartbeat_key: str
+    status: Callable[[], dict[str, str | int]]
+    claim_idle_ms: int = 60_000
+    heartbeat_ttl_s: int = 15
+
+    def run(self, stop: StopFlag) -> None:
+        delay, recovering = 0.5, True
+        last_claim = last_beat = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() - last_beat >= 1.0:
+                    self._beat()
+                    last_beat = time.monotonic()
+                if recovering:
+                    broker.ensure_group(self.client, self.stream, self.group)
+                    entries = broker.read_own_pending(
+                        self.client, self.stream, self.group, self.consumer, self.count
+                    )
+                    recovering = bool(entries)
+                elif time.monotonic() - last_claim > self.claim_idle_ms / 1000:
+                    last_claim = time.monotonic()
+                    entries = broker.claim_idle(
+                        self.client,
+                        self.stream,
+                        self.group,
+                        self.consumer,
+                        self.claim_idle_ms,
+                        self.count,
+                    )
+                else:
+                    entries = []
+                entries = entries or self.read_new()
+                if entries and not self.handle(entries):
+                    break
+                delay = 0.5
+            except broker.RedisError as exc:
+                log.warning(
+                    "Redis unavailable (%s); %s retries in %.1f s",
+                    exc.__class__.__name__,
+                    self.consumer,
+                    delay,
+                )
+                stop.wait(delay)
+                delay, recovering = min(BACKOFF_MAX_S, delay * 2), True
+        self._forget()
+
+    def _beat(self) -> None:
+        fields = {"pid": os.getpid(), "seen": int(time.time()), **self.status()}
+        broker.heartbeat(self.client, self.heartbeat_key, self.heartbeat_ttl_s, fields)
+
+    def _forget(self) -> None:
+        try:
+            self.client.delete(self.heartbeat_key)
+        except broker.RedisError:
+            pass
