@@ -55,6 +55,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.data_dir, args.frames, args.fps, debug=args.debug)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from linewatch.pipeline import broker, dead_letters
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise LinewatchError("dlq needs redis_url (the embedded Redis lives only for one run)")
+    client = broker.connect(settings.redis_url)
+    stream = settings.dead_letter_stream
+    if args.action == "replay":
+        print(f"replayed {dead_letters.replay(client, stream, args.ids)} entries from {stream}")
+    elif args.action == "purge":
+        print(f"purged {dead_letters.purge(client, stream, args.ids)} entries from {stream}")
+    else:
+        table = Table(title=f"{stream} ({broker.backlog(client, stream)} entries)")
+        for column in ("id", "source", "source entry", "reason"):
+            table.add_column(column)
+        for letter in dead_letters.list_dead(client, stream, args.limit):
+            table.add_row(letter.id, letter.source, letter.entry_id, letter.reason)
+        Console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch", description="Streaming defect detection for factory line cameras."
@@ -78,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fps", type=float, default=10.0, help="frame rate of the demo video")
     demo.add_argument("--data-dir", type=Path, default=Path("linewatch-data/demo"))
     demo.set_defaults(func=cmd_demo)
+
+    dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered entries")
+    dlq.add_argument("action", choices=["list", "replay", "purge"])
+    dlq.add_argument("ids", nargs="*", help="only these dead-letter ids")
+    dlq.add_argument("--config", type=Path, help="line YAML file")
+    dlq.add_argument("--limit", type=int, default=100)
+    dlq.set_defaults(func=cmd_dlq)
 
     _add_training_commands(commands)
     return parser

@@ -14,6 +14,7 @@ import redis
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 
+DEAD_FIELD_PREFIX = b"f:"
 Entry = tuple[bytes, dict[bytes, bytes]]
 RedisError = redis.RedisError
 Client = redis.Redis
@@ -129,7 +130,7 @@ def dead_letter(
 ) -> None:
     """Queue an undeliverable entry on the dead-letter stream with the reason."""
     payload = {b"source": source.encode(), b"entry_id": entry_id, b"reason": reason.encode()[:500]}
-    payload.update({b"f:" + key: value for key, value in fields.items()})
+    payload.update({DEAD_FIELD_PREFIX + key: value for key, value in fields.items()})
     pipe.xadd(stream, payload, maxlen=100_000, approximate=True)
 
 
