@@ -75,6 +75,7 @@ def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:
     return {
         "camera_id": result.camera_id,
         "seq": result.seq,
+        "pts": result.pts,
         "status": result.status,
         "model_name": result.model_name,
         "model_version": result.model_version,

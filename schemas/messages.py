@@ -107,6 +107,7 @@ class FrameMessage:
 class ResultMessage:
     camera_id: str
     seq: int
+    pts: float
     status: str
     model_name: str
     model_version: str
@@ -136,6 +137,7 @@ class ResultMessage:
         return cls(
             camera_id=_text(fields, "camera_id"),
             seq=_int(fields, "seq"),
+            pts=_float(fields, "pts"),
             status=status,
             model_name=_text(fields, "model_name"),
             model_version=_text(fields, "model_version"),

@@ -22,6 +22,7 @@ FRAME = FrameMessage(
 RESULT = ResultMessage(
     camera_id="cam-1",
     seq=7,
+    pts=0.7,
     status="ok",
     model_name="m",
     model_version="v1",

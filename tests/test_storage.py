@@ -13,6 +13,7 @@ def result(seq: int, label: str = "free", version: str = "v1") -> ResultMessage:
     return ResultMessage(
         camera_id="cam",
         seq=seq,
+        pts=seq / 10,
         status="ok",
         model_name="m",
         model_version=version,

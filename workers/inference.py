@@ -144,6 +144,7 @@ class FrameBatchHandler:
         return ResultMessage(
             camera_id=frame.camera_id,
             seq=frame.seq,
+            pts=frame.pts,
             status=status,
             model_name=info.name,
             model_version=info.version,
