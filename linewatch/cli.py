@@ -80,6 +80,46 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.simulator import LineSpec, simulate
+
+    spec = LineSpec(
+        parts=args.parts,
+        frames_per_part=args.frames_per_part,
+        fps=args.fps,
+        defect_rate=args.defect_rate,
+        seed=args.seed,
+    )
+    for video, truth in simulate(args.out, spec, args.cameras, args.images):
+        print(f"{video}  (truth: {truth})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from linewatch.pipeline import storage
+    from linewatch.pipeline.line_evaluation import FrameResult, score_line
+    from linewatch.pipeline.simulator import read_truth
+
+    try:
+        truth = read_truth(args.truth)
+    except (OSError, ValueError) as exc:
+        raise LinewatchError(f"cannot read truth file {args.truth}: {exc}") from None
+    engine = storage.open_database(_settings(args).resolved_database_url())
+    results = [FrameResult(*row) for row in storage.camera_frames(engine, args.camera)]
+    if not results:
+        raise LinewatchError(f"no detections for camera {args.camera!r} in the database")
+    score = score_line(truth, results, storage.alert_open_seqs(engine, args.camera))
+    print(
+        f"frames scored {score.frames_scored}/{score.frames_in_truth}: accuracy "
+        f"{score.frame_accuracy:.3f}, defect recall {score.defect_frame_recall:.3f}, "
+        f"false alarms {score.false_alarm_frame_rate:.3f}\n"
+        f"parts: {score.parts_caught}/{score.defective_parts} defective parts caught "
+        f"(event recall {score.event_recall:.3f}); {score.alerts_on_defective_parts}/"
+        f"{score.alerts} alerts on defective parts (event precision {score.event_precision:.3f})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch", description="Streaming defect detection for factory line cameras."
@@ -110,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--config", type=Path, help="line YAML file")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=cmd_dlq)
+
+    simulate = commands.add_parser("simulate", help="write conveyor-line videos + ground truth")
+    simulate.add_argument("--out", type=Path, required=True)
+    simulate.add_argument("--cameras", type=int, default=1)
+    simulate.add_argument("--parts", type=int, default=40)
+    simulate.add_argument("--frames-per-part", type=int, default=8)
+    simulate.add_argument("--fps", type=float, default=10.0)
+    simulate.add_argument("--defect-rate", type=float, default=0.2)
+    simulate.add_argument("--images", type=Path, help="ImageFolder of tiles (default: synthetic)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(func=cmd_simulate)
+
+    evaluate = commands.add_parser("evaluate", help="score a camera's results against a truth CSV")
+    evaluate.add_argument("--truth", type=Path, required=True)
+    evaluate.add_argument("--camera", required=True)
+    evaluate.add_argument("--config", type=Path, help="line YAML (for database_url)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     _add_training_commands(commands)
     return parser

@@ -174,3 +174,22 @@ def open_events(engine: Engine) -> list[DefectEvent]:
 def count_detections(engine: Engine) -> int:
     with Session(engine) as session:
         return int(session.scalar(select(func.count()).select_from(Detection)) or 0)
+
+
+def camera_frames(engine: Engine, camera_id: str) -> list[tuple[int, float, str, bool]]:
+    """(seq, pts, label, is_defect) of a camera's inferred frames, in seq order."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Detection.seq, Detection.pts, Detection.label, Detection.is_defect)
+            .where(Detection.camera_id == camera_id, Detection.status == "ok")
+            .order_by(Detection.seq)
+        ).all()
+    return [(int(seq), float(pts), label, bool(flag)) for seq, pts, label, flag in rows]
+
+
+def alert_open_seqs(engine: Engine, camera_id: str) -> list[int]:
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(Alert.opened_seq).where(Alert.camera_id == camera_id).order_by(Alert.opened_seq)
+        ).all()
+    return [int(seq) for seq in rows]
