@@ -105,7 +105,7 @@ def line_roles(settings: Settings, debug: bool) -> list[Role]:
             f"ingest:{camera.id}",
             ingest.main,
             (data, camera.id, debug),
-            restart=camera.live if camera.live is not None else is_live(camera.url),
+            restart=is_live(camera.url),
         )
         for camera in settings.cameras
     ]

@@ -29,7 +29,8 @@ class CameraSettings(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     url: str
     fps: float | None = Field(default=None, gt=0)
-    live: bool | None = None
+    live: bool | None = None  # default: true for stream URLs (and realtime replays)
+    realtime: bool = False  # replay a file at its frame rate, as a live camera would send it
     roi: tuple[int, int, int, int] | None = None
     resize: tuple[int, int] | None = None
     encoding: Literal["jpeg", "png", "raw-u8"] = "jpeg"

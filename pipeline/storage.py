@@ -112,12 +112,12 @@ def write_batch(
             rows = [detection_row(r, sink_ts) for r in results]
             inserted = session.execute(statement.returning(Detection.id), rows).all()
             inserted = len(inserted)
-        stored = [_store_event(session, engine, event, evidence) for event, evidence in events]
+        stored = [_store_event(session, engine, ev, evidence, sink_ts) for ev, evidence in events]
     return inserted, stored
 
 
 def _store_event(
-    session: Session, engine: Engine, event: DefectEvent, evidence: bytes
+    session: Session, engine: Engine, event: DefectEvent, evidence: bytes, sink_ts: int
 ) -> StoredEvent:
     key = (
         Alert.camera_id == event.camera_id,
@@ -128,7 +128,7 @@ def _store_event(
         statement = _insert(engine, Alert).on_conflict_do_nothing(
             index_elements=["camera_id", "label", "opened_seq"]
         )
-        values = {**_event_values(event), "evidence": evidence or None}
+        values = {**_event_values(event), "evidence": evidence or None, "raised_ts": sink_ts}
         new_id = session.execute(statement.values(values).returning(Alert.id)).scalar()
         if new_id is not None:
             return StoredEvent(new_id, event, True)

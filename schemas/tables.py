@@ -61,6 +61,7 @@ class Alert(Base):
     state: Mapped[str] = mapped_column(String(16))
     opened_seq: Mapped[int] = mapped_column(BigInteger)
     opened_ts: Mapped[int] = mapped_column(BigInteger)
+    raised_ts: Mapped[int] = mapped_column(BigInteger)  # when the sink wrote the event
     closed_seq: Mapped[int | None] = mapped_column(BigInteger)
     closed_ts: Mapped[int | None] = mapped_column(BigInteger)
     peak_score: Mapped[float] = mapped_column(Float)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 
 from linewatch.pipeline import broker
 from linewatch.pipeline.codec import encode_image
@@ -118,11 +118,30 @@ def pump(
     publisher.publish(batch, stop)
 
 
+def is_camera_live(camera: CameraSettings) -> bool:
+    """Live frames may be shed and go stale; file frames never are."""
+    if camera.live is not None:
+        return camera.live
+    return is_live(camera.url) or camera.realtime
+
+
+def paced(frames: Iterable[DecodedFrame]) -> Iterator[DecodedFrame]:
+    """Release frames at their pts rate, stamped with the time they are released."""
+    start: float | None = None
+    for frame in frames:
+        if start is None:
+            start = time.monotonic() - frame.pts
+        delay = start + frame.pts - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield replace(frame, capture_ts=time.time_ns())
+
+
 def run(
     client: broker.Client, camera: CameraSettings, settings: Settings, stop: StopFlag
 ) -> IngestCounters:
     """Ingest until the file ends, or until stopped for a live camera (reconnecting)."""
-    live = camera.live if camera.live is not None else is_live(camera.url)
+    live = is_camera_live(camera)
     options = SourceOptions(
         target_fps=camera.fps,
         roi=camera.roi,
@@ -131,11 +150,14 @@ def run(
         read_timeout_s=settings.ingest.read_timeout_s,
     )
     publisher = FramePublisher(client, camera, settings, live)
-    if live:
+    if is_live(camera.url):
         _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s)
     else:
-        pump(open_frames(camera.url, options), publisher, settings.ingest.batch_size, stop)
-    publisher.record(done=not live and not stop.is_set())
+        frames = open_frames(camera.url, options)
+        if camera.realtime:
+            frames = paced(frames)
+        pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop)
+    publisher.record(done=not is_live(camera.url) and not stop.is_set())
     log.info(
         "camera %s: decoded %d, sent %d, dropped %d",
         camera.id,
