@@ -133,7 +133,7 @@ def run_line(
             supervisor.stop()
         stats = read_stats(client, settings)
         client.close()
-    failed = [r.name for r in supervisor.roles if r.process and r.process.exitcode == 2]
+    failed = [r.name for r in supervisor.roles if r.finished and r.process and r.process.exitcode]
     if failed:
         raise LinewatchError(f"{', '.join(failed)} stopped on an error (logged above)")
     return stats

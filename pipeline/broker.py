@@ -6,18 +6,46 @@ Entries are acknowledged by the reader only after their effect is durable.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import redis
 
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_MAX_S = 30.0
 DEAD_FIELD_PREFIX = b"f:"
 Entry = tuple[bytes, dict[bytes, bytes]]
 RedisError = redis.RedisError
 Client = redis.Redis
+
+
+class Interrupted(Exception):
+    """A retry loop was stopped by a shutdown request."""
+
+
+def with_retry(call: Callable[[], T], wait: Callable[[float], bool], what: str) -> T:
+    """`call()`, retried with capped backoff while Redis is unreachable. `wait(seconds)`
+    sleeps and returns True when the caller is stopping: then Interrupted is raised."""
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except redis.RedisError as exc:
+            log.warning(
+                "Redis unavailable during %s (%s); retrying in %.1f s",
+                what,
+                exc.__class__.__name__,
+                delay,
+            )
+        if wait(delay):
+            raise Interrupted(f"stopped while Redis was unavailable ({what})")
+        delay = min(RETRY_MAX_S, delay * 2)
 
 
 def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:

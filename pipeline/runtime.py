@@ -96,8 +96,11 @@ class Supervisor:
                     role.restart_at = None
                     self._launch(role)
                 continue
-            if process.exitcode == 0 and not role.restart:
+            if not role.restart:
+                # A finite job (a file) is not run twice: a rerun would send its frames again.
                 role.finished = True
+                if process.exitcode != 0:
+                    log.error("%s failed with exit code %s", role.name, process.exitcode)
             elif process.exitcode == 2:
                 role.finished = True
                 log.error("%s stopped on a configuration or input error (see above)", role.name)

@@ -43,25 +43,37 @@ class FramePublisher:
         self.settings = settings
         self.live = live
         self.counters = IngestCounters()
+        self.last_seq = 0
 
     def publish(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
+        """Send frames; Redis outages are waited out (a resend is deduplicated by seq)."""
         if not frames:
             return
-        if self.live and self._over_live_limit():
+        retry = lambda call, what: broker.with_retry(call, stop.wait, what)  # noqa: E731
+        if self.live and retry(self._over_live_limit, "backlog check"):
             self.counters.dropped += len(frames)
             return
         if not self.live:
-            self._wait_below_watermark(stop)
-        last_seq = self.client.incrby(self.settings.camera_key(self.camera.id, "seq"), len(frames))
-        first_seq = last_seq - len(frames) + 1
+            retry(lambda: self._wait_below_watermark(stop), "backlog check")
+        first_seq = retry(lambda: self._reserve_seqs(len(frames)), "seq reservation")
         entries = [self._message(frame, first_seq + i).encode() for i, frame in enumerate(frames)]
-        broker.add_entries(
-            self.client,
-            self.settings.frames_stream,
-            entries,
-            maxlen=self.settings.ingest.max_stream_len,
+        maxlen = self.settings.ingest.max_stream_len
+        retry(
+            lambda: broker.add_entries(self.client, self.settings.frames_stream, entries, maxlen),
+            "XADD",
         )
         self.counters.sent += len(frames)
+
+    def _reserve_seqs(self, count: int) -> int:
+        """First of `count` new seq numbers. A counter lost with a Redis restart without
+        persistence is re-seeded from the last seq this process used, so seqs never repeat."""
+        key = self.settings.camera_key(self.camera.id, "seq")
+        last = int(self.client.incrby(key, count))
+        if last - count < self.last_seq:
+            self.client.set(key, self.last_seq)
+            last = int(self.client.incrby(key, count))
+        self.last_seq = last
+        return last - count + 1
 
     def _message(self, frame: DecodedFrame, seq: int) -> FrameMessage:
         height, width = frame.image.shape[:2]
@@ -90,7 +102,8 @@ class FramePublisher:
             if stop.wait(0.02):
                 return
 
-    def record(self, done: bool = False) -> None:
+    def record(self, stop: StopFlag, done: bool = False) -> None:
+        """Publish this camera's counters (read by `linewatch run` and status tools)."""
         key = self.settings.camera_key(self.camera.id, "ingest")
         mapping = {
             "decoded": self.counters.decoded,
@@ -98,7 +111,7 @@ class FramePublisher:
             "dropped": self.counters.dropped,
             "done": int(done),
         }
-        self.client.hset(key, mapping=mapping)
+        broker.with_retry(lambda: self.client.hset(key, mapping=mapping), stop.wait, "counters")
 
 
 def pump(
@@ -111,7 +124,7 @@ def pump(
         batch.append(frame)
         if len(batch) >= batch_size:
             publisher.publish(batch, stop)
-            publisher.record()
+            publisher.record(stop)
             batch = []
         if stop.is_set():
             break
@@ -150,14 +163,17 @@ def run(
         read_timeout_s=settings.ingest.read_timeout_s,
     )
     publisher = FramePublisher(client, camera, settings, live)
-    if is_live(camera.url):
-        _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s)
-    else:
-        frames = open_frames(camera.url, options)
-        if camera.realtime:
-            frames = paced(frames)
-        pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop)
-    publisher.record(done=not is_live(camera.url) and not stop.is_set())
+    try:
+        if is_live(camera.url):
+            _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s)
+        else:
+            frames = open_frames(camera.url, options)
+            if camera.realtime:
+                frames = paced(frames)
+            pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop)
+        publisher.record(stop, done=not is_live(camera.url) and not stop.is_set())
+    except broker.Interrupted as exc:
+        log.warning("camera %s: %s; frames not yet sent are not accepted", camera.id, exc)
     log.info(
         "camera %s: decoded %d, sent %d, dropped %d",
         camera.id,
