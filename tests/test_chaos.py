@@ -1,0 +1,290 @@
+"""Chaos suite: a real line (`linewatch run` as a process) under crashes and outages.
+
+Every case runs a known video through real workers, real Redis and a real
+database, injects a fault, and then checks the database: exactly one row per
+accepted frame (0 lost, 0 duplicated) and every expected alert exactly once.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from linewatch.demo import write_demo_video
+from linewatch.pipeline import broker, storage
+from linewatch.pipeline.redis_server import EmbeddedRedis, find_redis_server, free_port
+from linewatch.schemas.tables import Alert, Detection
+from tests.test_e2e import defect_runs
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
+FRAMES = 200
+FPS = 40.0  # replayed in real time: a 5 s run that faults can hit mid-stream
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    path = tmp_path_factory.mktemp("chaos") / "line.mp4"
+    return path, write_demo_video(path, FRAMES, FPS)
+
+
+class Line:
+    """`linewatch run` in a subprocess, with handles to inject faults."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        redis_url: str,
+        database_url: str,
+        cameras: list[dict],
+        inference: dict | None = None,
+    ) -> None:
+        self.name = f"chaos{os.getpid()}{int(time.time() * 1000) % 100000}"
+        self.redis_url, self.database_url = redis_url, database_url
+        config = {
+            "line": self.name,
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "data_dir": str(tmp_path),
+            "cameras": cameras,
+            "inference": {"max_batch": 8, **(inference or {})},
+            "alerts": {"k": 3, "n": 5, "m": 5, "cooldown_s": 0},
+        }
+        self.config = tmp_path / "line.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.log = tmp_path / "line.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Line:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "linewatch.cli", "run", "--config", str(self.config)],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait(self, timeout_s: float = 240) -> str:
+        assert self.process is not None
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(30)
+            pytest.fail(f"line did not finish in {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+        output = self.log.read_text()
+        assert self.process.returncode == 0, output[-3000:]
+        return output
+
+    def worker_pids(self, role: str) -> list[int]:
+        client = broker.connect(self.redis_url)
+        pids = []
+        for key in broker.live_keys(client, f"lw:worker:{self.name}:*"):
+            fields = client.hgetall(key)
+            if fields.get(b"role") == role.encode():
+                pids.append(int(fields[b"pid"]))
+        client.close()
+        return pids
+
+    def written(self) -> int:
+        client = broker.connect(self.redis_url)
+        value = client.hget(f"lw:stats:{self.name}", "written")
+        client.close()
+        return int(value or 0)
+
+    def sent(self) -> int:
+        client = broker.connect(self.redis_url)
+        total = 0
+        for key in client.scan_iter(match=f"lw:ingest:{self.name}:*"):
+            total += int(client.hget(key, "sent") or 0)
+        client.close()
+        return total
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def file_camera(video: Path) -> list[dict]:
+    return [{"id": "cam1", "url": str(video), "realtime": True, "live": False}]
+
+
+def assert_exactly_once(database_url: str, frames: int, truth: list[str] | None) -> None:
+    engine = storage.open_database(database_url)
+    with Session(engine) as session:
+        rows = session.scalar(select(func.count()).select_from(Detection))
+        distinct = session.scalar(select(func.count(func.distinct(Detection.seq))))
+        seqs = session.scalars(select(Detection.seq)).all()
+        alerts = session.execute(select(Alert.label, Alert.opened_seq, Alert.state)).all()
+    engine.dispose()
+    print(f"rows {rows}, distinct frames {distinct}, expected {frames}, alerts {len(alerts)}")
+    assert rows == distinct == frames, "0 lost, 0 duplicated"
+    if truth is not None:
+        assert sorted(seqs) == list(range(1, frames + 1))
+        runs = defect_runs(truth)
+        assert len(alerts) == len(runs), alerts
+        assert all(state == "closed" for _, _, state in alerts)
+
+
+@pytest.fixture()
+def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        yield server
+
+
+def test_kill_inference_worker_mid_batch(video, aof_redis, tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    path, truth = video
+    line = Line(tmp_path, aof_redis.url, sqlite_url, file_camera(path)).start()
+    for target in (30, 80, 130):
+        wait_until(lambda t=target: line.written() >= t and line.worker_pids("infer"))
+        os.kill(line.worker_pids("infer")[0], signal.SIGKILL)
+    line.wait()
+    assert_exactly_once(sqlite_url, FRAMES, truth)
+
+
+def test_kill_sink_repeatedly(video, aof_redis, tmp_path, pg_url) -> None:  # type: ignore[no-untyped-def]
+    path, truth = video
+    line = Line(tmp_path, aof_redis.url, pg_url, file_camera(path)).start()
+    for target in (20, 70, 120, 170):
+        wait_until(lambda t=target: line.written() >= t and line.worker_pids("sink"))
+        os.kill(line.worker_pids("sink")[0], signal.SIGKILL)
+    output = line.wait()
+    assert "sink exited with code -9" in output
+    assert_exactly_once(pg_url, FRAMES, truth)
+
+
+def test_redis_restart_with_aof(video, tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    path, truth = video
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+    command = [
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    broker.connect(url, attempts=50, delay_s=0.1)
+    line = Line(tmp_path, url, sqlite_url, file_camera(path)).start()
+    try:
+        wait_until(lambda: line.written() >= 60)
+        server.terminate()
+        server.wait(10)
+        time.sleep(2)
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        output = line.wait()
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert "Redis unavailable" in output
+    assert_exactly_once(sqlite_url, FRAMES, truth)
+
+
+@pytest.fixture()
+def private_postgres(
+    tmp_path: Path,
+) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """A PostgreSQL cluster of this test's own: (url, stop, start)."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins or shutil.which("su") is None:
+        pytest.skip("PostgreSQL server binaries not installed")
+    data, port = tmp_path / "pg", free_port()
+    data.mkdir()
+    shutil.chown(data, "postgres")
+    tmp_path.chmod(0o755)
+
+    def as_postgres(*args: str) -> None:
+        line = " ".join(args)
+        subprocess.run(["su", "postgres", "-c", line], check=True, capture_output=True)
+
+    as_postgres(f"{bins[-1]}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres")
+    start = lambda: as_postgres(
+        f"{bins[-1]}/pg_ctl",
+        "-D",
+        str(data),
+        "-w",
+        "-o",  # noqa: E731
+        f"'-p {port} -k /tmp'",
+        "-l",
+        str(data / "log"),
+        "start",
+    )
+    stop = lambda: as_postgres(f"{bins[-1]}/pg_ctl", "-D", str(data), "-m", "fast", "stop")  # noqa: E731
+    start()
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", stop, start
+    try:
+        stop()
+    except subprocess.CalledProcessError:
+        pass
+
+
+def test_postgres_down_for_ten_seconds(video, aof_redis, tmp_path, private_postgres) -> None:  # type: ignore[no-untyped-def]
+    path, truth = video
+    url, stop, start = private_postgres
+    line = Line(tmp_path, aof_redis.url, url, file_camera(path)).start()
+    wait_until(lambda: line.written() >= 40)
+    stop()
+    time.sleep(10)
+    start()
+    output = line.wait()
+    assert "database write failed" in output
+    assert_exactly_once(url, FRAMES, truth)
+
+
+def test_rtsp_server_dropped_and_restored(
+    video, aof_redis, tmp_path, sqlite_url, rtsp_server
+) -> None:  # type: ignore[no-untyped-def]
+    path, _ = video
+    server = rtsp_server(path)
+    camera = [{"id": "cam1", "url": server.url, "live": True}]
+    line = Line(tmp_path, aof_redis.url, sqlite_url, camera, inference={"freshness_s": 60})
+    line.start()
+    wait_until(lambda: line.written() >= 20)
+    server.stop()
+    time.sleep(3)
+    server = rtsp_server(path, port=server.port)
+    wait_until(lambda: line.sent() >= FRAMES + 20, timeout_s=90)
+    server.stop()
+    wait_until(lambda: line.written() == line.sent(), timeout_s=60)
+    line.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+    output = line.wait()
+    assert "reconnecting" in output
+    assert_exactly_once(sqlite_url, line.sent(), None)
+
+
+def test_four_inference_workers_compete(video, aof_redis, tmp_path, pg_url) -> None:  # type: ignore[no-untyped-def]
+    path, truth = video
+    line = Line(tmp_path, aof_redis.url, pg_url, file_camera(path), inference={"workers": 4})
+    line.start()
+    wait_until(lambda: len(line.worker_pids("infer")) == 4, timeout_s=120)
+    line.wait()
+    assert_exactly_once(pg_url, FRAMES, truth)
+    engine = storage.open_database(pg_url)
+    with Session(engine) as session:
+        workers = session.scalar(select(func.count(func.distinct(Detection.worker_id))))
+    engine.dispose()
+    assert workers >= 2, "the group shared the frames"
