@@ -222,18 +222,14 @@ def private_postgres(
         subprocess.run(["su", "postgres", "-c", line], check=True, capture_output=True)
 
     as_postgres(f"{bins[-1]}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres")
-    start = lambda: as_postgres(
-        f"{bins[-1]}/pg_ctl",
-        "-D",
-        str(data),
-        "-w",
-        "-o",  # noqa: E731
-        f"'-p {port} -k /tmp'",
-        "-l",
-        str(data / "log"),
-        "start",
-    )
-    stop = lambda: as_postgres(f"{bins[-1]}/pg_ctl", "-D", str(data), "-m", "fast", "stop")  # noqa: E731
+    pg_ctl = f"{bins[-1]}/pg_ctl -D {data}"
+
+    def start() -> None:
+        as_postgres(pg_ctl, "-w", "-o", f"'-p {port} -k /tmp'", "-l", str(data / "log"), "start")
+
+    def stop() -> None:
+        as_postgres(pg_ctl, "-m", "fast", "stop")
+
     start()
     yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", stop, start
     try:
