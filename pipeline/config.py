@@ -8,6 +8,7 @@ parsed as YAML scalars, so numbers and booleans keep their types.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from linewatch.pipeline.errors import ConfigError
 
 ENV_PREFIX = "LINEWATCH_"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
+DEFAULT_MODEL_DIR = Path(str(resources.files("linewatch.models") / "linewatch-tile"))
 
 
 class Strict(BaseModel):

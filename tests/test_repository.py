@@ -29,3 +29,35 @@ def test_only_the_allowed_modules_import_heavy_dependencies() -> None:
         for path in (ROOT / "pipeline").glob("*.py"):
             if pattern.search(path.read_text()):
                 assert path.name in owners, f"{path.name} imports {module}"
+
+
+def test_wheel_carries_every_subpackage_and_the_model(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(tmp_path),
+        str(ROOT),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for expected in (
+        "linewatch/cli.py",
+        "linewatch/pipeline/broker.py",
+        "linewatch/pipeline/training/train.py",
+        "linewatch/schemas/messages.py",
+        "linewatch/workers/sink.py",
+        "linewatch/models/linewatch-tile/inference.yml",
+        "linewatch/models/linewatch-tile/inference.pdiparams",
+    ):
+        assert expected in names, expected
+    assert not any(name.startswith(("pipeline/", "schemas/", "workers/")) for name in names)

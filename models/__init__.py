@@ -1,0 +1,1 @@
+"""The shipped defect model folders (Paddle Inference) and their model cards."""
