@@ -43,7 +43,6 @@ def test_wheel_carries_every_subpackage_and_the_model(tmp_path: Path) -> None:
         "wheel",
         "-q",
         "--no-deps",
-        "--no-build-isolation",
         "-w",
         str(tmp_path),
         str(ROOT),
