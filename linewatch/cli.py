@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,6 +121,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from linewatch.pipeline import broker
+    from linewatch.status import status_screen
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise LinewatchError("status needs redis_url (or LINEWATCH_REDIS_URL) of a running line")
+    client = broker.connect(settings.redis_url)
+    if not args.watch:
+        Console().print(status_screen(client, settings))
+        return 0
+    with Live(status_screen(client, settings), refresh_per_second=1) as live:
+        while True:
+            time.sleep(args.watch)
+            live.update(status_screen(client, settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch", description="Streaming defect detection for factory line cameras."
@@ -150,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--config", type=Path, help="line YAML file")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=cmd_dlq)
+
+    status = commands.add_parser("status", help="cameras, workers, streams and recent alerts")
+    status.add_argument("--config", type=Path, help="line YAML file")
+    status.add_argument("--watch", type=float, default=0, help="refresh every N seconds")
+    status.set_defaults(func=cmd_status)
 
     simulate = commands.add_parser("simulate", help="write conveyor-line videos + ground truth")
     simulate.add_argument("--out", type=Path, required=True)

@@ -1,0 +1,95 @@
+"""`linewatch status`: one screen with cameras, workers, streams and recent alerts."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from linewatch.pipeline import broker, storage
+from linewatch.pipeline.config import Settings
+from linewatch.schemas.tables import Alert
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode(errors="replace") if value else "-"
+
+
+def cameras_table(client: broker.Client, settings: Settings) -> Table:
+    table = Table(title="cameras")
+    for column in ("camera", "decoded", "sent", "dropped", "state"):
+        table.add_column(column)
+    for camera in settings.cameras:
+        counters = client.hgetall(settings.camera_key(camera.id, "ingest"))
+        state = "done" if counters.get(b"done") == b"1" else ("running" if counters else "not seen")
+        table.add_row(
+            camera.id, *(_text(counters.get(k)) for k in (b"decoded", b"sent", b"dropped")), state
+        )
+    return table
+
+
+def workers_table(client: broker.Client, settings: Settings) -> Table:
+    table = Table(title="workers (heartbeats, 15 s TTL)")
+    for column in ("worker", "role", "pid", "last seen", "progress"):
+        table.add_column(column)
+    now = time.time()
+    for key in broker.live_keys(client, settings.worker_key("*")):
+        fields = client.hgetall(key)
+        seen = now - int(fields.get(b"seen", b"0"))
+        progress = _text(fields.get(b"inferred") or fields.get(b"written"))
+        table.add_row(
+            key.rsplit(":", 1)[1],
+            _text(fields.get(b"role")),
+            _text(fields.get(b"pid")),
+            f"{seen:.0f} s ago",
+            progress,
+        )
+    return table
+
+
+def streams_table(client: broker.Client, settings: Settings) -> Table:
+    table = Table(title="streams and counters")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    for name, stream in (
+        ("frames backlog", settings.frames_stream),
+        ("results backlog", settings.results_stream),
+        ("dead letters", settings.dead_letter_stream),
+    ):
+        table.add_row(name, str(broker.backlog(client, stream)))
+    for name, value in sorted(client.hgetall(settings.stats_key).items()):
+        table.add_row(name.decode(), value.decode())
+    return table
+
+
+def alerts_table(settings: Settings, limit: int = 10) -> Table:
+    table = Table(title=f"recent alerts (last {limit})")
+    for column in ("id", "camera", "defect", "state", "opened seq", "closed seq", "peak"):
+        table.add_column(column)
+    engine = storage.open_database(settings.resolved_database_url())
+    with Session(engine) as session:
+        rows = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(limit)).all()
+        for a in rows:
+            table.add_row(
+                str(a.id),
+                a.camera_id,
+                a.label,
+                a.state,
+                str(a.opened_seq),
+                str(a.closed_seq or "-"),
+                f"{a.peak_score:.2f}",
+            )
+    engine.dispose()
+    return table
+
+
+def status_screen(client: broker.Client, settings: Settings) -> Group:
+    return Group(
+        cameras_table(client, settings),
+        workers_table(client, settings),
+        streams_table(client, settings),
+        alerts_table(settings),
+    )
