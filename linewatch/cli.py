@@ -39,11 +39,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.role == "ingest":
         if not args.camera:
             raise LinewatchError("`linewatch worker ingest` needs --camera ID")
-        ingest.main(data, args.camera, args.debug)
+        ingest.main(data, args.camera, args.debug, settings.metrics_port)
     elif args.role == "infer":
-        inference.main(data, args.id, args.debug)
+        inference.main(data, args.id, args.debug, settings.metrics_port)
     else:
-        sink.main(data, args.id, args.debug)
+        sink.main(data, args.id, args.debug, settings.metrics_port)
     return 0
 
 

@@ -101,19 +101,17 @@ def read_stats(client: broker.Client, settings: Settings) -> LineStats:
 def line_roles(settings: Settings, debug: bool) -> list[Role]:
     data = settings.model_dump(mode="json")
     roles = [
-        Role(
-            f"ingest:{camera.id}",
-            ingest.main,
-            (data, camera.id, debug),
-            restart=is_live(camera.url),
-        )
-        for camera in settings.cameras
+        Role(f"ingest:{c.id}", ingest.main, (data, c.id, debug), restart=is_live(c.url))
+        for c in settings.cameras
     ]
     roles += [
         Role(f"infer:{i}", inference.main, (data, inference.default_worker_id(i), debug))
         for i in range(settings.inference.workers)
     ]
     roles.append(Role("sink", sink.main, (data, None, debug)))
+    if settings.metrics_port:
+        for index, role in enumerate(roles):
+            role.args = (*role.args, settings.metrics_port + index)
     return roles
 
 

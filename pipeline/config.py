@@ -8,8 +8,8 @@ parsed as YAML scalars, so numbers and booleans keep their types.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +84,7 @@ class Settings(Strict):
     redis_url: str | None = None
     database_url: str | None = None
     data_dir: Path = Path("linewatch-data")
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: off; run gives worker i port+i
     cameras: tuple[CameraSettings, ...] = ()
     ingest: IngestSettings = IngestSettings()
     inference: InferenceSettings = InferenceSettings()

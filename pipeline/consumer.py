@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from linewatch.pipeline import broker
+from linewatch.pipeline import broker, metrics
 from linewatch.pipeline.runtime import StopFlag
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class ConsumerLoop:
         delay, recovering = 0.5, True
         last_claim = last_beat = 0.0
         while not stop.is_set():
+            metrics.mark_alive()
             try:
                 if time.monotonic() - last_beat >= 1.0:
                     self._beat()
@@ -78,6 +79,7 @@ class ConsumerLoop:
         self._forget()
 
     def _beat(self) -> None:
+        metrics.BACKLOG.labels(self.stream).set(broker.backlog(self.client, self.stream))
         fields = {"pid": os.getpid(), "seen": int(time.time()), **self.status()}
         broker.heartbeat(self.client, self.heartbeat_key, self.heartbeat_ttl_s, fields)
 

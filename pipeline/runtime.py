@@ -136,12 +136,19 @@ class Supervisor:
                     role.process.join()
 
 
-def run_worker(role: str, debug: bool, body: Callable[[StopFlag], object]) -> None:
-    """Entry point of a worker process: logging, signals, and exit code 2 on user errors."""
+def run_worker(
+    role: str, debug: bool, body: Callable[[StopFlag], object], metrics_port: int = 0
+) -> None:
+    """Entry point of a worker process: logging, signals, metrics endpoint (when a port
+    is given), and exit code 2 on user errors."""
+    from linewatch.pipeline import metrics
     from linewatch.pipeline.errors import LinewatchError
 
     setup_logging(role, debug)
     stop = StopFlag().install()
+    if metrics_port:
+        metrics.serve(metrics_port)
+        log.info("metrics on :%d/metrics, health on :%d/healthz", metrics_port, metrics_port)
     try:
         body(stop)
     except LinewatchError as exc:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from linewatch.pipeline import broker
+from linewatch.pipeline import broker, metrics
 from linewatch.pipeline.batching import collect_batch
 from linewatch.pipeline.codec import UndecodableImage, decode_image
 from linewatch.pipeline.config import Settings
@@ -76,6 +76,8 @@ class FrameBatchHandler:
         broker.add_to(pipe, self.settings.results_stream, [r.encode() for r in results])
         broker.ack_and_delete(pipe, self.settings.frames_stream, GROUP, [e[0] for e in entries])
         counts = Counter(result.status for result in results)
+        for status, count in counts.items():
+            metrics.FRAMES.labels("infer", status).inc(count)
         counts["inferred"] = counts.pop("ok", 0)
         self.counters.inferred += counts["inferred"]
         counts["dead_letters"] = len(entries) - len(frames)
@@ -90,6 +92,9 @@ class FrameBatchHandler:
         probs = self.classifier.predict(ok_images) if ok_images else np.zeros((0, 0))
         ok_predictions = iter(predictions(probs, self.classifier.info)) if ok_images else iter(())
         infer_end = time.time_ns()
+        if ok_images:
+            metrics.BATCH_SIZE.observe(len(ok_images))
+            metrics.INFERENCE_SECONDS.observe((infer_end - infer_start) / 1e9)
         results = []
         for frame, status in zip(frames, statuses, strict=True):
             prediction = next(ok_predictions) if status == "ok" else NO_PREDICTION
@@ -211,7 +216,9 @@ def default_worker_id(index: int = 0) -> str:
     return f"infer-{socket.gethostname()}-{index}"
 
 
-def main(settings_data: dict, worker_id: str | None = None, debug: bool = False) -> None:
+def main(
+    settings_data: dict, worker_id: str | None = None, debug: bool = False, metrics_port: int = 0
+) -> None:
     """Process entry point (spawned by `linewatch run` or `linewatch worker infer`)."""
     worker_id = worker_id or default_worker_id()
 
@@ -240,4 +247,4 @@ def main(settings_data: dict, worker_id: str | None = None, debug: bool = False)
         )
         run(client, classifier, settings, worker_id, stop)
 
-    run_worker(worker_id, debug, body)
+    run_worker(worker_id, debug, body, metrics_port)

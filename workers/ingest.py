@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from linewatch.pipeline import broker
+from linewatch.pipeline import broker, metrics
 from linewatch.pipeline.codec import encode_image
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError
@@ -52,6 +52,7 @@ class FramePublisher:
         retry = lambda call, what: broker.with_retry(call, stop.wait, what)  # noqa: E731
         if self.live and retry(self._over_live_limit, "backlog check"):
             self.counters.dropped += len(frames)
+            metrics.FRAMES.labels("ingest", "dropped").inc(len(frames))
             return
         if not self.live:
             retry(lambda: self._wait_below_watermark(stop), "backlog check")
@@ -63,6 +64,8 @@ class FramePublisher:
             "XADD",
         )
         self.counters.sent += len(frames)
+        metrics.FRAMES.labels("ingest", "sent").inc(len(frames))
+        metrics.mark_alive()
 
     def _reserve_seqs(self, count: int) -> int:
         """First of `count` new seq numbers. A counter lost with a Redis restart without
@@ -204,7 +207,7 @@ def _run_live(
         delay = min(reconnect_max_s, delay * 2)
 
 
-def main(settings_data: dict, camera_id: str, debug: bool = False) -> None:
+def main(settings_data: dict, camera_id: str, debug: bool = False, metrics_port: int = 0) -> None:
     """Process entry point (spawned by `linewatch run` or `linewatch worker ingest`)."""
 
     def body(stop: StopFlag) -> None:
@@ -216,7 +219,7 @@ def main(settings_data: dict, camera_id: str, debug: bool = False) -> None:
         log.info("camera %s: ingesting %s", camera.id, redact_url(camera.url))
         run(client, camera, settings, stop)
 
-    run_worker(f"ingest:{camera_id}", debug, body)
+    run_worker(f"ingest:{camera_id}", debug, body, metrics_port)
 
 
 def find_camera(settings: Settings, camera_id: str) -> CameraSettings:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from linewatch.pipeline import broker, storage
+from linewatch.pipeline import broker, metrics, storage
 from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.consumer import ConsumerLoop
@@ -64,11 +64,22 @@ class ResultBatchHandler:
             pipe, self.settings.stats_key, {"written": self.counters.written - before}
         )
         pipe.execute()
+        self._observe(results, stored)
         for item in stored:
             if item.is_new:
                 self.counters.alerts += item.event.state == "open"
                 self._announce(item)
         return True
+
+    def _observe(self, results: list[ResultMessage], stored: list[storage.StoredEvent]) -> None:
+        now = time.time_ns()
+        metrics.FRAMES.labels("sink", "written").inc(len(results))
+        for result in results:
+            metrics.CAPTURE_TO_RESULT.observe((now - result.capture_ts) / 1e9)
+        for item in stored:
+            if item.is_new and item.event.state == "open":
+                metrics.ALERTS.labels(item.event.camera_id).inc()
+                metrics.CAPTURE_TO_ALERT.observe((now - item.event.opened_ts) / 1e9)
 
     def _decode(self, entries: list[broker.Entry], pipe: object) -> list[ResultMessage]:
         results = []
@@ -186,7 +197,9 @@ def run(
     return handler.counters
 
 
-def main(settings_data: dict, consumer: str | None = None, debug: bool = False) -> None:
+def main(
+    settings_data: dict, consumer: str | None = None, debug: bool = False, metrics_port: int = 0
+) -> None:
     """Process entry point (spawned by `linewatch run` or `linewatch worker sink`)."""
     consumer = consumer or f"sink-{socket.gethostname()}"
 
@@ -198,4 +211,4 @@ def main(settings_data: dict, consumer: str | None = None, debug: bool = False) 
         client = broker.connect(settings.redis_url, attempts=20)
         run(client, engine, settings, consumer, stop)
 
-    run_worker(consumer, debug, body)
+    run_worker(consumer, debug, body, metrics_port)

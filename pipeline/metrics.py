@@ -1,0 +1,75 @@
+"""Prometheus metrics and a health endpoint, one HTTP server per worker process.
+
+Each process serves its own registry (no multiprocess directory to manage):
+`linewatch run` gives worker i the port `metrics_port + i`. `/healthz` answers
+200 while the worker's loop has run within the last 30 s, else 503.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+HEALTHY_WITHIN_S = 30.0
+
+FRAMES = Counter("linewatch_frames_total", "Frames by stage and outcome", ["stage", "outcome"])
+BATCH_SIZE = Histogram(
+    "linewatch_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+INFERENCE_SECONDS = Histogram(
+    "linewatch_inference_seconds", "Preprocess + predictor time per batch", buckets=LATENCY_BUCKETS
+)
+CAPTURE_TO_RESULT = Histogram(
+    "linewatch_capture_to_result_seconds",
+    "Capture to SQL commit, per frame",
+    buckets=LATENCY_BUCKETS,
+)
+CAPTURE_TO_ALERT = Histogram(
+    "linewatch_capture_to_alert_seconds",
+    "Capture of the opening frame to the alert being written",
+    buckets=LATENCY_BUCKETS,
+)
+ALERTS = Counter("linewatch_alerts_total", "Defect events opened", ["camera"])
+BACKLOG = Gauge("linewatch_stream_backlog", "Entries not yet done in a stream", ["stream"])
+LAST_LOOP = Gauge("linewatch_last_loop_timestamp_seconds", "When the worker loop last ran")
+
+
+def mark_alive() -> None:
+    LAST_LOOP.set(time.time())
+
+
+def healthy() -> bool:
+    return time.time() - LAST_LOOP._value.get() < HEALTHY_WITHIN_S  # noqa: SLF001
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path == "/metrics":
+            self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+        elif self.path == "/healthz":
+            ok = healthy()
+            self._send(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:  # keep scrapes out of the worker log
+        pass
+
+
+def serve(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve /metrics and /healthz on `port` from a daemon thread."""
+    mark_alive()
+    server = ThreadingHTTPServer((host, port), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server

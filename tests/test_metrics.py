@@ -1,0 +1,45 @@
+"""/metrics and /healthz served by a worker process's metrics server."""
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from linewatch.pipeline import metrics
+from linewatch.pipeline.redis_server import free_port
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_metrics_and_health_endpoints() -> None:
+    port = free_port()
+    server = metrics.serve(port)
+    try:
+        metrics.FRAMES.labels("infer", "ok").inc(7)
+        metrics.CAPTURE_TO_RESULT.observe(0.12)
+        status, body = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert 'linewatch_frames_total{outcome="ok",stage="infer"}' in body
+        assert "linewatch_capture_to_result_seconds_bucket" in body
+        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+        metrics.LAST_LOOP.set(0)
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 503
+        assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
+    finally:
+        server.shutdown()
+        metrics.mark_alive()
+
+
+@pytest.mark.parametrize("value", [-1, 70000])
+def test_metrics_port_is_validated(value: int) -> None:
+    from linewatch.pipeline.config import load_settings
+    from linewatch.pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="metrics_port"):
+        load_settings(environ={}, overrides={"metrics_port": value})
