@@ -1,0 +1,43 @@
+"""The container files stay consistent with the CLI and the settings (no Docker engine here)."""
+
+from pathlib import Path
+
+import yaml
+
+from linewatch.cli import build_parser
+from linewatch.pipeline.config import load_settings
+
+DOCKER = Path(__file__).resolve().parent.parent / "docker"
+
+
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_commands_parse_with_the_cli() -> None:
+    services = compose()["services"]
+    for name in ("ingest", "infer", "sink"):
+        args = build_parser().parse_args(services[name]["command"])
+        assert args.command == "worker" and args.role == name
+
+
+def test_compose_environment_names_real_settings() -> None:
+    environment = compose()["x-linewatch"]["environment"]
+    assert all(key.startswith("LINEWATCH_") for key in environment)
+    settings = load_settings(environ=environment)
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.database_url and settings.database_url.startswith("postgresql+psycopg://")
+
+
+def test_dockerfiles_run_the_cli_and_copy_every_package() -> None:
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (DOCKER / name).read_text()
+        for folder in ("linewatch", "pipeline", "schemas", "workers", "models"):
+            assert f"COPY {folder} {folder}" in text, (name, folder)
+        entry = next(line for line in text.splitlines() if line.startswith("ENTRYPOINT"))
+        assert "linewatch" in entry
+        command = next(line for line in text.splitlines() if line.startswith("CMD"))
+        args = build_parser().parse_args(yaml.safe_load(command.removeprefix("CMD ")))
+        assert args.command == "worker"
+    assert "paddlepaddle-gpu==2.6.2" in (DOCKER / "Dockerfile.gpu").read_text()
+    assert "cuda:11.8" in (DOCKER / "Dockerfile.gpu").read_text()
