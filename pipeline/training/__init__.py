@@ -8,3 +8,5 @@ paddle is first imported.
 import os
 
 os.environ.setdefault("FLAGS_enable_pir_api", "0")
+
+ARCHITECTURES = ("PPLCNet_x0_25", "PPLCNet_x0_5", "PPLCNet_x1_0", "MobileNetV3_small")

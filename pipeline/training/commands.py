@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from linewatch.pipeline.training.nets import ARCHITECTURES
+from linewatch.pipeline.training import ARCHITECTURES
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from linewatch.pipeline.training import ARCHITECTURES
+
 
 def _divisible(value: float, divisor: int = 8) -> int:
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -150,9 +152,6 @@ class MobileNetV3Small(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.head(self.pool(self.features(x)))
         return self.classifier(paddle.flatten(x, 1))
-
-
-ARCHITECTURES = ("PPLCNet_x0_25", "PPLCNet_x0_5", "PPLCNet_x1_0", "MobileNetV3_small")
 
 
 def build_network(arch: str, num_classes: int) -> nn.Layer:
