@@ -141,6 +141,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             live.update(status_screen(client, settings))
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from linewatch.pipeline import migrate, storage
+    from linewatch.pipeline.redact import redact_url
+
+    url = _settings(args).resolved_database_url()
+    engine = storage.create_database_engine(url)
+    if args.action == "upgrade":
+        before, after = migrate.upgrade(engine)
+        print(f"{redact_url(url)}: schema {before or 'empty'} -> {after}")
+    else:
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+        print(f"{redact_url(url)}: schema {current or 'empty'} (this linewatch: {head})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch", description="Streaming defect detection for factory line cameras."
@@ -171,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--config", type=Path, help="line YAML file")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=cmd_dlq)
+
+    db = commands.add_parser("db", help="database schema: show the revision or upgrade it")
+    db.add_argument("action", choices=["current", "upgrade"])
+    db.add_argument("--config", type=Path, help="line YAML file (database_url)")
+    db.set_defaults(func=cmd_db)
 
     status = commands.add_parser("status", help="cameras, workers, streams and recent alerts")
     status.add_argument("--config", type=Path, help="line YAML file")

@@ -12,11 +12,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from linewatch.pipeline import migrate
 from linewatch.pipeline.alerts import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 from linewatch.schemas.messages import ResultMessage
-from linewatch.schemas.tables import Alert, Base, Detection
+from linewatch.schemas.tables import Alert, Detection
 
 DatabaseError = SQLAlchemyError
 
@@ -30,29 +31,35 @@ class StoredEvent:
     is_new: bool
 
 
-def open_database(url: str) -> Engine:
-    """An engine for `url` with the schema in place; errors name the redacted URL."""
-    safe = redact_url(url)
+def create_database_engine(url: str) -> Engine:
+    """An engine for `url` (nothing checked yet); a malformed URL is a ConfigError."""
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigError(
-            f"bad database URL {safe}: {exc}; expected e.g. "
+            f"bad database URL {redact_url(url)}: {exc}; expected e.g. "
             "sqlite:///path/linewatch.db or postgresql+psycopg://user@host/db"
         ) from None
     if engine.dialect.name == "sqlite":
-        _prepare_sqlite(engine, url)
+        _prepare_sqlite(engine)
+    return engine
+
+
+def open_database(url: str) -> Engine:
+    """An engine for `url` with the schema in place; errors name the redacted URL."""
+    engine = create_database_engine(url)
     try:
-        Base.metadata.create_all(engine)
+        migrate.ensure_schema(engine, redact_url(url))
     except OperationalError as exc:
         raise ServiceUnavailable(
-            f"cannot reach database {safe} ({str(exc.orig).strip().splitlines()[0]}); "
+            f"cannot reach database {redact_url(url)} "
+            f"({str(exc.orig).strip().splitlines()[0]}); "
             "start it or fix database_url / LINEWATCH_DATABASE_URL"
         ) from None
     return engine
 
 
-def _prepare_sqlite(engine: Engine, url: str) -> None:
+def _prepare_sqlite(engine: Engine) -> None:
     database = engine.url.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the linewatch schema (SQLite and PostgreSQL)."""
