@@ -147,7 +147,16 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     url = _settings(args).resolved_database_url()
     engine = storage.create_database_engine(url)
-    if args.action == "upgrade":
+    if args.action == "prune":
+        from linewatch.pipeline import retention
+
+        try:
+            age = retention.parse_age(args.older_than)
+        except ValueError as exc:
+            raise LinewatchError(f"--older-than: {exc}") from None
+        removed = retention.prune(storage.open_database(url), age)
+        print(f"pruned {removed} detections older than {args.older_than} (kept hourly summaries)")
+    elif args.action == "upgrade":
         before, after = migrate.upgrade(engine)
         print(f"{redact_url(url)}: schema {before or 'empty'} -> {after}")
     else:
@@ -187,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=cmd_dlq)
 
-    db = commands.add_parser("db", help="database schema: show the revision or upgrade it")
-    db.add_argument("action", choices=["current", "upgrade"])
+    db = commands.add_parser("db", help="database schema (current, upgrade) and retention (prune)")
+    db.add_argument("action", choices=["current", "upgrade", "prune"])
+    db.add_argument("--older-than", default="30d", help="prune: age such as 30d, 12h")
     db.add_argument("--config", type=Path, help="line YAML file (database_url)")
     db.set_defaults(func=cmd_db)
 

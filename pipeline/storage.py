@@ -73,7 +73,7 @@ def _prepare_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
-def _insert(engine: Engine, table):  # type: ignore[no-untyped-def]
+def insert_for(engine: Engine, table):  # type: ignore[no-untyped-def]
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
@@ -113,7 +113,7 @@ def write_batch(
     with Session(engine) as session, session.begin():
         inserted = 0
         if results:
-            statement = _insert(engine, Detection).on_conflict_do_nothing(
+            statement = insert_for(engine, Detection).on_conflict_do_nothing(
                 index_elements=["camera_id", "seq", "model_version"]
             )
             rows = [detection_row(r, sink_ts) for r in results]
@@ -132,7 +132,7 @@ def _store_event(
         Alert.opened_seq == event.opened_seq,
     )
     if event.state == "open":
-        statement = _insert(engine, Alert).on_conflict_do_nothing(
+        statement = insert_for(engine, Alert).on_conflict_do_nothing(
             index_elements=["camera_id", "label", "opened_seq"]
         )
         values = {**_event_values(event), "evidence": evidence or None, "raised_ts": sink_ts}

@@ -67,3 +67,20 @@ class Alert(Base):
     peak_score: Mapped[float] = mapped_column(Float)
     frames: Mapped[int] = mapped_column(BigInteger)
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+
+
+class HourlySummary(Base):
+    """Detections rolled up per camera, hour, model version and label (kept after pruning)."""
+
+    __tablename__ = "detection_hourly"
+    __table_args__ = (
+        UniqueConstraint("camera_id", "hour", "model_version", "label", name="uq_hourly"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_version: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64))
+    frames: Mapped[int] = mapped_column(BigInteger)
+    defects: Mapped[int] = mapped_column(BigInteger)

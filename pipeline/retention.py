@@ -1,0 +1,79 @@
+"""Retention: roll old detections up into hourly summary rows, then delete them."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from linewatch.pipeline import storage
+from linewatch.schemas.tables import Detection, HourlySummary
+
+_AGE = re.compile(r"^(\d+)([dhm])$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_age(text: str) -> timedelta:
+    """'30d', '12h' or '90m' -> timedelta; ValueError names the expected form."""
+    match = _AGE.match(text.strip())
+    if not match:
+        raise ValueError(f"age {text!r} is not like 30d, 12h or 90m")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def prune(engine: Engine, older_than: timedelta, batch: int = 50_000) -> int:
+    """Summarise and delete detections captured before now - `older_than`; returns rows."""
+    cutoff = datetime.now(timezone.utc) - older_than
+    removed = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            rows = session.execute(
+                select(
+                    Detection.id,
+                    Detection.camera_id,
+                    Detection.captured_at,
+                    Detection.model_version,
+                    Detection.label,
+                    Detection.is_defect,
+                )
+                .where(Detection.captured_at < cutoff)
+                .order_by(Detection.id)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return removed
+            _add_to_summary(session, engine, rows)
+            session.execute(delete(Detection).where(Detection.id.in_([r.id for r in rows])))
+            removed += len(rows)
+
+
+def _add_to_summary(session: Session, engine: Engine, rows: list) -> None:  # type: ignore[type-arg]
+    frames: Counter[tuple] = Counter()
+    defects: Counter[tuple] = Counter()
+    for row in rows:
+        hour = row.captured_at.replace(minute=0, second=0, microsecond=0)
+        key = (row.camera_id, hour, row.model_version, row.label)
+        frames[key] += 1
+        defects[key] += int(row.is_defect)
+    for key, count in frames.items():
+        camera_id, hour, version, label = key
+        statement = storage.insert_for(engine, HourlySummary).values(
+            camera_id=camera_id,
+            hour=hour,
+            model_version=version,
+            label=label,
+            frames=count,
+            defects=defects[key],
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["camera_id", "hour", "model_version", "label"],
+                set_={
+                    "frames": HourlySummary.frames + count,
+                    "defects": HourlySummary.defects + defects[key],
+                },
+            )
+        )
