@@ -13,13 +13,40 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from linewatch.pipeline import broker, metrics
 from linewatch.pipeline.runtime import StopFlag
+from linewatch.schemas.messages import MessageDecodeError
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX_S = 30.0
+M = TypeVar("M")
+
+
+def decode_entries(
+    entries: list[broker.Entry],
+    decode: Callable[[dict[bytes, bytes]], M],
+    pipe: Any,
+    source_stream: str,
+    dead_stream: str,
+) -> list[M]:
+    """Decoded messages; malformed entries are queued on `pipe` for the dead-letter stream."""
+    messages = []
+    for entry_id, fields in entries:
+        try:
+            messages.append(decode(fields))
+        except MessageDecodeError as exc:
+            log.warning(
+                "entry %s of %s is malformed (%s); moved to %s",
+                entry_id.decode(),
+                source_stream,
+                exc,
+                dead_stream,
+            )
+            broker.dead_letter(pipe, dead_stream, source_stream, entry_id, str(exc), fields)
+    return messages
 
 
 @dataclass

@@ -62,3 +62,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 pytest_plugins = ["tests.conftest_rtsp"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on a SQLite file and on a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'linewatch.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")

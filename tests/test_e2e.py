@@ -31,13 +31,12 @@ def defect_runs(truth: list[str]) -> list[tuple[int, int, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
-    database, tmp_path: Path, redis_url, line_name, sqlite_url, pg_url
+    database_url, tmp_path: Path, redis_url, line_name
 ) -> None:  # type: ignore[no-untyped-def]
     video = tmp_path / "line.mp4"
     truth = write_demo_video(video, FRAMES, fps=10)
-    url = sqlite_url if database == "sqlite" else pg_url
+    url = database_url
     settings = make_settings(
         tmp_path,
         line_name,

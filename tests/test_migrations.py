@@ -10,9 +10,9 @@ from linewatch.schemas.tables import Base
 from tests.test_cli import linewatch
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, sqlite_url, pg_url) -> str:  # type: ignore[no-untyped-def]
-    return sqlite_url if request.param == "sqlite" else pg_url
+@pytest.fixture()
+def url(database_url: str) -> str:
+    return database_url
 
 
 def test_migrations_match_the_table_models(url: str) -> None:

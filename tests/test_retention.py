@@ -15,9 +15,9 @@ from tests.test_storage import result
 HOUR_NS = 3600 * 10**9
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, sqlite_url, pg_url) -> str:  # type: ignore[no-untyped-def]
-    return sqlite_url if request.param == "sqlite" else pg_url
+@pytest.fixture()
+def url(database_url: str) -> str:
+    return database_url
 
 
 def test_prune_keeps_hourly_summaries(url: str) -> None:

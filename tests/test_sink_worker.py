@@ -3,7 +3,6 @@
 import threading
 import time
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -31,11 +30,10 @@ def run_sink_until(client, engine, settings, consumer, done) -> sink.SinkCounter
     return outcome["c"]
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_sink_restart_after_commit_before_ack_writes_nothing_twice(
-    database, tmp_path, redis_client, redis_url, line_name, sqlite_url, pg_url
+    database_url, tmp_path, redis_client, redis_url, line_name
 ) -> None:  # type: ignore[no-untyped-def]
-    url = sqlite_url if database == "sqlite" else pg_url
+    url = database_url
     settings = make_settings(
         tmp_path,
         line_name,

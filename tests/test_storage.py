@@ -30,10 +30,9 @@ def result(seq: int, label: str = "free", version: str = "v1") -> ResultMessage:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, sqlite_url, pg_url):  # type: ignore[no-untyped-def]
-    url = sqlite_url if request.param == "sqlite" else pg_url
-    engine = storage.open_database(url)
+@pytest.fixture()
+def engine(database_url):  # type: ignore[no-untyped-def]
+    engine = storage.open_database(database_url)
     yield engine
     engine.dispose()
 

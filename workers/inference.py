@@ -14,12 +14,12 @@ from linewatch.pipeline import broker, metrics
 from linewatch.pipeline.batching import collect_batch
 from linewatch.pipeline.codec import UndecodableImage, decode_image
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.consumer import ConsumerLoop
+from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.model import Classifier
 from linewatch.pipeline.postprocess import Prediction, predictions
 from linewatch.pipeline.runtime import StopFlag, run_worker
-from linewatch.schemas.messages import FrameMessage, MessageDecodeError, ResultMessage
+from linewatch.schemas.messages import FrameMessage, ResultMessage
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +52,14 @@ class FrameBatchHandler:
     def handle(self, entries: list[broker.Entry]) -> None:
         dequeue_ts = time.time_ns()
         pipe = broker.transaction(self.client)
-        frames: list[FrameMessage] = []
-        for entry_id, fields in entries:
-            try:
-                frames.append(FrameMessage.decode(fields))
-            except MessageDecodeError as exc:
-                self.counters.dead_letters += 1
-                log.warning(
-                    "frame entry %s is malformed (%s); moved to %s",
-                    entry_id.decode(),
-                    exc,
-                    self.settings.dead_letter_stream,
-                )
-                broker.dead_letter(
-                    pipe,
-                    self.settings.dead_letter_stream,
-                    self.settings.frames_stream,
-                    entry_id,
-                    str(exc),
-                    fields,
-                )
+        frames = decode_entries(
+            entries,
+            FrameMessage.decode,
+            pipe,
+            self.settings.frames_stream,
+            self.settings.dead_letter_stream,
+        )
+        self.counters.dead_letters += len(entries) - len(frames)
         results = self._results(frames, dequeue_ts)
         broker.add_to(pipe, self.settings.results_stream, [r.encode() for r in results])
         broker.ack_and_delete(pipe, self.settings.frames_stream, GROUP, [e[0] for e in entries])

@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 from linewatch.pipeline import broker, metrics, storage
 from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.consumer import ConsumerLoop
+from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier
 from linewatch.pipeline.runtime import StopFlag, run_worker
-from linewatch.schemas.messages import AlertMessage, MessageDecodeError, ResultMessage
+from linewatch.schemas.messages import AlertMessage, ResultMessage
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +82,14 @@ class ResultBatchHandler:
                 metrics.CAPTURE_TO_ALERT.observe((now - item.event.opened_ts) / 1e9)
 
     def _decode(self, entries: list[broker.Entry], pipe: object) -> list[ResultMessage]:
-        results = []
-        for entry_id, fields in entries:
-            try:
-                results.append(ResultMessage.decode(fields))
-            except MessageDecodeError as exc:
-                self.counters.dead_letters += 1
-                log.warning(
-                    "result entry %s is malformed (%s); moved to %s",
-                    entry_id.decode(),
-                    exc,
-                    self.settings.dead_letter_stream,
-                )
-                broker.dead_letter(
-                    pipe,
-                    self.settings.dead_letter_stream,  # type: ignore[arg-type]
-                    self.settings.results_stream,
-                    entry_id,
-                    str(exc),
-                    fields,
-                )
+        results = decode_entries(
+            entries,
+            ResultMessage.decode,
+            pipe,
+            self.settings.results_stream,
+            self.settings.dead_letter_stream,
+        )
+        self.counters.dead_letters += len(entries) - len(results)
         return sorted(results, key=lambda r: (r.camera_id, r.seq))
 
     def _events(self, results: list[ResultMessage]) -> list[tuple[DefectEvent, bytes]]:
