@@ -36,7 +36,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     data = settings.model_dump(mode="json")
-    if args.role == "ingest":
+    if args.role == "rq":
+        if not settings.redis_url:
+            raise LinewatchError("`linewatch worker rq` needs redis_url (or LINEWATCH_REDIS_URL)")
+        cmd_rq_worker(data, args.debug)
+    elif args.role == "ingest":
         if not args.camera:
             raise LinewatchError("`linewatch worker ingest` needs --camera ID")
         ingest.main(data, args.camera, args.debug, settings.metrics_port)
@@ -165,6 +169,58 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
+    from linewatch.pipeline import broker
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise LinewatchError(f"{what} needs redis_url (or LINEWATCH_REDIS_URL) of a running line")
+    return settings, broker.connect(settings.redis_url)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from linewatch.pipeline import jobs
+    from linewatch.pipeline.source import SourceOptions, open_frames
+
+    settings, client = _redis(args, "analyze")
+    next(open_frames(str(args.video), SourceOptions()))  # a clear error now, not in the job
+    job = jobs.enqueue_analysis(client, settings, args.video, args.camera or args.video.stem)
+    print(f"enqueued {job.id}: analyse {args.video} (follow with `linewatch jobs`)")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from linewatch.pipeline import jobs
+
+    _, client = _redis(args, "jobs")
+    table = Table(title=f"RQ queue {jobs.QUEUE}")
+    table.add_column("job", no_wrap=True)
+    for column in ("status", "description", "progress", "result / error"):
+        table.add_column(column)
+    for job in jobs.recent_jobs(client):
+        progress = ", ".join(f"{k} {v}" for k, v in job.meta.items() if k in ("decoded", "sent"))
+        outcome = str(job.return_value() or "") if job.is_finished else ""
+        if job.is_failed and job.latest_result():
+            outcome = (job.latest_result().exc_string or "").strip().splitlines()[-1][:80]
+        status = getattr(job.get_status(), "value", job.get_status())
+        table.add_row(job.id, str(status), job.description or "", progress, outcome)
+    Console().print(table)
+    return 0
+
+
+def cmd_rq_worker(settings_data: dict, debug: bool) -> None:
+    from rq import Worker
+
+    from linewatch.pipeline import broker, jobs
+
+    client = broker.connect(settings_data["redis_url"], attempts=20)
+    worker = Worker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
+    worker.work(with_scheduler=True, logging_level="DEBUG" if debug else "INFO")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch", description="Streaming defect detection for factory line cameras."
@@ -177,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")
-    worker.add_argument("role", choices=["ingest", "infer", "sink"])
+    worker.add_argument("role", choices=["ingest", "infer", "sink", "rq"])
     worker.add_argument("--config", type=Path, help="line YAML file")
     worker.add_argument("--camera", help="camera id (ingest)")
     worker.add_argument("--id", help="stable consumer name (infer, sink); default host-based")
@@ -201,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--older-than", default="30d", help="prune: age such as 30d, 12h")
     db.add_argument("--config", type=Path, help="line YAML file (database_url)")
     db.set_defaults(func=cmd_db)
+
+    analyze = commands.add_parser("analyze", help="enqueue a video file for analysis (RQ job)")
+    analyze.add_argument("video", type=Path)
+    analyze.add_argument("--camera", help="camera id to record it under (default: file name)")
+    analyze.add_argument("--config", type=Path, help="line YAML file")
+    analyze.set_defaults(func=cmd_analyze)
+
+    jobs = commands.add_parser("jobs", help="list RQ jobs (analyses, webhook deliveries)")
+    jobs.add_argument("--config", type=Path, help="line YAML file")
+    jobs.set_defaults(func=cmd_jobs)
 
     status = commands.add_parser("status", help="cameras, workers, streams and recent alerts")
     status.add_argument("--config", type=Path, help="line YAML file")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from linewatch.pipeline.errors import ConfigError
 
@@ -69,6 +69,8 @@ class AlertSettings(Strict):
     m: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=10.0, ge=0)
     channel: str = "lw:alerts"
+    webhook_url: str | None = None  # delivered by RQ jobs (`linewatch worker rq`)
+    webhook_secret: SecretStr | None = None  # HMAC-SHA256 signature header when set
 
     @field_validator("n")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Protocol
 
@@ -42,3 +43,20 @@ class PubSubNotifier:
 
     def notify(self, alert: AlertMessage) -> None:
         broker.publish(self.client, self.channel, alert.to_json())
+
+
+class WebhookNotifier:
+    """Enqueues one RQ delivery job per alert state change (retried with backoff)."""
+
+    def __init__(self, client: broker.Client, url: str, secret: str | None) -> None:
+        self.client = client
+        self.url = url
+        self.secret = secret
+
+    def notify(self, alert: AlertMessage) -> None:
+        from linewatch.pipeline import jobs
+
+        payload = json.loads(alert.to_json())
+        jobs.enqueue_webhook(
+            self.client, alert.alert_id, alert.state, self.url, payload, self.secret
+        )

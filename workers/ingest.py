@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from linewatch.pipeline import broker, metrics
@@ -118,7 +118,11 @@ class FramePublisher:
 
 
 def pump(
-    frames: Iterable[DecodedFrame], publisher: FramePublisher, batch_size: int, stop: StopFlag
+    frames: Iterable[DecodedFrame],
+    publisher: FramePublisher,
+    batch_size: int,
+    stop: StopFlag,
+    on_batch: Callable[[IngestCounters], None] | None = None,
 ) -> None:
     """Publish frames in batches of `batch_size` until the source ends or stop is set."""
     batch: list[DecodedFrame] = []
@@ -128,6 +132,8 @@ def pump(
         if len(batch) >= batch_size:
             publisher.publish(batch, stop)
             publisher.record(stop)
+            if on_batch:
+                on_batch(publisher.counters)
             batch = []
         if stop.is_set():
             break
@@ -154,7 +160,11 @@ def paced(frames: Iterable[DecodedFrame]) -> Iterator[DecodedFrame]:
 
 
 def run(
-    client: broker.Client, camera: CameraSettings, settings: Settings, stop: StopFlag
+    client: broker.Client,
+    camera: CameraSettings,
+    settings: Settings,
+    stop: StopFlag,
+    on_batch: Callable[[IngestCounters], None] | None = None,
 ) -> IngestCounters:
     """Ingest until the file ends, or until stopped for a live camera (reconnecting)."""
     live = is_camera_live(camera)
@@ -173,7 +183,7 @@ def run(
             frames = open_frames(camera.url, options)
             if camera.realtime:
                 frames = paced(frames)
-            pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop)
+            pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop, on_batch)
         publisher.record(stop, done=not is_live(camera.url) and not stop.is_set())
     except broker.Interrupted as exc:
         log.warning("camera %s: %s; frames not yet sent are not accepted", camera.id, exc)

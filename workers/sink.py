@@ -14,7 +14,7 @@ from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.errors import ConfigError
-from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier
+from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier, WebhookNotifier
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.schemas.messages import AlertMessage, ResultMessage
 
@@ -160,6 +160,13 @@ def run(
     alerts = AlertEngine(settings.alerts)
     alerts.resume(storage.open_events(engine))
     notifiers: list[Notifier] = [LogNotifier(), PubSubNotifier(client, settings.alerts.channel)]
+    if settings.alerts.webhook_url:
+        secret = settings.alerts.webhook_secret
+        notifiers.append(
+            WebhookNotifier(
+                client, settings.alerts.webhook_url, secret.get_secret_value() if secret else None
+            )
+        )
     handler = ResultBatchHandler(client, engine, alerts, notifiers, settings)
     size = settings.sink.batch_size
     ConsumerLoop(

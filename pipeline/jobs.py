@@ -1,0 +1,122 @@
+"""The RQ control plane: finite jobs (analyse a video file, deliver an alert webhook).
+
+Jobs are stored with RQ's JSON serializer, never pickle, and get deliberate
+timeouts. The long-lived roles (ingest of cameras, inference, sink) are
+supervised processes, not jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rq import Queue, Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from linewatch.pipeline import broker
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+QUEUE = "linewatch"
+ANALYSIS_TIMEOUT_S = 6 * 3600  # a long file at real time; RQ's 180 s default is far too short
+WEBHOOK_TIMEOUT_S = 30
+WEBHOOK_RETRY = Retry(max=5, interval=[5, 15, 60, 300, 900])
+SIGNATURE_HEADER = "X-Linewatch-Signature"
+ANALYSIS_JOB = (
+    "linewatch.workers.analysis.analyze_file"  # by name: pipeline does not import workers
+)
+
+
+class WebhookFailed(RuntimeError):
+    """The receiver did not accept the alert; RQ retries the job."""
+
+
+def queue(client: broker.Client) -> Queue:
+    return Queue(QUEUE, connection=client, serializer=JSONSerializer)
+
+
+def sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliver_webhook(url: str, payload: dict[str, Any], secret: str | None = None) -> int:
+    """POST the alert as JSON (HMAC-SHA256 signed when a secret is set); returns the status."""
+    body = json.dumps(payload, sort_keys=True).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if secret:
+        request.add_header(SIGNATURE_HEADER, sign(body, secret))
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S - 5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        raise WebhookFailed(f"webhook {redact_url(url)} answered {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise WebhookFailed(f"webhook {redact_url(url)} unreachable: {exc}") from None
+
+
+def enqueue_webhook(
+    client: broker.Client,
+    alert_id: int,
+    state: str,
+    url: str,
+    payload: dict[str, Any],
+    secret: str | None,
+) -> Job | None:
+    """One delivery job per alert state change: a sink replay does not deliver twice."""
+    job_id = f"alert-{alert_id}-{state}-webhook"
+    if Job.exists(job_id, connection=client):
+        return None
+    return queue(client).enqueue_call(
+        deliver_webhook,
+        args=(url, payload, secret),
+        job_id=job_id,
+        timeout=WEBHOOK_TIMEOUT_S,
+        retry=WEBHOOK_RETRY,
+        result_ttl=7 * 86400,
+        failure_ttl=30 * 86400,
+        description=f"deliver alert {alert_id} ({state})",
+    )
+
+
+def enqueue_analysis(client: broker.Client, settings: Settings, video: Path, camera_id: str) -> Job:
+    data = settings.model_dump(mode="json")
+    return queue(client).enqueue_call(
+        ANALYSIS_JOB,
+        args=(data, str(video.resolve()), camera_id),
+        timeout=ANALYSIS_TIMEOUT_S,
+        result_ttl=7 * 86400,
+        failure_ttl=30 * 86400,
+        description=f"analyse {video.name}",
+        meta={"video": str(video), "camera": camera_id},
+    )
+
+
+def recent_jobs(client: broker.Client, limit: int = 50) -> list[Job]:
+    """Queued, running, finished and failed jobs of the linewatch queue, newest first."""
+    q = queue(client)
+    ids: list[str] = list(q.get_job_ids())
+    for registry in (
+        q.started_job_registry,
+        q.finished_job_registry,
+        q.failed_job_registry,
+        q.scheduled_job_registry,
+    ):
+        ids += registry.get_job_ids()
+    jobs = [
+        j
+        for j in Job.fetch_many(
+            list(dict.fromkeys(ids)), connection=client, serializer=JSONSerializer
+        )
+        if j is not None
+    ]
+    return sorted(jobs, key=lambda j: j.enqueued_at or j.created_at, reverse=True)[:limit]

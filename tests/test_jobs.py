@@ -1,0 +1,98 @@
+"""RQ control plane with the real rq worker: file analysis and signed webhook delivery."""
+
+import json
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from rq import SimpleWorker
+
+from linewatch.demo import write_demo_video
+from linewatch.pipeline import broker, jobs
+from linewatch.pipeline.redis_server import free_port
+from tests.test_cli import linewatch
+
+
+class Receiver(BaseHTTPRequestHandler):
+    status = 200
+    received: list[tuple[dict, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append((dict(self.headers), body))
+        self.send_response(Receiver.status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def receiver():  # type: ignore[no-untyped-def]
+    Receiver.received, Receiver.status = [], 200
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", Receiver
+    server.shutdown()
+
+
+@pytest.fixture()
+def rq_redis(redis_client):  # type: ignore[no-untyped-def]
+    """The linewatch queue emptied before and after (the queue name is global)."""
+    jobs.queue(redis_client).empty()
+    yield redis_client
+    jobs.queue(redis_client).empty()
+
+
+def work(client: broker.Client) -> None:
+    SimpleWorker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer).work(burst=True)
+
+
+def test_webhook_is_signed_and_delivered_once(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
+    url, handler = receiver
+    alert_id = random.randrange(10**9)
+    payload = {"alert_id": alert_id, "state": "open", "label": "crack"}
+    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", url, payload, "s3cret")
+    assert job is not None
+    assert jobs.enqueue_webhook(rq_redis, alert_id, "open", url, payload, "s3cret") is None
+    work(rq_redis)
+    assert len(handler.received) == 1
+    headers, body = handler.received[0]
+    assert json.loads(body) == payload
+    assert headers[jobs.SIGNATURE_HEADER] == jobs.sign(body, "s3cret")
+    assert job.get_status(refresh=True) == "finished"
+
+
+def test_failing_webhook_is_retried_with_backoff(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
+    url, handler = receiver
+    handler.status = 500
+    alert_id = random.randrange(10**9)
+    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", url, {"alert_id": alert_id}, None)
+    work(rq_redis)
+    assert len(handler.received) == 1
+    job.refresh()
+    assert job.get_status() == "scheduled" and job.retries_left == 4
+
+
+def test_analyze_enqueues_a_file_job_that_feeds_the_line(
+    rq_redis, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    video = tmp_path / "batch-42.mp4"
+    write_demo_video(video, 24, fps=10)
+    env = {"LINEWATCH_REDIS_URL": redis_url, "LINEWATCH_LINE": line_name}
+    enqueued = linewatch("analyze", str(video), env=env)
+    assert enqueued.returncode == 0, enqueued.stderr
+    job_id = enqueued.stdout.split()[1].rstrip(":")
+    work(rq_redis)
+    job = jobs.Job.fetch(job_id, connection=rq_redis, serializer=jobs.JSONSerializer)
+    assert job.get_status() == "finished"
+    assert job.return_value() == {"decoded": 24, "sent": 24, "dropped": 0}
+    assert job.meta["sent"] == 24 and job.timeout == jobs.ANALYSIS_TIMEOUT_S
+    assert rq_redis.xlen(f"lw:frames:{line_name}") == 24
+    listing = linewatch("jobs", env={**env, "COLUMNS": "200"})
+    assert job_id in listing.stdout and "finished" in listing.stdout
+
+    missing = linewatch("analyze", str(tmp_path / "nope.mp4"), env=env)
+    assert missing.returncode == 2 and "not found" in missing.stderr

@@ -1,0 +1,30 @@
+"""RQ job: analyse one video file through the running line (ingest only; the inference
+and sink workers that serve the line do the rest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq import get_current_job
+
+from linewatch.pipeline import broker
+from linewatch.pipeline.config import CameraSettings, Settings
+from linewatch.pipeline.runtime import StopFlag
+from linewatch.workers import ingest
+
+
+def analyze_file(settings_data: dict[str, Any], video: str, camera_id: str) -> dict[str, int]:
+    """RQ job: ingest a video file into the line; progress goes to the job's meta."""
+    settings = Settings.model_validate(settings_data)
+    camera = CameraSettings(id=camera_id, url=video, live=False)
+    client = broker.connect(settings.redis_url or "", attempts=5)
+    job = get_current_job()
+
+    def report(counters: Any) -> None:
+        if job is not None:
+            job.meta.update({"decoded": counters.decoded, "sent": counters.sent})
+            job.save_meta()
+
+    counters = ingest.run(client, camera, settings, StopFlag(), on_batch=report)
+    report(counters)
+    return {"decoded": counters.decoded, "sent": counters.sent, "dropped": counters.dropped}
