@@ -96,3 +96,16 @@ def test_analyze_enqueues_a_file_job_that_feeds_the_line(
 
     missing = linewatch("analyze", str(tmp_path / "nope.mp4"), env=env)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_sink_webhook_notifier_sends_the_alert_json(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
+    from linewatch.pipeline.notifiers import WebhookNotifier
+    from linewatch.schemas.messages import AlertMessage
+
+    url, handler = receiver
+    alert_id = random.randrange(10**9)
+    alert = AlertMessage(alert_id, "cam1", "crack", "open", 12, 5, None, None, 0.93, 3)
+    WebhookNotifier(rq_redis, url, None).notify(alert)
+    WebhookNotifier(rq_redis, url, None).notify(alert)
+    work(rq_redis)
+    assert [json.loads(body) for _, body in handler.received] == [json.loads(alert.to_json())]
