@@ -8,13 +8,15 @@ within the read timeout, so the caller never hangs.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import queue
+import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://")
 SPAWN_GRACE_S = 5.0  # a spawned decoder needs a moment to import av and numpy
+QUEUE_FRAMES = 8  # frames a live decoder may get ahead of its reader
+POLL_S = 0.25  # how often the reader checks that the decoder is still alive
+DROP_LOG_EVERY_S = 10.0
+PR_SET_PDEATHSIG = 1
 
 
 class SourceError(LinewatchError):
@@ -82,7 +88,8 @@ class FpsSampler:
     def keep(self, pts: float) -> bool:
         if not self.interval or pts < 0:
             return True
-        if self.next_due is None or pts - self.next_due > self.interval:
+        # A gap or a backwards jump (camera clock reset) restarts the schedule at this frame.
+        if self.next_due is None or abs(pts - self.next_due) > self.interval:
             self.next_due = pts
         if pts + 1e-6 < self.next_due:
             return False
@@ -97,6 +104,17 @@ def shape_image(image: np.ndarray, options: SourceOptions) -> np.ndarray:
     if options.resize is not None:
         image = cv2.resize(image, options.resize, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(image)
+
+
+def _check_roi(roi: tuple[int, int, int, int] | None, width: int, height: int, url: str) -> None:
+    if roi is None:
+        return
+    x, y, w, h = roi
+    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > width or y + h > height:
+        raise SourceError(
+            f"roi {tuple(roi)} (x, y, w, h) does not fit the {width}x{height} frames of "
+            f"{redact_url(url)}; fix the camera's roi"
+        )
 
 
 def _checked_path(url: str) -> Path:
@@ -127,7 +145,7 @@ def _open_container(url: str, options: SourceOptions) -> Any:
             + (
                 "check the URL, credentials and that the camera is reachable"
                 if live
-                else "is it a video file that ffmpeg can read?"
+                else "is it a complete video file that ffmpeg can read?"
             )
         ) from None
     if not container.streams.video:
@@ -145,93 +163,190 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or exc.__class__.__name__
 
 
-def _decode(container: Any, options: SourceOptions, url: str) -> Iterator[DecodedFrame]:
+def _shaped(frames: Iterable[Any], options: SourceOptions, url: str) -> Iterator[DecodedFrame]:
+    """Sample PyAV frames by pts, convert to RGB, crop and resize."""
     sampler = FpsSampler(options.target_fps)
     index = 0
-    try:
-        for frame in container.decode(video=0):
-            pts = float(frame.time) if frame.time is not None else -1.0
-            if not sampler.keep(pts):
-                continue
-            image = shape_image(frame.to_ndarray(format="rgb24"), options)
-            yield DecodedFrame(index, pts, time.time_ns(), image)
-            index += 1
-    except av.error.FFmpegError as exc:
-        if is_live(url):
-            raise SourceEnded(f"stream {redact_url(url)} broke: {_reason(exc)}") from None
-        log.warning(
-            "%s: decoding stopped after %d frames (%s); the file may be truncated",
-            redact_url(url),
-            index,
-            _reason(exc),
-        )
-    if index == 0 and not is_live(url):
-        raise SourceError(f"video file {redact_url(url)} has no decodable frames (corrupt?)")
+    for frame in frames:
+        if index == 0:
+            _check_roi(options.roi, frame.width, frame.height, url)
+        pts = float(frame.time) if frame.time is not None else -1.0
+        if not sampler.keep(pts):
+            continue
+        image = shape_image(frame.to_ndarray(format="rgb24"), options)
+        yield DecodedFrame(index, pts, time.time_ns(), image)
+        index += 1
 
 
 def _file_frames(path: Path, options: SourceOptions) -> Iterator[DecodedFrame]:
     container = _open_container(str(path), options)
+    kept = 0
     try:
-        yield from _decode(container, options, str(path))
+        for frame in _shaped(_tolerant_decode(container, str(path)), options, str(path)):
+            yield frame
+            kept += 1
     finally:
         container.close()
+    if kept == 0:
+        raise SourceError(f"video file {path} has no decodable frames (corrupt or truncated?)")
+
+
+def _tolerant_decode(container: Any, url: str) -> Iterator[Any]:
+    """A file's video frames; a broken or truncated file stops with a warning, not an error."""
+    stream = container.streams.video[0]
+    decoded = 0
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            yield frame
+    except av.error.FFmpegError as exc:
+        log.warning(
+            "%s: decoding stopped after %d frames (%s); the file may be truncated",
+            redact_url(url),
+            decoded,
+            _reason(exc),
+        )
+        return
+    if decoded and decoded < stream.frames:
+        log.warning(
+            "%s: decoded %d of the %d frames its header lists; the file may be truncated",
+            redact_url(url),
+            decoded,
+            stream.frames,
+        )
 
 
 def _live_frames(url: str, options: SourceOptions) -> Iterator[DecodedFrame]:
     context = multiprocessing.get_context("spawn")
-    frames: Any = context.Queue(maxsize=8)
-    child = context.Process(target=_decode_live, args=(url, options, frames), daemon=True)
+    messages: Any = context.Queue(maxsize=QUEUE_FRAMES)
+    child = context.Process(
+        target=_decode_live,
+        args=(url, options, messages, os.getpid()),
+        name=f"decode {redact_url(url)}",
+        daemon=True,
+    )
     child.start()
+    drops = _DropCounter(url)
     try:
         timeout = options.open_timeout_s + options.read_timeout_s + SPAWN_GRACE_S
+        index = 0
         while True:
-            try:
-                kind, payload = frames.get(timeout=timeout)
-            except queue.Empty:
-                raise SourceStalled(
-                    f"stream {redact_url(url)} delivered no frame for {timeout:.0f} s; "
-                    "the decoder was stopped"
-                ) from None
-            if kind == "frame":
-                yield payload
-                timeout = options.read_timeout_s + 1.0
-            elif kind == "error":
-                raise SourceError(payload)
-            elif kind == "stalled":
-                raise SourceStalled(
-                    f"stream {redact_url(url)} delivered no frame for {payload:.0f} s "
-                    "(read timeout)"
-                )
-            else:
-                raise SourceEnded(f"stream {redact_url(url)} ended")
+            kind, payload, dropped = _next_message(messages, child, timeout, url)
+            if kind != "frame":
+                raise _outcome_error(kind, payload, url)
+            drops.add(dropped)
+            yield replace(payload, index=index)
+            index += 1
+            timeout = options.read_timeout_s + 1.0
     finally:
-        _stop_child(child, frames)
+        _stop_child(child, messages)
 
 
-def _stop_child(child: Any, frames: Any) -> None:
+def _next_message(messages: Any, child: Any, timeout_s: float, url: str) -> tuple:
+    """The decoder's next message; raises when it went silent or died without a word."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return messages.get(timeout=max(0.0, min(POLL_S, deadline - time.monotonic())))
+        except queue.Empty:
+            pass
+        if child.exitcode is not None:
+            try:  # its last message may still be in the pipe
+                return messages.get(timeout=POLL_S)
+            except queue.Empty:
+                raise SourceError(
+                    f"decoder for {redact_url(url)} exited with code {child.exitcode}"
+                ) from None
+        if time.monotonic() >= deadline:
+            raise SourceStalled(
+                f"stream {redact_url(url)} delivered no frame for {timeout_s:.0f} s; "
+                "the decoder was stopped"
+            )
+
+
+def _outcome_error(kind: str, payload: Any, url: str) -> SourceError:
+    if kind == "error":
+        return SourceError(payload)
+    if kind == "stalled":
+        return SourceStalled(
+            f"stream {redact_url(url)} delivered no frame for {payload:.0f} s (read timeout)"
+        )
+    return SourceEnded(f"stream {redact_url(url)} ended")
+
+
+class _DropCounter:
+    """Logs, at most every DROP_LOG_EVERY_S, the frames a live decoder dropped for a slow reader."""
+
+    def __init__(self, url: str) -> None:
+        self.url = redact_url(url)
+        self.pending = 0
+        self.logged_at = time.monotonic()
+
+    def add(self, dropped: int) -> None:
+        self.pending += dropped
+        if self.pending and time.monotonic() - self.logged_at >= DROP_LOG_EVERY_S:
+            log.warning(
+                "%s: dropped %d frames: the reader was slower than the camera",
+                self.url,
+                self.pending,
+            )
+            self.pending, self.logged_at = 0, time.monotonic()
+
+
+def _stop_child(child: Any, messages: Any) -> None:
     if child.is_alive():
         child.kill()
     child.join(5)
-    frames.cancel_join_thread()
-    frames.close()
+    messages.cancel_join_thread()
+    messages.close()
 
 
-def _decode_live(url: str, options: SourceOptions, frames: Any) -> None:
+def _decode_live(url: str, options: SourceOptions, messages: Any, parent_pid: int) -> None:
     """Child process: decode the stream and hand frames to the parent."""
-    last_frame = time.monotonic()
+    _die_with_parent(parent_pid)
     try:
-        container = _open_container(url, options)
-        for frame in _decode(container, options, url):
-            frames.put(("frame", frame))
-            last_frame = time.monotonic()
-    except SourceEnded:
-        pass
+        outcome: tuple = _pump_live(url, options, messages)
     except SourceError as exc:
-        frames.put(("error", str(exc)))
-        return
-    # PyAV reports a read timeout as the end of the stream; tell the two apart.
+        outcome = ("error", str(exc), 0)
+    except Exception as exc:  # reported to the parent instead of looking like a stall
+        reason = f"{exc.__class__.__name__}: {exc}".replace(url, redact_url(url))
+        outcome = ("error", f"decoder for {redact_url(url)} failed: {reason}", 0)
+    messages.put(outcome)  # blocks until the parent reads it, or kills this process
+
+
+def _pump_live(url: str, options: SourceOptions, messages: Any) -> tuple:
+    """Frames into the queue until the stream ends; a full queue drops the new frame."""
+    container = _open_container(url, options)
+    last_frame = time.monotonic()
+    dropped = 0
+    try:
+        for frame in _shaped(container.decode(video=0), options, url):
+            try:
+                messages.put_nowait(("frame", frame, dropped))
+                dropped = 0
+            except queue.Full:
+                dropped += 1
+            last_frame = time.monotonic()
+    except av.error.FFmpegError:
+        pass  # PyAV reports a read timeout and a closed stream alike; told apart below
+    finally:
+        container.close()
     silent_s = time.monotonic() - last_frame
     if silent_s >= 0.9 * options.read_timeout_s:
-        frames.put(("stalled", silent_s))
-    else:
-        frames.put(("end", None))
+        return ("stalled", silent_s, dropped)
+    return ("end", None, dropped)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have Linux kill this decoder when its parent dies without cleaning up (SIGKILL, OOM).
+
+    The signal follows the parent *thread* that started the decoder, which is the
+    thread iterating the frames: when it is gone, nobody reads them anyway.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's kill on close is the only cleanup
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
