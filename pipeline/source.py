@@ -79,22 +79,43 @@ def open_frames(url: str, options: SourceOptions) -> Iterator[DecodedFrame]:
 
 
 class FpsSampler:
-    """Keeps frames whose pts reaches the next due time; the schedule does not drift."""
+    """Keeps frames whose pts reaches the next due time; the schedule does not drift.
 
-    def __init__(self, target_fps: float | None) -> None:
+    Frames without a pts (-1) are kept until the first timed frame (RTSP's first
+    frame has none), and after it are placed one source frame after the last.
+    """
+
+    def __init__(self, target_fps: float | None, source_fps: float | None = None) -> None:
         self.interval = 1.0 / target_fps if target_fps else 0.0
+        self.period = 1.0 / source_fps if source_fps else 0.0
         self.next_due: float | None = None
+        self.last_pts: float | None = None
+        self.kept_untimed = False
 
     def keep(self, pts: float) -> bool:
-        if not self.interval or pts < 0:
+        if not self.interval:
             return True
-        # A gap or a backwards jump (camera clock reset) restarts the schedule at this frame.
-        if self.next_due is None or abs(pts - self.next_due) > self.interval:
-            self.next_due = pts
-        if pts + 1e-6 < self.next_due:
+        if pts < 0:
+            if self.last_pts is None or not self.period:
+                self.kept_untimed = self.last_pts is None
+                return True
+            pts = self.last_pts + self.period
+        due = self._due(pts)
+        self.last_pts = pts
+        if pts + 1e-6 < due:
+            self.next_due = due
             return False
-        self.next_due += self.interval
+        self.next_due = due + self.interval
         return True
+
+    def _due(self, pts: float) -> float:
+        if self.next_due is None and self.kept_untimed:
+            # the untimed frame kept took the slot one source frame before this one
+            return pts - self.period + self.interval
+        if self.next_due is None or abs(pts - self.next_due) > self.interval:
+            # the start, a gap, or the camera clock going back: restart at this frame
+            return pts
+        return self.next_due
 
 
 def shape_image(image: np.ndarray, options: SourceOptions) -> np.ndarray:
@@ -149,8 +170,9 @@ def _open_container(url: str, options: SourceOptions) -> Any:
             )
         ) from None
     if not container.streams.video:
+        what = "only audio" if container.streams.audio else "no streams (truncated or not a video?)"
         container.close()
-        raise SourceError(f"{redact_url(url)} has no video stream (audio only?)")
+        raise SourceError(f"{redact_url(url)} has no video stream: it holds {what}")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     if options.decode_threads:
@@ -163,9 +185,13 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or exc.__class__.__name__
 
 
-def _shaped(frames: Iterable[Any], options: SourceOptions, url: str) -> Iterator[DecodedFrame]:
+def _shaped(
+    container: Any, frames: Iterable[Any], options: SourceOptions, url: str
+) -> Iterator[DecodedFrame]:
     """Sample PyAV frames by pts, convert to RGB, crop and resize."""
-    sampler = FpsSampler(options.target_fps)
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    sampler = FpsSampler(options.target_fps, float(rate) if rate else None)
     index = 0
     for frame in frames:
         if index == 0:
@@ -182,7 +208,7 @@ def _file_frames(path: Path, options: SourceOptions) -> Iterator[DecodedFrame]:
     container = _open_container(str(path), options)
     kept = 0
     try:
-        for frame in _shaped(_tolerant_decode(container, str(path)), options, str(path)):
+        for frame in _shaped(container, _tolerant_decode(container, str(path)), options, str(path)):
             yield frame
             kept += 1
     finally:
@@ -320,7 +346,7 @@ def _pump_live(url: str, options: SourceOptions, messages: Any) -> tuple:
     last_frame = time.monotonic()
     dropped = 0
     try:
-        for frame in _shaped(container.decode(video=0), options, url):
+        for frame in _shaped(container, container.decode(video=0), options, url):
             try:
                 messages.put_nowait(("frame", frame, dropped))
                 dropped = 0
