@@ -15,6 +15,7 @@ import numpy as np
 NORMAL_LABEL = "free"
 DEFECT_LABELS = ("blowhole", "break", "crack", "fray", "uneven")
 LABELS = tuple(sorted((NORMAL_LABEL, *DEFECT_LABELS)))
+CLEAR_CUT_DEFECTS = ("blowhole", "break", "crack")  # the demo line shows these
 
 
 def make_tile(rng: np.random.Generator, label: str, size: int = 224) -> np.ndarray:
@@ -66,7 +67,7 @@ def _draw_crack(rng: np.random.Generator, tile: np.ndarray) -> None:
         point = np.clip(point + 12 * np.array([np.cos(angle), np.sin(angle)]), 0, size - 1)
         points.append(point.copy())
     line = np.array(points, np.int32).reshape(-1, 1, 2)
-    cv2.polylines(tile, [line], False, float(rng.uniform(10, 40)), int(rng.integers(2, 4)))
+    cv2.polylines(tile, [line], False, float(rng.uniform(10, 40)), int(rng.integers(3, 6)))
 
 
 def _draw_fray(rng: np.random.Generator, tile: np.ndarray) -> None:
@@ -100,10 +101,12 @@ _DRAW = {
 }
 
 
-def write_image_folder(root: Path, per_class: int, size: int = 224, seed: int = 0) -> Path:
+def write_image_folder(
+    root: Path, per_class: int, size: int = 224, seed: int = 0, labels: tuple[str, ...] = LABELS
+) -> Path:
     """Write an ImageFolder tree `root/<label>/<n>.png` of synthetic tiles."""
     rng = np.random.default_rng(seed)
-    for label in LABELS:
+    for label in labels:
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
@@ -116,7 +119,7 @@ def line_labels(frames: int, defect_every: int, run_length: int, seed: int = 0) 
     rng = np.random.default_rng(seed)
     labels = [NORMAL_LABEL] * frames
     for start in range(defect_every // 2, frames, defect_every):
-        defect = str(rng.choice(["blowhole", "crack", "break"]))
+        defect = str(rng.choice(CLEAR_CUT_DEFECTS))
         for index in range(start, min(start + run_length, frames)):
             labels[index] = defect
     return labels

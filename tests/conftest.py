@@ -71,3 +71,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'linewatch.db'}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def line_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real exported model trained here on clear-cut synthetic tiles (free, blowhole,
+    break, crack): end-to-end tests check exact labels against a model that knows them,
+    independent of how the shipped magnetic-tile model scores on synthetic images."""
+    import linewatch.pipeline.training  # noqa: F401  (legacy export format)
+    from linewatch.pipeline.synthetic import CLEAR_CUT_DEFECTS, NORMAL_LABEL, write_image_folder
+    from linewatch.pipeline.training.export import export_run
+    from linewatch.pipeline.training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("line-model")
+    labels = (NORMAL_LABEL, *CLEAR_CUT_DEFECTS)
+    images = write_image_folder(root / "images", per_class=60, size=224, seed=3, labels=labels)
+    config = TrainConfig(
+        data=str(images),
+        run_dir=str(root / "run"),
+        arch="PPLCNet_x0_25",
+        image_size=96,
+        epochs=24,
+        steps_per_epoch=15,
+        lr=5e-3,
+        warmup_epochs=1,
+        patience=30,
+    )
+    best = train(config)
+    assert best["val_macro_f1"] >= 0.98, f"the synthetic test model did not converge: {best}"
+    export_run(root / "run", root / "model")
+    return root / "model"

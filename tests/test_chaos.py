@@ -40,6 +40,12 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return path, write_demo_video(path, FRAMES, FPS)
 
 
+@pytest.fixture(autouse=True)
+def synthetic_model(line_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line processes in this module load the synthetic clear-cut model."""
+    monkeypatch.setenv("LINEWATCH_INFERENCE__MODEL_DIR", str(line_model))
+
+
 class Line:
     """`linewatch run` in a subprocess, with handles to inject faults."""
 

@@ -106,8 +106,9 @@ def load_images(items: tuple[tuple[str, int], ...], size: int) -> np.ndarray:
 def augment(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Random resized crop, flips, 90° turns, brightness/contrast and noise."""
     height, width = image.shape
-    area = rng.uniform(0.6, 1.0) * height * width
-    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    # Mild crops only: a small defect near the border must not be cropped out of its label.
+    area = rng.uniform(0.85, 1.0) * height * width
+    ratio = np.exp(rng.uniform(np.log(7 / 8), np.log(8 / 7)))
     crop_w = int(min(width, round(np.sqrt(area * ratio))))
     crop_h = int(min(height, round(np.sqrt(area / ratio))))
     top = int(rng.integers(0, height - crop_h + 1))
@@ -118,7 +119,7 @@ def augment(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
     if rng.random() < 0.5:
         out = out[::-1]
     out = np.rot90(out, int(rng.integers(0, 4)))
-    out = out.astype(np.float32) * rng.uniform(0.75, 1.25) + rng.uniform(-25, 25)
+    out = out.astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
     if rng.random() < 0.5:
         out += rng.normal(0, rng.uniform(1, 8), out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
