@@ -19,6 +19,15 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_settings(args.config)
 
 
+def _redis(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
+    from linewatch.pipeline import broker
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise LinewatchError(f"{what} needs redis_url (or LINEWATCH_REDIS_URL) of a running line")
+    return settings, broker.connect(settings.redis_url)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from linewatch.line import run_line
 
@@ -66,10 +75,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     from linewatch.pipeline import broker, dead_letters
 
-    settings = _settings(args)
-    if not settings.redis_url:
-        raise LinewatchError("dlq needs redis_url (the embedded Redis lives only for one run)")
-    client = broker.connect(settings.redis_url)
+    settings, client = _redis(args, "dlq")
     stream = settings.dead_letter_stream
     if args.action == "replay":
         print(f"replayed {dead_letters.replay(client, stream, args.ids)} entries from {stream}")
@@ -129,13 +135,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from linewatch.pipeline import broker
     from linewatch.status import status_screen
 
-    settings = _settings(args)
-    if not settings.redis_url:
-        raise LinewatchError("status needs redis_url (or LINEWATCH_REDIS_URL) of a running line")
-    client = broker.connect(settings.redis_url)
+    settings, client = _redis(args, "status")
     if not args.watch:
         Console().print(status_screen(client, settings))
         return 0
@@ -167,15 +169,6 @@ def cmd_db(args: argparse.Namespace) -> int:
         current, head = migrate.current_revision(engine), migrate.head_revision()
         print(f"{redact_url(url)}: schema {current or 'empty'} (this linewatch: {head})")
     return 0
-
-
-def _redis(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
-    from linewatch.pipeline import broker
-
-    settings = _settings(args)
-    if not settings.redis_url:
-        raise LinewatchError(f"{what} needs redis_url (or LINEWATCH_REDIS_URL) of a running line")
-    return settings, broker.connect(settings.redis_url)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
