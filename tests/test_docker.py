@@ -41,3 +41,19 @@ def test_dockerfiles_run_the_cli_and_copy_every_package() -> None:
         assert args.command == "worker"
     assert "paddlepaddle-gpu==2.6.2" in (DOCKER / "Dockerfile.gpu").read_text()
     assert "cuda:11.8" in (DOCKER / "Dockerfile.gpu").read_text()
+
+
+def test_keda_scales_the_inference_group_of_the_frames_stream() -> None:
+    documents = list(yaml.safe_load_all((DOCKER / "k8s" / "inference.yaml").read_text()))
+    deployment, scaled = documents
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.role) == ("worker", "infer")
+    env = {e["name"]: e.get("value", "x") for e in container["env"]}
+    settings = load_settings(environ={k: v for k, v in env.items() if k != "LINEWATCH_REDIS_URL"})
+    assert settings.metrics_port == container["ports"][0]["containerPort"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "redis-streams"
+    assert trigger["metadata"]["consumerGroup"] == "infer"
+    assert trigger["metadata"]["stream"].startswith("lw:frames:")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
