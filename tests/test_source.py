@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -234,6 +235,17 @@ def test_unreachable_rtsp_server_fails_fast() -> None:
         next(open_frames(f"rtsp://op:pw@127.0.0.1:{free_port()}/cam1", live_options()))
     assert time.monotonic() - started < 10
     assert multiprocessing.active_children() == []
+
+
+def test_a_server_that_never_answers_fails_within_the_open_timeout() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never speaks RTSP
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam1"
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="127.0.0.1"):
+            next(open_frames(url, live_options(open_timeout_s=1.5)))
+    assert time.monotonic() - started < 1.5 + 2.0 + 5.0  # open + read + the decoder's start
 
 
 @pytest.mark.slow
