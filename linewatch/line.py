@@ -129,7 +129,10 @@ def run_line(
             stats = _supervise(supervisor, client, settings, stop, progress)
         finally:
             supervisor.stop()
-        stats = read_stats(client, settings)
+        try:
+            stats = read_stats(client, settings)
+        except broker.RedisError:
+            log.warning("Redis unavailable at the end of the run: counters as last seen")
         client.close()
     failed = [r.name for r in supervisor.roles if r.finished and r.process and r.process.exitcode]
     if failed:
@@ -148,8 +151,11 @@ def _start_consumers_first(
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and not stop.wait(0.1):
         supervisor.poll()
-        if len(broker.live_keys(client, settings.worker_key("*"))) >= expected:
-            break
+        try:
+            if len(broker.live_keys(client, settings.worker_key("*"))) >= expected:
+                break
+        except broker.RedisError:
+            continue
         if any(role.finished for role in supervisor.roles):
             break
     else:
@@ -168,7 +174,10 @@ def _supervise(
     stats = read_stats(client, settings)
     while not stop.wait(0.25):
         supervisor.poll()
-        stats = read_stats(client, settings)
+        try:
+            stats = read_stats(client, settings)
+        except broker.RedisError:
+            continue  # the workers wait the outage out; so does the supervisor
         if progress:
             progress(stats)
         if _finished(supervisor, stats):
