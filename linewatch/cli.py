@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -63,9 +62,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from linewatch.demo import run_demo
 
-    setup_logging("demo", args.debug)
     if not args.debug:
-        logging.getLogger().setLevel(logging.WARNING)
+        os.environ.setdefault("LINEWATCH_LOG_LEVEL", "WARNING")  # the progress bar speaks
+    setup_logging("demo", args.debug)
     return run_demo(args.data_dir, args.frames, args.fps, debug=args.debug)
 
 

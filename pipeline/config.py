@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from linewatch.pipeline.errors import ConfigError
 
 ENV_PREFIX = "LINEWATCH_"
+PROCESS_ENV = {
+    "LINEWATCH_DEBUG",
+    "LINEWATCH_LOG_LEVEL",
+}  # read by the CLI and logging, not settings
 DEFAULT_MODEL_DIR = Path(str(resources.files("linewatch.models") / "linewatch-tile"))
 
 
@@ -135,7 +139,7 @@ def load_settings(
     env_vars = {
         name[len(ENV_PREFIX) :].lower().replace("__", "."): name
         for name in (os.environ if environ is None else environ)
-        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}DEBUG"
+        if name.startswith(ENV_PREFIX) and name not in PROCESS_ENV
     }
     env_data = _env_overrides(os.environ if environ is None else environ)
     merged = _deep_merge(_deep_merge(data, env_data), dict(overrides or {}))
@@ -164,7 +168,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}DEBUG":
+        if not name.startswith(ENV_PREFIX) or name in PROCESS_ENV:
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         node = result

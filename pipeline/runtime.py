@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def setup_logging(role: str, debug: bool = False) -> None:
+    level = "DEBUG" if debug else os.environ.get("LINEWATCH_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
+        level=level if isinstance(logging.getLevelName(level), int) else "INFO",
         format=f"%(asctime)s %(levelname)s [{role}:%(process)d] %(name)s: %(message)s",
         force=True,
     )

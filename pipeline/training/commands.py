@@ -28,6 +28,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.add_argument("--init-from", type=Path, help="fine-tune from weights (best.pdparams)")
+    train.add_argument("--split-from", type=Path, help="reuse a run's split.json of real images")
     train.set_defaults(func=cmd_train)
 
     export = commands.add_parser("export", help="export a run as a Paddle Inference folder")
@@ -59,6 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         synthetic_per_class=args.synthetic_per_class,
         seed=args.seed,
+        init_from=str(args.init_from) if args.init_from else None,
+        split_from=str(args.split_from) if args.split_from else None,
     )
     best = train(config, resume=args.resume)
     print(

@@ -37,6 +37,10 @@ class Split:
         data = {"labels": self.labels, "train": self.train, "val": self.val}
         path.write_text(json.dumps(data, indent=1))
 
+    def without_synthetic(self) -> Split:
+        real = lambda rows: tuple(r for r in rows if not r[0].startswith(SYNTHETIC_PREFIX))  # noqa: E731
+        return Split(self.labels, real(self.train), real(self.val))
+
     @classmethod
     def load(cls, path: Path) -> Split:
         data = json.loads(path.read_text())

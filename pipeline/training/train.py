@@ -39,6 +39,8 @@ class TrainConfig:
     synthetic_per_class: int = 0
     seed: int = 0
     threads: int = 2
+    init_from: str | None = None  # fine-tune from these weights (a run's best.pdparams)
+    split_from: str | None = None  # keep another run's split of the real images (split.json)
 
 
 class EMA:
@@ -89,6 +91,8 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         paddle.seed(config.seed)
         self.network = build_network(config.arch, len(split.labels))
+        if config.init_from:
+            self.network.set_state_dict(paddle.load(config.init_from))
         self.schedule = self._schedule()
         self.optimizer = paddle.optimizer.AdamW(
             learning_rate=self.schedule,
@@ -229,9 +233,18 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
             f"run folder {run_dir} already has checkpoints; use --resume or another --run-dir"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    labels, items = data.scan_image_folder(Path(config.data))
-    items += data.synthetic_items(labels, config.synthetic_per_class)
-    split = data.stratified_split(labels, items, config.val_fraction, config.seed)
+    if config.split_from:
+        real = data.Split.load(Path(config.split_from)).without_synthetic()
+    else:
+        labels, items = data.scan_image_folder(Path(config.data))
+        real = data.stratified_split(labels, items, config.val_fraction, config.seed)
+    synthetic = data.stratified_split(
+        real.labels,
+        data.synthetic_items(real.labels, config.synthetic_per_class),
+        config.val_fraction,
+        config.seed,
+    )
+    split = data.Split(real.labels, real.train + synthetic.train, real.val + synthetic.val)
     split.save(split_file)
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
     return split
