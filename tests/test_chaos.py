@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,10 +219,9 @@ def private_postgres(
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     if not bins or shutil.which("su") is None:
         pytest.skip("PostgreSQL server binaries not installed")
-    data, port = tmp_path / "pg", free_port()
-    data.mkdir()
+    # Outside pytest's private (0700) temp tree: the server runs as the postgres user.
+    data, port = Path(tempfile.mkdtemp(prefix="linewatch-pg-")), free_port()
     shutil.chown(data, "postgres")
-    tmp_path.chmod(0o755)
 
     def as_postgres(*args: str) -> None:
         line = " ".join(args)
@@ -242,6 +242,7 @@ def private_postgres(
         stop()
     except subprocess.CalledProcessError:
         pass
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_postgres_down_for_ten_seconds(video, aof_redis, tmp_path, private_postgres) -> None:  # type: ignore[no-untyped-def]
