@@ -23,6 +23,11 @@ class FrameOutcome:
     label: str
     score: float
     is_defect: bool
+    clock_ns: int | None = None  # the rule's clock (cooldown); default capture_ts
+
+    @property
+    def clock(self) -> int:
+        return self.capture_ts if self.clock_ns is None else self.clock_ns
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class AlertEngine:
         track.window.append(hit)
         if track.event is not None:
             return self._step_open(track, outcome, hit)
-        if sum(track.window) >= self.settings.k and outcome.capture_ts >= track.cooldown_until_ns:
+        if sum(track.window) >= self.settings.k and outcome.clock >= track.cooldown_until_ns:
             track.event = DefectEvent(
                 camera_id=outcome.camera_id,
                 label=label,
@@ -117,5 +122,5 @@ class AlertEngine:
         )
         track.event = None
         track.window.clear()
-        track.cooldown_until_ns = outcome.capture_ts + int(self.settings.cooldown_s * NS)
+        track.cooldown_until_ns = outcome.clock + int(self.settings.cooldown_s * NS)
         return closed

@@ -122,6 +122,7 @@ class ResultMessage:
     infer_end_ts: int
     worker_id: str
     evidence: bytes = field(default=b"", repr=False)
+    live: bool = False
 
     def encode(self) -> Fields:
         values = asdict(self)
@@ -152,6 +153,7 @@ class ResultMessage:
             infer_end_ts=_int(fields, "infer_end_ts"),
             worker_id=_text(fields, "worker_id"),
             evidence=fields.get(b"evidence", b""),
+            live=fields.get(b"live") == b"1",
         )
 
 

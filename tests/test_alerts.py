@@ -58,3 +58,20 @@ def test_resume_continues_an_open_event() -> None:
     second.resume(opened)
     events = feed(second, "..", start_seq=3)
     assert [(e.state, e.opened_seq, e.closed_seq) for e in events] == [("closed", 2, 4)]
+
+
+def test_cooldown_runs_on_the_given_clock() -> None:
+    engine = AlertEngine(AlertSettings(k=1, n=1, m=1, cooldown_s=5))
+    states = []
+    for seq, (mark, video_s) in enumerate([("x", 0), (".", 1), ("x", 3), (".", 4), ("x", 9)], 1):
+        outcome = FrameOutcome(
+            "c",
+            seq,
+            1000,
+            "crack" if mark == "x" else "free",
+            0.9,
+            mark == "x",
+            clock_ns=video_s * SECOND,
+        )
+        states += [(e.state, e.opened_seq) for e in engine.feed(outcome)]
+    assert states == [("open", 1), ("closed", 1), ("open", 5)], "seq 3 is inside the cooldown"

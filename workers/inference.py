@@ -152,6 +152,7 @@ class FrameBatchHandler:
             infer_end_ts=infer_end,
             worker_id=self.worker_id,
             evidence=evidence,
+            live=frame.live,
         )
 
 

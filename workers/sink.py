@@ -32,6 +32,14 @@ class SinkCounters:
     dead_letters: int = 0
 
 
+def rule_clock(result: ResultMessage) -> int | None:
+    """Live cameras run the alert rule on capture time; a file on its video time (pts),
+    since it is decoded far faster than it plays and a cooldown means seconds of video."""
+    if result.live or result.pts < 0:
+        return None
+    return int(result.pts * 1e9)
+
+
 class ResultBatchHandler:
     """Writes one batch of result entries and the defect events they cause."""
 
@@ -104,6 +112,7 @@ class ResultBatchHandler:
                 result.label,
                 result.score,
                 result.is_defect,
+                clock_ns=rule_clock(result),
             )
             for event in self.alerts.feed(outcome):
                 events.append((event, result.evidence if event.state == "open" else b""))
