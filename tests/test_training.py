@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -13,6 +14,8 @@ import linewatch.pipeline.training  # noqa: F401  (sets the legacy export format
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.model import Classifier
 from linewatch.pipeline.synthetic import write_image_folder
+from linewatch.pipeline.training import data
+from linewatch.pipeline.training.evaluate import eval_items
 from linewatch.pipeline.training.export import export_run
 from linewatch.pipeline.training.metrics import class_report, defect_report, pick_threshold
 from linewatch.pipeline.training.train import TrainConfig, train
@@ -107,3 +110,43 @@ def test_defect_threshold_and_rates() -> None:
     report = defect_report(mass, is_defect, threshold)
     assert report.recall == 1.0 and report.false_alarm_rate == pytest.approx(1 / 3)
     assert pick_threshold(mass, is_defect, min_recall=0.75) == pytest.approx(0.6)
+
+
+def test_masks_beside_the_images_become_cell_targets(tmp_path: Path) -> None:
+    image = tmp_path / "tiles" / "images" / "crack" / "a.jpg"
+    image.parent.mkdir(parents=True)
+    cv2.imwrite(str(image), np.full((64, 64), 128, np.uint8))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[40:44, 8:12] = 255
+    (tmp_path / "tiles" / "masks" / "crack").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "tiles" / "masks" / "crack" / "a.png"), mask)
+    items = ((str(image), 0), ("synthetic:crack:0", 0), ("synthetic:free:0", 1))
+    masks = data.load_masks(items, normal=1, size=32)
+    assert masks.known.tolist() == [True, False, True]
+    targets = data.cell_targets(masks.masks, np.array([0, 0, 1]), masks.known, normal=1, cells=2)
+    assert targets[0].tolist() == [[1, 1], [0, 1]]
+    assert (targets[1] == -1).all() and (targets[2] == 1).all()
+
+
+def test_augment_moves_the_mask_with_the_image() -> None:
+    image = np.zeros((40, 40), np.uint8)
+    image[:20, :20] = 200
+    mask = (image > 0).astype(np.uint8) * 255
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        out, moved = data.augment(image, 32, rng, mask, quarter_turns=True)
+        assert np.corrcoef(out.ravel() > 100, moved.ravel() > 127)[0, 1] > 0.9
+
+
+def test_eval_on_a_split_scores_the_validation_images_of_the_folder(tmp_path: Path) -> None:
+    real = tmp_path / "images" / "free" / "x.jpg"
+    split = data.Split(
+        ("crack", "free"),
+        train=(("synthetic:crack:1", 0),),
+        val=((str(real), 1), ("synthetic:crack:0", 0), (str(tmp_path / "other.jpg"), 1)),
+    )
+    split.save(tmp_path / "split.json")
+    labels, items = eval_items(tmp_path / "images", tmp_path / "split.json")
+    assert labels == ("crack", "free") and items == [(str(real), 1)]
+    _, with_synthetic = eval_items(tmp_path / "images", tmp_path / "split.json", True)
+    assert len(with_synthetic) == 2

@@ -42,6 +42,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--split-file", type=Path, help="evaluate the validation part only")
     evaluate.add_argument("--json", type=Path, help="also write the figures here")
+    evaluate.add_argument(
+        "--include-synthetic",
+        action="store_true",
+        help="with --split-file, also score the run's generated validation tiles",
+    )
     evaluate.add_argument("--threads", type=int, default=2)
     evaluate.set_defaults(func=cmd_eval)
 
@@ -83,7 +88,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from linewatch.pipeline.training.evaluate import evaluate, print_report
 
-    result = evaluate(args.model, args.data, args.split_file, args.threads)
+    result = evaluate(args.model, args.data, args.split_file, args.threads, args.include_synthetic)
     print_report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

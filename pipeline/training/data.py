@@ -107,8 +107,66 @@ def load_images(items: tuple[tuple[str, int], ...], size: int) -> np.ndarray:
     return np.stack([load_image(item, size) for item, _ in items])
 
 
-def augment(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Random resized crop, flips, 90° turns, brightness/contrast and noise."""
+def mask_path(item: str) -> Path:
+    """`<root>/images/<class>/<name>.jpg` -> `<root>/masks/<class>/<name>.png`."""
+    path = Path(item)
+    return path.parents[2] / "masks" / path.parent.name / f"{path.stem}.png"
+
+
+def load_mask(item: str, is_normal: bool, size: int) -> np.ndarray | None:
+    """Defect pixels (uint8, 255 = defect) at size x size; None when unknown."""
+    if is_normal:
+        return np.zeros((size, size), np.uint8)
+    if item.startswith(SYNTHETIC_PREFIX) or not mask_path(item).exists():
+        return None
+    mask = cv2.imread(str(mask_path(item)), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        return None
+    # Dilating first keeps a few-pixel defect visible after the area resize.
+    grown = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    return cv2.resize(grown, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class Masks:
+    masks: np.ndarray  # [N, H, W] uint8, 255 = defect; zeros where unknown
+    known: np.ndarray  # [N] bool
+
+
+def load_masks(items: tuple[tuple[str, int], ...], normal: int | None, size: int) -> Masks:
+    masks = [load_mask(item, index == normal, size) for item, index in items]
+    blank = np.zeros((size, size), np.uint8)
+    return Masks(
+        np.stack([blank if m is None else m for m in masks]),
+        np.array([m is not None for m in masks]),
+    )
+
+
+def cell_targets(
+    masks: np.ndarray, labels: np.ndarray, known: np.ndarray, normal: int, cells: int
+) -> np.ndarray:
+    """Per-cell class targets [N, cells, cells]: the image's class where the cell holds defect
+    pixels, `normal` elsewhere, -1 for images without a known mask."""
+    n, size, _ = masks.shape
+    step = size // cells
+    pooled = masks[:, : step * cells, : step * cells].reshape(n, cells, step, cells, step)
+    defect = pooled.max(axis=(2, 4)) > 64
+    targets = np.where(defect, labels[:, None, None], normal)
+    targets[~known] = -1
+    return targets.astype(np.int64)
+
+
+def augment(
+    image: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    mask: np.ndarray | None = None,
+    quarter_turns: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random resized crop, flips, 90° turns (optional: real tiles have vertical streaks),
+    brightness/contrast and noise; the mask follows the geometric steps."""
+    if mask is None:
+        mask = np.zeros_like(image)
     height, width = image.shape
     # Mild crops only: a small defect near the border must not be cropped out of its label.
     area = rng.uniform(0.85, 1.0) * height * width
@@ -117,16 +175,18 @@ def augment(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
     crop_h = int(min(height, round(np.sqrt(area / ratio))))
     top = int(rng.integers(0, height - crop_h + 1))
     left = int(rng.integers(0, width - crop_w + 1))
-    out = cv2.resize(image[top : top + crop_h, left : left + crop_w], (size, size))
+    both = np.stack([image, mask], axis=2)[top : top + crop_h, left : left + crop_w]
+    both = cv2.resize(both, (size, size))
     if rng.random() < 0.5:
-        out = out[:, ::-1]
+        both = both[:, ::-1]
     if rng.random() < 0.5:
-        out = out[::-1]
-    out = np.rot90(out, int(rng.integers(0, 4)))
-    out = out.astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
+        both = both[::-1]
+    if quarter_turns:
+        both = np.rot90(both, int(rng.integers(0, 4)))
+    out = both[..., 0].astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
     if rng.random() < 0.5:
         out += rng.normal(0, rng.uniform(1, 8), out.shape)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(out, 0, 255).astype(np.uint8), np.ascontiguousarray(both[..., 1])
 
 
 def to_batch(grey: np.ndarray) -> np.ndarray:

@@ -24,12 +24,25 @@ class Latency:
     batch32_images_per_s: float
 
 
-def eval_items(data_dir: Path, split_file: Path | None) -> tuple[tuple[str, ...], list]:
-    """(folder labels, items): the split's validation part, or every image in the folder."""
+def eval_items(
+    data_dir: Path, split_file: Path | None, include_synthetic: bool = False
+) -> tuple[tuple[str, ...], list]:
+    """(folder labels, items): every image in the folder, or the split's validation images
+    that lie in `data_dir` (plus its generated tiles with `include_synthetic`)."""
     if split_file is None:
         return data.scan_image_folder(data_dir)
+    if not split_file.is_file():
+        raise LinewatchError(f"split file {split_file} not found (a run's split.json)")
     split = data.Split.load(split_file)
-    items = [(item, index) for item, index in split.val]
+    root = data_dir.resolve()
+    items = [
+        (item, index)
+        for item, index in split.val
+        if (include_synthetic and item.startswith(data.SYNTHETIC_PREFIX))
+        or Path(item).resolve().is_relative_to(root)
+    ]
+    if not items:
+        raise LinewatchError(f"no validation images of {split_file} lie in {data_dir}")
     return split.labels, items
 
 
@@ -68,9 +81,15 @@ def _timed(call) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
-def evaluate(model_dir: Path, data_dir: Path, split_file: Path | None, threads: int) -> dict:
+def evaluate(
+    model_dir: Path,
+    data_dir: Path,
+    split_file: Path | None,
+    threads: int,
+    include_synthetic: bool = False,
+) -> dict:
     classifier = Classifier(model_dir, threads=threads, device="cpu", max_batch=32)
-    folder_labels, items = eval_items(data_dir, split_file)
+    folder_labels, items = eval_items(data_dir, split_file, include_synthetic)
     info = classifier.info
     unknown = [label for label in folder_labels if label not in info.labels]
     if unknown:

@@ -16,9 +16,8 @@ from linewatch.pipeline.model import Classifier
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.metrics import pick_threshold
 from linewatch.pipeline.training.nets import build_network
-from linewatch.pipeline.training.train import TrainConfig, predict_probs
+from linewatch.pipeline.training.train import NORMAL_LABEL, TrainConfig, predict_probs
 
-NORMAL_LABEL = "free"
 MIN_DEFECT_RECALL = 0.99
 
 

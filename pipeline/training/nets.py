@@ -86,9 +86,25 @@ class PPLCNet(nn.Layer):
             nn.Conv2D(channels, head_channels, 1), nn.Hardswish(), nn.Dropout(dropout)
         )
         self.classifier = nn.Linear(head_channels, num_classes)
+        # Training-only head: per-cell classes at stride 16, supervised by defect masks.
+        self.cell_head = nn.Conv2D(_divisible(LCNET_BLOCKS[3][-1][1] * scale), num_classes, 1)
+        self.cell_stage = len(layers) - len(LCNET_BLOCKS[-1])
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.head(self.pool(self.features(x)))
+        return self._classify(self.features(x))
+
+    def forward_with_cells(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Class logits [N, C] and per-cell class logits [N, C, H/16, W/16]."""
+        layers = list(self.features.children())
+        for layer in layers[: self.cell_stage]:
+            x = layer(x)
+        cells = self.cell_head(x)
+        for layer in layers[self.cell_stage :]:
+            x = layer(x)
+        return self._classify(x), cells
+
+    def _classify(self, features: paddle.Tensor) -> paddle.Tensor:
+        x = self.head(self.pool(features))
         return self.classifier(paddle.flatten(x, 1))
 
 

@@ -41,6 +41,12 @@ class TrainConfig:
     threads: int = 2
     init_from: str | None = None  # fine-tune from these weights (a run's best.pdparams)
     split_from: str | None = None  # keep another run's split of the real images (split.json)
+    quarter_turns: bool = False  # 90° turns; off by default: tiles are filmed upright
+    cell_loss_weight: float = 1.0  # per-cell loss on defect masks (0 turns it off)
+    defect_cell_weight: float = 5.0  # defect cells are rare: weigh them up
+
+
+NORMAL_LABEL = "free"
 
 
 class EMA:
@@ -71,6 +77,23 @@ def smoothed_loss(
 ) -> paddle.Tensor:
     soft = paddle.nn.functional.one_hot(targets, classes) * (1 - smoothing) + smoothing / classes
     return -(soft * paddle.nn.functional.log_softmax(logits, axis=1)).sum(axis=1).mean()
+
+
+def cell_loss(
+    cells: paddle.Tensor, targets: np.ndarray, defect_weight: float, normal: int
+) -> paddle.Tensor:
+    """Weighted per-cell cross-entropy; cells of images without a mask (-1) count zero."""
+    classes = cells.shape[1]
+    logits = cells.transpose([0, 2, 3, 1]).reshape([-1, classes])
+    flat = targets.reshape(-1)
+    weights = np.where(flat < 0, 0.0, np.where(flat == normal, 1.0, defect_weight))
+    if weights.sum() == 0:
+        return paddle.zeros([])
+    per_cell = paddle.nn.functional.cross_entropy(
+        logits, paddle.to_tensor(np.maximum(flat, 0)), reduction="none"
+    ).reshape([-1])
+    weight_tensor = paddle.to_tensor(weights.astype(np.float32))
+    return (per_cell * weight_tensor).sum() / float(weights.sum())
 
 
 def predict_probs(network: paddle.nn.Layer, grey: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -112,7 +135,9 @@ class Trainer:
         cosine = paddle.optimizer.lr.CosineAnnealingDecay(c.lr, max(1, total - warmup))
         return paddle.optimizer.lr.LinearWarmup(cosine, max(1, warmup), 0.0, c.lr)
 
-    def fit(self, train_grey: np.ndarray, val_grey: np.ndarray) -> dict[str, float]:
+    def fit(
+        self, train_grey: np.ndarray, val_grey: np.ndarray, train_masks: data.Masks
+    ) -> dict[str, float]:
         targets = np.array([index for _, index in self.split.train])
         val_targets = np.array([index for _, index in self.split.val])
         best: dict[str, float] = {}
@@ -121,30 +146,55 @@ class Trainer:
                 "training", total=self.config.epochs, completed=self.epoch, status=""
             )
             while self.epoch < self.config.epochs and self.stale_epochs < self.config.patience:
-                loss = self._train_epoch(train_grey, targets)
+                loss = self._train_epoch(train_grey, targets, train_masks)
                 metrics = self._validate(val_grey, val_targets, loss)
                 best = metrics if metrics["improved"] else best
                 progress.update(task, advance=1, status=_status(metrics, self.best_f1))
         return best
 
-    def _train_epoch(self, grey: np.ndarray, targets: np.ndarray) -> float:
+    def _train_epoch(self, grey: np.ndarray, targets: np.ndarray, masks: data.Masks) -> float:
         c = self.config
         self.network.train()
         losses = []
         for indices in data.balanced_batches(targets, c.batch_size, c.steps_per_epoch, self.rng):
-            images = np.stack([data.augment(grey[i], c.image_size, self.rng) for i in indices])
-            batch = paddle.to_tensor(data.to_batch(images))
-            labels = paddle.to_tensor(targets[indices].astype(np.int64))
-            losses.append(self._step(batch, labels))
+            pairs = [
+                data.augment(grey[i], c.image_size, self.rng, masks.masks[i], c.quarter_turns)
+                for i in indices
+            ]
+            images = np.stack([image for image, _ in pairs])
+            batch_masks = data.Masks(np.stack([m for _, m in pairs]), masks.known[indices])
+            losses.append(self._step(images, targets[indices], batch_masks))
             self.schedule.step()
             self.ema.update(self.network)
         self.epoch += 1
         return float(np.mean(losses))
 
-    def _step(self, batch: paddle.Tensor, labels: paddle.Tensor) -> float:
+    def _uses_cells(self) -> bool:
+        return (
+            self.config.cell_loss_weight > 0
+            and NORMAL_LABEL in self.split.labels
+            and hasattr(self.network, "forward_with_cells")
+        )
+
+    def _loss(self, images: np.ndarray, targets: np.ndarray, masks: data.Masks) -> paddle.Tensor:
+        c = self.config
+        batch = paddle.to_tensor(data.to_batch(images))
+        labels = paddle.to_tensor(targets.astype(np.int64))
         classes = len(self.split.labels)
+        if not self._uses_cells():
+            return smoothed_loss(self.network(batch), labels, classes, c.label_smoothing)
+        logits, cells = self.network.forward_with_cells(batch)
+        normal = self.split.labels.index(NORMAL_LABEL)
+        cell_targets = data.cell_targets(
+            masks.masks, targets, masks.known, normal, int(cells.shape[-1])
+        )
+        return smoothed_loss(logits, labels, classes, c.label_smoothing) + (
+            c.cell_loss_weight * cell_loss(cells, cell_targets, c.defect_cell_weight, normal)
+        )
+
+    def _step(self, images: np.ndarray, targets: np.ndarray, masks: data.Masks) -> float:
         with paddle.amp.auto_cast(enable=self.use_amp):
-            loss = smoothed_loss(self.network(batch), labels, classes, self.config.label_smoothing)
+            loss = self._loss(images, targets, masks)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.minimize(self.optimizer, loss)
@@ -256,8 +306,10 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     split = prepare_run(config, resume)
     cache = int(config.image_size * 1.15)
     train_grey = data.load_images(split.train, cache)
+    normal = split.labels.index(NORMAL_LABEL) if NORMAL_LABEL in split.labels else None
+    train_masks = data.load_masks(split.train, normal, cache)
     val_grey = data.load_images(split.val, config.image_size)
     trainer = Trainer(config, split)
     if resume:
         trainer.resume()
-    return trainer.fit(train_grey, val_grey)
+    return trainer.fit(train_grey, val_grey, train_masks)
