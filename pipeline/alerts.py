@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from linewatch.pipeline.config import AlertSettings
 
 NS = 1_000_000_000
+SEEN_LIMIT = 20_000  # frames per camera remembered to ignore replays
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,6 @@ class _Track:
     event: DefectEvent | None = None
     clean_run: int = 0
     cooldown_until_ns: int = 0
-    last_seq: int = -1
 
 
 class AlertEngine:
@@ -59,6 +59,7 @@ class AlertEngine:
         self.settings = settings
         self._tracks: dict[tuple[str, str], _Track] = {}
         self._labels = set(labels)
+        self._seen: dict[str, set[int]] = {}
 
     def resume(self, open_events: Iterable[DefectEvent]) -> None:
         """Continue events that were open when the previous sink stopped."""
@@ -67,18 +68,29 @@ class AlertEngine:
             self._track(event.camera_id, event.label).event = event
 
     def feed(self, outcome: FrameOutcome) -> list[DefectEvent]:
+        """Apply one frame. A replayed frame is ignored; a late one (several inference
+        workers finish out of order) still counts, in the order it arrives."""
+        if not self._first_time(outcome.camera_id, outcome.seq):
+            return []
         if outcome.is_defect:
             self._labels.add(outcome.label)
         changes = []
         for label in self._labels:
             track = self._track(outcome.camera_id, label)
-            if outcome.seq <= track.last_seq:
-                continue
-            track.last_seq = outcome.seq
             change = self._step(track, outcome, label)
             if change is not None:
                 changes.append(change)
         return changes
+
+    def _first_time(self, camera_id: str, seq: int) -> bool:
+        seen = self._seen.setdefault(camera_id, set())
+        if seq in seen:
+            return False
+        seen.add(seq)
+        if len(seen) > SEEN_LIMIT:
+            newest = sorted(seen)[len(seen) // 2 :]
+            self._seen[camera_id] = set(newest)
+        return True
 
     def _track(self, camera_id: str, label: str) -> _Track:
         key = (camera_id, label)

@@ -75,3 +75,17 @@ def test_cooldown_runs_on_the_given_clock() -> None:
         )
         states += [(e.state, e.opened_seq) for e in engine.feed(outcome)]
     assert states == [("open", 1), ("closed", 1), ("open", 5)], "seq 3 is inside the cooldown"
+
+
+def test_late_frames_from_parallel_workers_still_count() -> None:
+    engine = AlertEngine(AlertSettings(k=3, n=5, m=2, cooldown_s=0))
+    order = [5, 6, 7, 8, 1, 2, 3, 4]  # a worker finished seqs 1-4 after another's 5-8
+    events = []
+    for seq in order:
+        mark = "x" if seq in (1, 2, 3) else "."
+        events += engine.feed(
+            FrameOutcome(
+                "c", seq, seq * SECOND, "crack" if mark == "x" else "free", 0.9, mark == "x"
+            )
+        )
+    assert [e.state for e in events] == ["open"], "the late defect run is not thrown away"

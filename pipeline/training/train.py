@@ -309,7 +309,10 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     normal = split.labels.index(NORMAL_LABEL) if NORMAL_LABEL in split.labels else None
     train_masks = data.load_masks(split.train, normal, cache)
     val_grey = data.load_images(split.val, config.image_size)
-    trainer = Trainer(config, split)
-    if resume:
-        trainer.resume()
-    return trainer.fit(train_grey, val_grey, train_masks)
+    # Fresh variable names (optimizer moments included), so a checkpoint saved by one
+    # process resumes in another whatever else that process trained before.
+    with paddle.utils.unique_name.guard():
+        trainer = Trainer(config, split)
+        if resume:
+            trainer.resume()
+        return trainer.fit(train_grey, val_grey, train_masks)
