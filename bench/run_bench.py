@@ -195,7 +195,8 @@ class RssSampler:
     def __init__(self, redis_url: str, line: str, every_s: float = 2.0) -> None:
         self.client = broker.connect(redis_url)
         self.line, self.every_s = line, every_s
-        self.samples: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        self.samples: dict[int, list[tuple[float, float]]] = {}
+        self.roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -207,31 +208,32 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
-    def _role(self, pid: int, workers: dict[int, str]) -> str:
-        if pid in workers:
-            return workers[pid]
-        comm = Path(f"/proc/{pid}/comm")
-        return "redis" if comm.exists() and "redis" in comm.read_text() else "ingest"
-
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            workers = {}
             for key in broker.live_keys(self.client, f"lw:worker:{self.line}:*"):
                 fields = self.client.hgetall(key)
-                workers[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
+                self.roles[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
             for pid in _children(os.getpid()):
-                role = self._role(pid, workers)
-                self.samples.setdefault((role, pid), []).append((time.monotonic(), _rss_mb(pid)))
+                comm = Path(f"/proc/{pid}/comm")
+                if pid not in self.roles and comm.exists() and "redis" in comm.read_text():
+                    self.roles[pid] = "redis"
+                self.samples.setdefault(pid, []).append((time.monotonic(), _rss_mb(pid)))
+
+    def _by_role(self) -> dict[str, list[list[tuple[float, float]]]]:
+        """Samples per role; a worker counts as its role from its first sample on, even
+        before its first heartbeat (while it loads the model)."""
+        grouped: dict[str, list[list[tuple[float, float]]]] = {}
+        for pid, rows in self.samples.items():
+            grouped.setdefault(self.roles.get(pid, "ingest"), []).append(rows)
+        return grouped
 
     def peak(self) -> dict[str, float]:
-        peaks: dict[str, float] = {}
-        for (role, _), rows in self.samples.items():
-            peaks[role] = max(peaks.get(role, 0.0), max(mb for _, mb in rows))
-        return peaks
+        runs = self._by_role()
+        return {role: max(mb for rows in runs[role] for _, mb in rows) for role in runs}
 
     def growth_per_hour(self, role: str) -> float:
         """Worst relative RSS growth per hour among `role`'s processes (fit after 60 s)."""
-        growths = [_growth(rows) for (r, _), rows in self.samples.items() if r == role]
+        growths = [_growth(rows) for rows in self._by_role().get(role, [])]
         growths = [g for g in growths if g == g]
         return max(growths) if growths else float("nan")
 
