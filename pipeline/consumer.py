@@ -60,6 +60,7 @@ class ConsumerLoop:
     handle: Callable[[list[broker.Entry]], bool]  # False: stop now, entries stay pending
     heartbeat_key: str
     status: Callable[[], dict[str, str | int]]
+    idle: Callable[[], None] | None = None  # called when a read returned nothing
     claim_idle_ms: int = 60_000
     heartbeat_ttl_s: int = 15
 
@@ -93,6 +94,8 @@ class ConsumerLoop:
                 entries = entries or self.read_new()
                 if entries and not self.handle(entries):
                     break
+                if not entries and self.idle:
+                    self.idle()
                 delay = 0.5
             except broker.RedisError as exc:
                 log.warning(

@@ -15,6 +15,7 @@ from linewatch.pipeline.config import Settings
 from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier, WebhookNotifier
+from linewatch.pipeline.reorder import ReorderBuffer
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.schemas.messages import AlertMessage, ResultMessage
 
@@ -57,6 +58,8 @@ class ResultBatchHandler:
         self.notifiers = notifiers
         self.settings = settings
         self.counters = SinkCounters()
+        self.reorder = ReorderBuffer()
+        self._evidence: dict[tuple[str, int], bytes] = {}
 
     def handle(self, entries: list[broker.Entry], stop: StopFlag) -> bool:
         """True when written and acknowledged; False when stopped while the DB was down."""
@@ -101,10 +104,13 @@ class ResultBatchHandler:
         return sorted(results, key=lambda r: (r.camera_id, r.seq))
 
     def _events(self, results: list[ResultMessage]) -> list[tuple[DefectEvent, bytes]]:
-        events = []
+        """Frames go through the reorder buffer, then the rule; events carry evidence."""
+        released = []
         for result in results:
             if result.status != "ok":
                 continue
+            if result.is_defect and result.evidence:
+                self._evidence[(result.camera_id, result.seq)] = result.evidence
             outcome = FrameOutcome(
                 result.camera_id,
                 result.seq,
@@ -114,9 +120,26 @@ class ResultBatchHandler:
                 result.is_defect,
                 clock_ns=rule_clock(result),
             )
+            released += self.reorder.push(outcome)
+        return self._apply_rule(released)
+
+    def _apply_rule(self, outcomes: list[FrameOutcome]) -> list[tuple[DefectEvent, bytes]]:
+        events = []
+        for outcome in outcomes:
+            evidence = self._evidence.pop((outcome.camera_id, outcome.seq), b"")
             for event in self.alerts.feed(outcome):
-                events.append((event, result.evidence if event.state == "open" else b""))
+                events.append((event, evidence if event.state == "open" else b""))
         return events
+
+    def flush_due(self, stop: StopFlag, everything: bool = False) -> None:
+        """When idle (or stopping: everything): run the rule on frames whose reorder wait
+        is over, and store the events."""
+        events = self._apply_rule(self.reorder.drain() if everything else self.reorder.due())
+        stored = self._write([], events, stop) if events else None
+        for item in stored or []:
+            if item.is_new:
+                self.counters.alerts += item.event.state == "open"
+                self._announce(item)
 
     def _write(
         self, results: list[ResultMessage], events: list[tuple[DefectEvent, bytes]], stop: StopFlag
@@ -188,7 +211,9 @@ def run(
         lambda entries: handler.handle(entries, stop),
         settings.worker_key(consumer),
         lambda: {"role": "sink", "written": handler.counters.written},
+        idle=lambda: handler.flush_due(stop),
     ).run(stop)
+    handler.flush_due(stop, everything=True)  # one try: the database may be the reason we stop
     c = handler.counters
     log.info(
         "sink %s: written %d, replays skipped %d, alerts %d, dead letters %d",
