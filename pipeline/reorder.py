@@ -2,8 +2,8 @@
 
 Several inference workers finish batches out of order. Outcomes are released in
 seq order; a missing seq (a frame that will never come) is waited for at most
-`hold_s`, then skipped. The first frame of a camera is also held that long, since
-earlier seqs may still be on their way.
+`hold_s`, then skipped. Nothing else is held: a crashed sink loses only frames that
+were waiting on a gap (their rows are written; only their vote in the rule is lost).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ReorderBuffer:
         now = self.clock()
         while camera.heap:
             seq, arrived, outcome = camera.heap[0]
-            in_order = camera.next_seq is not None and seq <= camera.next_seq
+            in_order = camera.next_seq is None or seq <= camera.next_seq
             if not in_order and now - arrived < self.hold_s:
                 break
             heapq.heappop(camera.heap)
