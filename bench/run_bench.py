@@ -212,7 +212,8 @@ class RssSampler:
         while not self._stop.wait(self.every_s):
             for key in broker.live_keys(self.client, f"lw:worker:{self.line}:*"):
                 fields = self.client.hgetall(key)
-                self.roles[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
+                if b"pid" in fields:  # a key can expire between SCAN and HGETALL
+                    self.roles[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
             for pid in _children(os.getpid()):
                 comm = Path(f"/proc/{pid}/comm")
                 if pid not in self.roles and comm.exists() and "redis" in comm.read_text():
