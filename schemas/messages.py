@@ -30,20 +30,20 @@ def _text(fields: Fields, name: str) -> str:
         raise MessageDecodeError(f"field {name!r} is not UTF-8 text") from None
 
 
-def _int(fields: Fields, name: str) -> int:
+def _number(fields: Fields, name: str, cast: type, what: str):  # type: ignore[no-untyped-def]
     value = _text(fields, name)
     try:
-        return int(value)
+        return cast(value)
     except ValueError:
-        raise MessageDecodeError(f"field {name!r} is not an integer: {value[:40]!r}") from None
+        raise MessageDecodeError(f"field {name!r} is not {what}: {value[:40]!r}") from None
+
+
+def _int(fields: Fields, name: str) -> int:
+    return int(_number(fields, name, int, "an integer"))
 
 
 def _float(fields: Fields, name: str) -> float:
-    value = _text(fields, name)
-    try:
-        return float(value)
-    except ValueError:
-        raise MessageDecodeError(f"field {name!r} is not a number: {value[:40]!r}") from None
+    return float(_number(fields, name, float, "a number"))
 
 
 def _check_version(fields: Fields) -> None:
