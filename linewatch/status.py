@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import broker, storage
+from linewatch.pipeline import broker, camera_state, storage
 from linewatch.pipeline.config import Settings
 from linewatch.schemas.tables import Alert
 
@@ -20,13 +20,19 @@ def _text(value: bytes | None) -> str:
 
 def cameras_table(client: broker.Client, settings: Settings) -> Table:
     table = Table(title="cameras")
-    for column in ("camera", "decoded", "sent", "dropped", "state"):
+    for column in ("camera", "state", "since", "decoded", "sent", "dropped", "last change"):
         table.add_column(column)
+    now_ns = time.time_ns()
     for camera in settings.cameras:
         counters = client.hgetall(settings.camera_key(camera.id, "ingest"))
-        state = "done" if counters.get(b"done") == b"1" else ("running" if counters else "not seen")
+        last = camera_state.history(client, settings.camera_key(camera.id, "states"), 1)
+        since = f"{(now_ns - int(last[0]['ts'])) / 1e9:.0f} s ago" if last else "-"
         table.add_row(
-            camera.id, *(_text(counters.get(k)) for k in (b"decoded", b"sent", b"dropped")), state
+            camera.id,
+            _text(counters.get(b"state")) if counters else "not seen",
+            since,
+            *(_text(counters.get(k)) for k in (b"decoded", b"sent", b"dropped")),
+            last[0]["reason"] if last else "-",
         )
     return table
 

@@ -11,7 +11,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 HEALTHY_WITHIN_S = 30.0
@@ -35,6 +42,12 @@ CAPTURE_TO_ALERT = Histogram(
 )
 ALERTS = Counter("linewatch_alerts_total", "Defect events opened", ["camera"])
 BACKLOG = Gauge("linewatch_stream_backlog", "Entries not yet done in a stream", ["stream"])
+CAMERA_STATE = Enum(
+    "linewatch_camera_state",
+    "Connection state of each camera's ingest",
+    ["camera"],
+    states=["connecting", "streaming", "stalled", "backoff", "stopped"],
+)
 LAST_LOOP = Gauge("linewatch_last_loop_timestamp_seconds", "When the worker loop last ran")
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from linewatch.pipeline import broker, metrics
+from linewatch.pipeline.camera_state import CameraState, CameraStateMachine, redis_recorder
 from linewatch.pipeline.codec import encode_image
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError
@@ -17,6 +18,7 @@ from linewatch.pipeline.source import (
     DecodedFrame,
     SourceError,
     SourceOptions,
+    SourceStalled,
     is_live,
     open_frames,
 )
@@ -176,17 +178,27 @@ def run(
         read_timeout_s=settings.ingest.read_timeout_s,
     )
     publisher = FramePublisher(client, camera, settings, live)
+    states = camera_states(client, camera, settings, stop)
+    reason = "shutdown"
     try:
         if is_live(camera.url):
-            _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s)
+            _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s, states)
         else:
-            frames = open_frames(camera.url, options)
+            states.enter(CameraState.CONNECTING, redact_url(camera.url))
+            frames = announced(open_frames(camera.url, options), states)
             if camera.realtime:
                 frames = paced(frames)
             pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop, on_batch)
+            if not stop.is_set():
+                reason = "file read to its end"
         publisher.record(stop, done=not is_live(camera.url) and not stop.is_set())
+    except SourceError as exc:
+        reason = str(exc)
+        raise
     except broker.Interrupted as exc:
         log.warning("camera %s: %s; frames not yet sent are not accepted", camera.id, exc)
+    finally:
+        states.enter(CameraState.STOPPED, reason)
     log.info(
         "camera %s: decoded %d, sent %d, dropped %d",
         camera.id,
@@ -203,18 +215,42 @@ def _run_live(
     publisher: FramePublisher,
     stop: StopFlag,
     reconnect_max_s: float,
+    states: CameraStateMachine,
 ) -> None:
     delay = 0.5
     while not stop.is_set():
         started = time.monotonic()
+        states.enter(CameraState.CONNECTING, redact_url(camera.url))
         try:
-            pump(open_frames(camera.url, options), publisher, 1, stop)
+            pump(announced(open_frames(camera.url, options), states), publisher, 1, stop)
         except SourceError as exc:
+            if isinstance(exc, SourceStalled):
+                states.enter(CameraState.STALLED, str(exc))
             log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, exc, delay)
+            states.enter(CameraState.BACKOFF, f"{exc}; retry in {delay:.1f} s")
         if time.monotonic() - started > 30:
             delay = 0.5
         stop.wait(delay)
         delay = min(reconnect_max_s, delay * 2)
+
+
+def announced(frames: Iterable[DecodedFrame], states: CameraStateMachine) -> Iterator[DecodedFrame]:
+    """Pass frames through, entering `streaming` when the first one arrives."""
+    for frame in frames:
+        states.enter(CameraState.STREAMING)
+        yield frame
+
+
+def camera_states(
+    client: broker.Client, camera: CameraSettings, settings: Settings, stop: StopFlag
+) -> CameraStateMachine:
+    recorder = redis_recorder(
+        client,
+        settings.camera_key(camera.id, "states"),
+        settings.camera_key(camera.id, "ingest"),
+        stop.wait,
+    )
+    return CameraStateMachine(camera.id, [recorder])
 
 
 def main(settings_data: dict, camera_id: str, debug: bool = False, metrics_port: int = 0) -> None:
