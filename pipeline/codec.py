@@ -32,11 +32,11 @@ def decode_image(data: bytes, encoding: str, width: int, height: int) -> np.ndar
         if len(data) != width * height * 3:
             raise UndecodableImage(f"raw frame has {len(data)} bytes, expected {width}x{height}x3")
         return np.frombuffer(data, np.uint8).reshape(height, width, 3)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if rgb is None:
         raise UndecodableImage(f"{encoding} bytes do not decode ({len(data)} bytes)")
-    if bgr.shape[:2] != (height, width):
+    if rgb.shape[:2] != (height, width):
         raise UndecodableImage(
-            f"image is {bgr.shape[1]}x{bgr.shape[0]}, announced {width}x{height}"
+            f"image is {rgb.shape[1]}x{rgb.shape[0]}, announced {width}x{height}"
         )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb

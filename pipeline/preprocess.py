@@ -75,10 +75,17 @@ class Preprocessor:
         return out
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        stacked = np.stack([self.image(rgb) for rgb in images]).astype(np.float32)
-        stacked *= self.alpha
-        stacked += self.beta
-        return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
+        """RGB uint8 images -> normalised float32 NCHW batch (C-contiguous)."""
+        width, height = self.output_size
+        resized = np.empty((len(images), height, width, 3), np.uint8)
+        for slot, rgb in zip(resized, images, strict=True):
+            slot[...] = self.image(rgb)
+        # Normalising after the uint8 resize keeps the float work to one pass that
+        # converts, transposes HWC -> CHW and scales, then one in-place add.
+        out = np.empty((len(images), 3, height, width), np.float32)
+        np.multiply(resized.transpose(0, 3, 1, 2), self.alpha[:, None, None], out=out)
+        out += self.beta[:, None, None]
+        return out
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
