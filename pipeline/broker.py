@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import redis
 
+from linewatch.pipeline import metrics
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 
@@ -37,15 +38,27 @@ def with_retry(call: Callable[[], T], wait: Callable[[float], bool], what: str) 
         try:
             return call()
         except redis.RedisError as exc:
-            log.warning(
-                "Redis unavailable during %s (%s); retrying in %.1f s",
-                what,
-                exc.__class__.__name__,
-                delay,
-            )
+            reason = "oom" if is_out_of_memory(exc) else "unavailable"
+            metrics.REDIS_RETRIES.labels(reason).inc()
+            log.warning("%s; retrying in %.1f s", _retry_message(reason, exc, what), delay)
         if wait(delay):
             raise Interrupted(f"stopped while Redis was unavailable ({what})")
         delay = min(RETRY_MAX_S, delay * 2)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write because `maxmemory` is reached (alone or inside MULTI)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc)
+
+
+def _retry_message(reason: str, exc: BaseException, what: str) -> str:
+    if reason == "oom":
+        return (
+            f"Redis is out of memory (maxmemory reached) during {what}: nothing is dropped, "
+            "the work waits here; raise Redis maxmemory, add inference/sink workers "
+            "or lower ingest.max_stream_len"
+        )
+    return f"Redis unavailable during {what} ({exc.__class__.__name__})"
 
 
 def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:
@@ -57,12 +70,21 @@ def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:
             return client
         except redis.RedisError as exc:
             if attempt + 1 == attempts:
-                raise ServiceUnavailable(
-                    f"cannot reach Redis at {redact_url(url)} ({exc.__class__.__name__}); "
-                    "start Redis or fix redis_url / LINEWATCH_REDIS_URL"
-                ) from None
+                raise ServiceUnavailable(_connect_message(url, exc)) from None
             time.sleep(delay_s)
     raise AssertionError("unreachable")
+
+
+def _connect_message(url: str, exc: redis.RedisError) -> str:
+    if isinstance(exc, redis.AuthenticationError):
+        return (
+            f"Redis at {redact_url(url)} refused the credentials ({exc}); "
+            "fix the password in redis_url / LINEWATCH_REDIS_URL"
+        )
+    return (
+        f"cannot reach Redis at {redact_url(url)} ({exc.__class__.__name__}); "
+        "start Redis or fix redis_url / LINEWATCH_REDIS_URL"
+    )
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -79,8 +101,9 @@ def add_entries(
     entries: Sequence[dict[bytes, bytes]],
     maxlen: int | None = None,
 ) -> list[bytes]:
-    """XADD all entries in one round trip; `maxlen` trims approximately."""
-    pipe = client.pipeline(transaction=False)
+    """XADD all entries in one round trip, all or none (MULTI), so a batch refused
+    part-way (Redis out of memory) is not half in the stream when it is sent again."""
+    pipe = client.pipeline(transaction=True)
     add_to(pipe, stream, entries, maxlen)
     return pipe.execute()
 

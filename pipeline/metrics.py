@@ -40,6 +40,9 @@ CAPTURE_TO_ALERT = Histogram(
     "Capture of the opening frame to the alert being written",
     buckets=LATENCY_BUCKETS,
 )
+REDIS_RETRIES = Counter(
+    "linewatch_redis_retries_total", "Redis calls retried, by reason (unavailable, oom)", ["reason"]
+)
 ALERTS = Counter("linewatch_alerts_total", "Defect events opened", ["camera"])
 BACKLOG = Gauge("linewatch_stream_backlog", "Entries not yet done in a stream", ["stream"])
 CAMERA_STATE = Enum(
