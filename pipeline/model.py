@@ -176,6 +176,10 @@ def _as_probabilities(out: np.ndarray) -> np.ndarray:
 def _import_paddle() -> Any:
     """paddle, imported without its start-up warnings (ccache, glog)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
+    # Intel OpenMP spins idle threads 200 ms after every predictor run; between
+    # batches that burns a core the ingest and sink processes need (and slows
+    # our own preprocessing), so threads sleep at once instead.
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import paddle
