@@ -75,6 +75,7 @@ class AlertSettings(Strict):
     channel: str = "lw:alerts"
     webhook_url: str | None = None  # delivered by RQ jobs (`linewatch worker rq`)
     webhook_secret: SecretStr | None = None  # HMAC-SHA256 signature header when set
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)  # then the attempt is retried
 
     @field_validator("n")
     @classmethod

@@ -13,6 +13,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 QUEUE = "linewatch"
 ANALYSIS_TIMEOUT_S = 6 * 3600  # a long file at real time; RQ's 180 s default is far too short
-WEBHOOK_TIMEOUT_S = 30
+WEBHOOK_HTTP_TIMEOUT_S = 10.0  # default wait for the receiver's answer
 WEBHOOK_RETRY = Retry(max=5, interval=[5, 15, 60, 300, 900])
 SIGNATURE_HEADER = "X-Linewatch-Signature"
 ANALYSIS_JOB = (
@@ -48,39 +49,50 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def deliver_webhook(url: str, payload: dict[str, Any], secret: str | None = None) -> int:
-    """POST the alert as JSON (HMAC-SHA256 signed when a secret is set); returns the status."""
-    body = json.dumps(payload, sort_keys=True).encode()
-    request = urllib.request.Request(url, data=body, method="POST")
+@dataclass(frozen=True)
+class Webhook:
+    """Where alerts are POSTed; the secret stays in the sink (only the signature is queued)."""
+
+    url: str
+    secret: str | None = None
+    timeout_s: float = WEBHOOK_HTTP_TIMEOUT_S
+
+
+def deliver_webhook(url: str, body: str, signature: str | None, timeout_s: float) -> int:
+    """POST the alert JSON with its HMAC-SHA256 signature (when signed); returns the status.
+    A receiver that does not answer within `timeout_s` fails the attempt; RQ retries it."""
+    request = urllib.request.Request(url, data=body.encode(), method="POST")
     request.add_header("Content-Type", "application/json")
-    if secret:
-        request.add_header(SIGNATURE_HEADER, sign(body, secret))
+    if signature:
+        request.add_header(SIGNATURE_HEADER, signature)
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S - 5) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         raise WebhookFailed(f"webhook {redact_url(url)} answered {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except TimeoutError:
+        raise WebhookFailed(
+            f"webhook {redact_url(url)} did not answer within {timeout_s:g} s "
+            "(alerts.webhook_timeout_s)"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
         raise WebhookFailed(f"webhook {redact_url(url)} unreachable: {exc}") from None
 
 
 def enqueue_webhook(
-    client: broker.Client,
-    alert_id: int,
-    state: str,
-    url: str,
-    payload: dict[str, Any],
-    secret: str | None,
+    client: broker.Client, alert_id: int, state: str, payload: dict[str, Any], webhook: Webhook
 ) -> Job | None:
     """One delivery job per alert state change: a sink replay does not deliver twice."""
     job_id = f"alert-{alert_id}-{state}-webhook"
     if Job.exists(job_id, connection=client):
         return None
+    body = json.dumps(payload, sort_keys=True)
+    signature = sign(body.encode(), webhook.secret) if webhook.secret else None
     return queue(client).enqueue_call(
         deliver_webhook,
-        args=(url, payload, secret),
+        args=(webhook.url, body, signature, webhook.timeout_s),
         job_id=job_id,
-        timeout=WEBHOOK_TIMEOUT_S,
+        timeout=int(webhook.timeout_s) + 30,
         retry=WEBHOOK_RETRY,
         result_ttl=7 * 86400,
         failure_ttl=30 * 86400,

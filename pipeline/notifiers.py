@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from linewatch.pipeline import broker
 from linewatch.schemas.messages import AlertMessage
+
+if TYPE_CHECKING:  # rq is imported only where a webhook is configured
+    from linewatch.pipeline.jobs import Webhook
 
 log = logging.getLogger("linewatch.alerts")
 
@@ -48,15 +51,12 @@ class PubSubNotifier:
 class WebhookNotifier:
     """Enqueues one RQ delivery job per alert state change (retried with backoff)."""
 
-    def __init__(self, client: broker.Client, url: str, secret: str | None) -> None:
+    def __init__(self, client: broker.Client, webhook: Webhook) -> None:
         self.client = client
-        self.url = url
-        self.secret = secret
+        self.webhook = webhook
 
     def notify(self, alert: AlertMessage) -> None:
         from linewatch.pipeline import jobs
 
         payload = json.loads(alert.to_json())
-        jobs.enqueue_webhook(
-            self.client, alert.alert_id, alert.state, self.url, payload, self.secret
-        )
+        jobs.enqueue_webhook(self.client, alert.alert_id, alert.state, payload, self.webhook)

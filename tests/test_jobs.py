@@ -3,6 +3,7 @@
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from tests.test_cli import linewatch
 
 class Receiver(BaseHTTPRequestHandler):
     status = 200
+    delay_s = 0.0
     received: list[tuple[dict, bytes]] = []
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Receiver.received.append((dict(self.headers), body))
+        time.sleep(Receiver.delay_s)
         self.send_response(Receiver.status)
         self.end_headers()
 
@@ -31,7 +34,7 @@ class Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def receiver():  # type: ignore[no-untyped-def]
-    Receiver.received, Receiver.status = [], 200
+    Receiver.received, Receiver.status, Receiver.delay_s = [], 200, 0.0
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/hook", Receiver
@@ -54,9 +57,11 @@ def test_webhook_is_signed_and_delivered_once(rq_redis, receiver) -> None:  # ty
     url, handler = receiver
     alert_id = random.randrange(10**9)
     payload = {"alert_id": alert_id, "state": "open", "label": "crack"}
-    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", url, payload, "s3cret")
+    webhook = jobs.Webhook(url, "s3cret")
+    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", payload, webhook)
     assert job is not None
-    assert jobs.enqueue_webhook(rq_redis, alert_id, "open", url, payload, "s3cret") is None
+    assert jobs.enqueue_webhook(rq_redis, alert_id, "open", payload, webhook) is None
+    assert "s3cret" not in json.dumps(job.args), "only the signature is queued"
     work(rq_redis)
     assert len(handler.received) == 1
     headers, body = handler.received[0]
@@ -65,15 +70,32 @@ def test_webhook_is_signed_and_delivered_once(rq_redis, receiver) -> None:  # ty
     assert job.get_status(refresh=True) == "finished"
 
 
-def test_failing_webhook_is_retried_with_backoff(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_failing_webhook_is_retried_with_backoff(rq_redis, receiver, caplog) -> None:  # type: ignore[no-untyped-def]
     url, handler = receiver
     handler.status = 500
     alert_id = random.randrange(10**9)
-    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", url, {"alert_id": alert_id}, None)
+    job = jobs.enqueue_webhook(
+        rq_redis, alert_id, "open", {"alert_id": alert_id}, jobs.Webhook(url)
+    )
     work(rq_redis)
     assert len(handler.received) == 1
     job.refresh()
     assert job.get_status() == "scheduled" and job.retries_left == 4
+    assert "answered 500" in caplog.text, "the worker log says why"
+
+
+def test_a_hanging_webhook_times_out_and_is_retried(rq_redis, receiver, caplog) -> None:  # type: ignore[no-untyped-def]
+    url, handler = receiver
+    handler.delay_s = 30
+    alert_id = random.randrange(10**9)
+    webhook = jobs.Webhook(url, timeout_s=1)
+    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", {"alert_id": alert_id}, webhook)
+    started = time.monotonic()
+    work(rq_redis)
+    assert time.monotonic() - started < 20, "the worker was not held by the receiver"
+    job.refresh()
+    assert job.get_status() == "scheduled" and job.retries_left == 4
+    assert "did not answer within 1 s" in caplog.text
 
 
 def test_analyze_enqueues_a_file_job_that_feeds_the_line(
@@ -105,7 +127,7 @@ def test_sink_webhook_notifier_sends_the_alert_json(rq_redis, receiver) -> None:
     url, handler = receiver
     alert_id = random.randrange(10**9)
     alert = AlertMessage(alert_id, "cam1", "crack", "open", 12, 5, None, None, 0.93, 3)
-    WebhookNotifier(rq_redis, url, None).notify(alert)
-    WebhookNotifier(rq_redis, url, None).notify(alert)
+    WebhookNotifier(rq_redis, jobs.Webhook(url)).notify(alert)
+    WebhookNotifier(rq_redis, jobs.Webhook(url)).notify(alert)
     work(rq_redis)
     assert [json.loads(body) for _, body in handler.received] == [json.loads(alert.to_json())]

@@ -14,6 +14,7 @@ from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.jobs import Webhook
 from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier, WebhookNotifier
 from linewatch.pipeline.reorder import ReorderBuffer
 from linewatch.pipeline.runtime import StopFlag, run_worker
@@ -194,11 +195,12 @@ def run(
     notifiers: list[Notifier] = [LogNotifier(), PubSubNotifier(client, settings.alerts.channel)]
     if settings.alerts.webhook_url:
         secret = settings.alerts.webhook_secret
-        notifiers.append(
-            WebhookNotifier(
-                client, settings.alerts.webhook_url, secret.get_secret_value() if secret else None
-            )
+        webhook = Webhook(
+            settings.alerts.webhook_url,
+            secret.get_secret_value() if secret else None,
+            settings.alerts.webhook_timeout_s,
         )
+        notifiers.append(WebhookNotifier(client, webhook))
     handler = ResultBatchHandler(client, engine, alerts, notifiers, settings)
     size = settings.sink.batch_size
     ConsumerLoop(
