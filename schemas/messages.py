@@ -13,6 +13,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 ENCODINGS = ("jpeg", "png", "raw-u8")
 STATUSES = ("ok", "stale", "undecodable", "invalid-output")
+MAX_SIDE = 8192  # pixels; larger frames are refused before any decoding
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 Fields = dict[bytes, bytes]
 
@@ -44,6 +46,13 @@ def _int(fields: Fields, name: str) -> int:
 
 def _float(fields: Fields, name: str) -> float:
     return float(_number(fields, name, float, "a number"))
+
+
+def _side(fields: Fields, name: str) -> int:
+    value = _int(fields, name)
+    if not 1 <= value <= MAX_SIDE:
+        raise MessageDecodeError(f"frame {name} {value} is outside 1..{MAX_SIDE}")
+    return value
 
 
 def _check_version(fields: Fields) -> None:
@@ -89,14 +98,19 @@ class FrameMessage:
         image = fields.get(b"image")
         if not image:
             raise MessageDecodeError("missing field 'image'")
+        if len(image) > MAX_IMAGE_BYTES:
+            raise MessageDecodeError(
+                f"image of {len(image)} bytes is over the {MAX_IMAGE_BYTES} byte limit"
+            )
+        width, height = _side(fields, "width"), _side(fields, "height")
         return cls(
             camera_id=_text(fields, "camera_id"),
             seq=_int(fields, "seq"),
             pts=_float(fields, "pts"),
             capture_ts=_int(fields, "capture_ts"),
             ingest_ts=_int(fields, "ingest_ts"),
-            width=_int(fields, "width"),
-            height=_int(fields, "height"),
+            width=width,
+            height=height,
             encoding=encoding,
             image=image,
             live=_text(fields, "live") == "1",

@@ -1,6 +1,7 @@
 import pytest
 
 from linewatch.schemas.messages import (
+    MAX_IMAGE_BYTES,
     SCHEMA_VERSION,
     FrameMessage,
     MessageDecodeError,
@@ -59,6 +60,9 @@ def test_result_round_trip() -> None:
         (lambda f: f.update({b"encoding": b"gif"}), "unknown image encoding"),
         (lambda f: f.update({b"camera_id": b"\xff\xfe"}), "not UTF-8"),
         (lambda f: f.update({b"image": b""}), "missing field 'image'"),
+        (lambda f: f.update({b"image": bytes(MAX_IMAGE_BYTES + 1)}), "over the .* byte limit"),
+        (lambda f: f.update({b"width": b"0"}), "width 0 is outside"),
+        (lambda f: f.update({b"height": b"100000"}), "height 100000 is outside"),
     ],
 )
 def test_malformed_frames_are_rejected_with_the_reason(mutate, reason) -> None:  # type: ignore[no-untyped-def]
