@@ -22,6 +22,7 @@ ENV_PREFIX = "LINEWATCH_"
 PROCESS_ENV = {
     "LINEWATCH_DEBUG",
     "LINEWATCH_LOG_LEVEL",
+    "LINEWATCH_LOG_FORMAT",
 }  # read by the CLI and logging, not settings
 DEFAULT_MODEL_DIR = Path(str(resources.files("linewatch.models") / "linewatch-tile"))
 

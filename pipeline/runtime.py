@@ -12,16 +12,57 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from linewatch.pipeline.redact import redact_text
+
 log = logging.getLogger(__name__)
 
 
+class _WorkerContext(logging.Filter):
+    """Stamps every record with the worker (role:pid) and, for ingest, the camera id;
+    URL passwords are masked."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__()
+        self.role = role
+        self.camera = role.split(":", 1)[1] if role.startswith("ingest:") else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)  # a last guard: callers already redact what they log
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        record.role = self.role
+        record.worker = f"{self.role}:{os.getpid()}"
+        if self.camera and not hasattr(record, "camera"):
+            record.camera = self.camera
+        return True
+
+
 def setup_logging(role: str, debug: bool = False) -> None:
+    """Text lines by default; one JSON object per line with LINEWATCH_LOG_FORMAT=json."""
     level = "DEBUG" if debug else os.environ.get("LINEWATCH_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler()
+    handler.addFilter(_WorkerContext(role))
+    kind = os.environ.get("LINEWATCH_LOG_FORMAT", "text").lower()
+    handler.setFormatter(_formatter(kind))
     logging.basicConfig(
         level=level if isinstance(logging.getLevelName(level), int) else "INFO",
-        format=f"%(asctime)s %(levelname)s [{role}:%(process)d] %(name)s: %(message)s",
+        handlers=[handler],
         force=True,
     )
+    if kind not in ("text", "json"):
+        log.warning("LINEWATCH_LOG_FORMAT=%r is not text or json; writing text", kind)
+
+
+def _formatter(kind: str) -> logging.Formatter:
+    if kind == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(
+            "%(asctime)s %(levelname)s %(worker)s %(name)s %(message)s",
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+        )
+    return logging.Formatter("%(asctime)s %(levelname)s [%(worker)s] %(name)s: %(message)s")
 
 
 class StopFlag:
