@@ -38,9 +38,7 @@ def with_retry(call: Callable[[], T], wait: Callable[[float], bool], what: str) 
         try:
             return call()
         except redis.RedisError as exc:
-            reason = "oom" if is_out_of_memory(exc) else "unavailable"
-            metrics.REDIS_RETRIES.labels(reason).inc()
-            log.warning("%s; retrying in %.1f s", _retry_message(reason, exc, what), delay)
+            note_retry(exc, what, delay)
         if wait(delay):
             raise Interrupted(f"stopped while Redis was unavailable ({what})")
         delay = min(RETRY_MAX_S, delay * 2)
@@ -51,14 +49,25 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc)
 
 
-def _retry_message(reason: str, exc: BaseException, what: str) -> str:
-    if reason == "oom":
-        return (
-            f"Redis is out of memory (maxmemory reached) during {what}: nothing is dropped, "
+def note_retry(exc: redis.RedisError, what: str, delay: float) -> None:
+    """Log (naming the cause and what to do) and count a Redis call about to be retried."""
+    if is_out_of_memory(exc):
+        metrics.REDIS_RETRIES.labels("oom").inc()
+        log.warning(
+            "Redis is out of memory (maxmemory reached) during %s: nothing is dropped, "
             "the work waits here; raise Redis maxmemory, add inference/sink workers "
-            "or lower ingest.max_stream_len"
+            "or lower ingest.max_stream_len; retrying in %.1f s",
+            what,
+            delay,
         )
-    return f"Redis unavailable during {what} ({exc.__class__.__name__})"
+    else:
+        metrics.REDIS_RETRIES.labels("unavailable").inc()
+        log.warning(
+            "Redis unavailable during %s (%s); retrying in %.1f s",
+            what,
+            exc.__class__.__name__,
+            delay,
+        )
 
 
 def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:
@@ -203,6 +212,14 @@ def heartbeat(client: redis.Redis, key: str, ttl_s: int, fields: Mapping[str, st
     pipe.hset(key, mapping=dict(fields))
     pipe.expire(key, ttl_s)
     pipe.execute()
+
+
+def pending(client: redis.Redis, stream: str, group: str) -> int:
+    """Entries delivered to the group's consumers and not yet acknowledged."""
+    try:
+        return int(client.xpending(stream, group)["pending"])
+    except redis.ResponseError:  # no such group yet
+        return 0
 
 
 def live_keys(client: redis.Redis, pattern: str) -> list[str]:

@@ -46,6 +46,7 @@ def decode_entries(
                 dead_stream,
             )
             broker.dead_letter(pipe, dead_stream, source_stream, entry_id, str(exc), fields)
+            metrics.DEAD_LETTERS.labels(source_stream).inc()
     return messages
 
 
@@ -98,18 +99,15 @@ class ConsumerLoop:
                     self.idle()
                 delay = 0.5
             except broker.RedisError as exc:
-                log.warning(
-                    "Redis unavailable (%s); %s retries in %.1f s",
-                    exc.__class__.__name__,
-                    self.consumer,
-                    delay,
-                )
+                broker.note_retry(exc, f"{self.consumer}'s read/handle", delay)
                 stop.wait(delay)
                 delay, recovering = min(BACKOFF_MAX_S, delay * 2), True
         self._forget()
 
     def _beat(self) -> None:
         metrics.BACKLOG.labels(self.stream).set(broker.backlog(self.client, self.stream))
+        pending = broker.pending(self.client, self.stream, self.group)
+        metrics.PENDING.labels(self.stream, self.group).set(pending)
         fields = {"pid": os.getpid(), "seen": int(time.time()), **self.status()}
         broker.heartbeat(self.client, self.heartbeat_key, self.heartbeat_ttl_s, fields)
 

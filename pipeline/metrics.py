@@ -40,6 +40,14 @@ CAPTURE_TO_ALERT = Histogram(
     "Capture of the opening frame to the alert being written",
     buckets=LATENCY_BUCKETS,
 )
+PENDING = Gauge(
+    "linewatch_stream_pending",
+    "Entries delivered to a consumer group and not yet acknowledged",
+    ["stream", "group"],
+)
+DEAD_LETTERS = Counter(
+    "linewatch_dead_letters_total", "Malformed entries moved to the dead-letter stream", ["stream"]
+)
 REDIS_RETRIES = Counter(
     "linewatch_redis_retries_total", "Redis calls retried, by reason (unavailable, oom)", ["reason"]
 )

@@ -43,3 +43,27 @@ def test_metrics_port_is_validated(value: int) -> None:
 
     with pytest.raises(ConfigError, match="metrics_port"):
         load_settings(environ={}, overrides={"metrics_port": value})
+
+
+def test_backlog_pending_and_dead_letter_metrics(redis_client, line_name) -> None:  # type: ignore[no-untyped-def]
+    from linewatch.pipeline import broker
+    from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
+    from linewatch.schemas.messages import FrameMessage
+
+    stream, dead = f"lw:frames:{line_name}", f"lw:dead:{line_name}"
+    broker.ensure_group(redis_client, stream, "infer")
+    broker.add_entries(redis_client, stream, [{b"v": b"1"}, {b"v": b"1"}, {b"v": b"1"}])
+    entries = broker.read_group(redis_client, stream, "infer", "w1", 2, None)
+    loop = ConsumerLoop(
+        redis_client, stream, "infer", "w1", 8, list, bool, f"lw:worker:{line_name}:w1", dict
+    )
+    loop._beat()  # noqa: SLF001
+    assert metrics.BACKLOG.labels(stream)._value.get() == 3  # noqa: SLF001
+    assert metrics.PENDING.labels(stream, "infer")._value.get() == 2  # noqa: SLF001
+
+    with broker.transaction(redis_client) as pipe:
+        assert decode_entries(entries, FrameMessage.decode, pipe, stream, dead) == []
+        pipe.execute()
+    assert metrics.DEAD_LETTERS.labels(stream)._value.get() == 2  # noqa: SLF001
+    assert redis_client.xlen(dead) == 2
+    redis_client.delete(stream, dead, f"lw:worker:{line_name}:w1")
