@@ -203,6 +203,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from linewatch.pipeline import active_model, broker
+    from linewatch.pipeline.model import read_model_info
+
+    settings, client = _redis(args, "model")
+    if args.action == "use":
+        if args.model_dir is None:
+            raise LinewatchError("model use needs the model folder: linewatch model use DIR")
+        info = read_model_info(args.model_dir)[0]  # a broken folder is refused here
+        active_model.use_model(client, settings, args.model_dir)
+        print(f"line {settings.line}: inference workers switch to {info.name} {info.version}")
+        return 0
+    requested = active_model.requested_model_dir(client, settings)
+    print(f"requested: {requested or f'none (workers run {settings.inference.model_dir})'}")
+    for key in broker.live_keys(client, settings.worker_key("*")):
+        fields = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        if fields.get("role") == "infer":
+            print(f"{key.rsplit(':', 1)[-1]}: {fields.get('model', '?')}")
+    return 0
+
+
 def cmd_rq_worker(settings_data: dict, debug: bool) -> None:
     from rq import Worker
 
@@ -264,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, help="line YAML file")
     status.add_argument("--watch", type=float, default=0, help="refresh every N seconds")
     status.set_defaults(func=cmd_status)
+
+    model = commands.add_parser("model", help="switch inference workers to another model folder")
+    model.add_argument("action", choices=["use", "show"])
+    model.add_argument("model_dir", type=Path, nargs="?", help="use: the exported model folder")
+    model.add_argument("--config", type=Path, help="line YAML file")
+    model.set_defaults(func=cmd_model)
 
     simulate = commands.add_parser("simulate", help="write conveyor-line videos + ground truth")
     simulate.add_argument("--out", type=Path, required=True)

@@ -6,11 +6,14 @@ import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from linewatch.pipeline import broker, metrics
+from linewatch.pipeline.active_model import ModelSwitcher, requested_model_dir
 from linewatch.pipeline.batching import collect_batch
 from linewatch.pipeline.codec import UndecodableImage, decode_image
 from linewatch.pipeline.config import Settings
@@ -162,10 +165,22 @@ def run(
     settings: Settings,
     worker_id: str,
     stop: StopFlag,
+    load: Callable[[Path], Classifier] | None = None,
 ) -> InferenceCounters:
-    """Consume the frames stream until stopped; the in-flight batch always completes."""
+    """Consume the frames stream until stopped; the in-flight batch always completes.
+    With `load`, the worker follows `linewatch model use` (see pipeline/active_model.py)."""
     stream, inference = settings.frames_stream, settings.inference
     handler = FrameBatchHandler(client, classifier, settings, worker_id)
+    requested = (lambda: requested_model_dir(client, settings)) if load else (lambda: None)
+    switcher = ModelSwitcher(
+        classifier,
+        requested() or inference.model_dir,
+        load or (lambda _: classifier),
+        requested,
+    )
+
+    def follow_model() -> None:
+        handler.classifier = switcher.current()
 
     def read_new() -> list[broker.Entry]:
         def read(count: int, block: int | None) -> list[broker.Entry]:
@@ -174,6 +189,7 @@ def run(
         return collect_batch(read, inference.max_batch, inference.max_wait_ms, idle_block_ms=500)
 
     def handle(entries: list[broker.Entry]) -> bool:
+        follow_model()
         handler.handle(entries)
         return True
 
@@ -186,7 +202,12 @@ def run(
         read_new,
         handle,
         settings.worker_key(worker_id),
-        lambda: {"role": "infer", "inferred": handler.counters.inferred},
+        lambda: {
+            "role": "infer",
+            "inferred": handler.counters.inferred,
+            "model": handler.classifier.info.version,
+        },
+        idle=follow_model,
     ).run(stop)
     c = handler.counters
     log.info(
@@ -215,17 +236,22 @@ def main(
         settings = Settings.model_validate(settings_data)
         if not settings.redis_url:
             raise ConfigError("inference worker needs redis_url (or LINEWATCH_REDIS_URL)")
-        inference = settings.inference
-        classifier = Classifier(
-            inference.model_dir,
-            inference.threads,
-            inference.device,
-            inference.tensorrt,
-            inference.max_batch,
-        )
-        classifier.warm_up()
-        stop.install()  # paddle replaces the SIGTERM handler when it loads
         client = broker.connect(settings.redis_url, attempts=20)
+        inference = settings.inference
+
+        def load(model_dir: Path) -> Classifier:
+            classifier = Classifier(
+                model_dir,
+                inference.threads,
+                inference.device,
+                inference.tensorrt,
+                inference.max_batch,
+            )
+            classifier.warm_up()
+            return classifier
+
+        classifier = load(requested_model_dir(client, settings) or inference.model_dir)
+        stop.install()  # paddle replaces the SIGTERM handler when it loads
         log.info(
             "worker %s ready: model %s %s on %s, buckets %s",
             worker_id,
@@ -234,6 +260,6 @@ def main(
             classifier.device,
             classifier.buckets,
         )
-        run(client, classifier, settings, worker_id, stop)
+        run(client, classifier, settings, worker_id, stop, load)
 
     run_worker(worker_id, debug, body, metrics_port)

@@ -1,0 +1,113 @@
+"""Hot-swapping the inference model of a running worker: real predictor, real Redis."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from linewatch.pipeline import active_model, broker
+from linewatch.pipeline.codec import encode_image
+from linewatch.pipeline.config import DEFAULT_MODEL_DIR
+from linewatch.pipeline.model import Classifier
+from linewatch.pipeline.runtime import StopFlag
+from linewatch.schemas.messages import FrameMessage, ResultMessage
+from linewatch.workers import inference
+from tests.helpers import make_settings
+from tests.test_camera_state import wait_for
+
+FRAMES = 120
+
+
+def load(folder: Path) -> Classifier:
+    model = Classifier(folder, threads=1, max_batch=8)
+    model.warm_up()
+    return model
+
+
+def copy_with_version(tmp_path: Path, version: str) -> Path:
+    folder = tmp_path / f"model-{version}"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    config = yaml.safe_load((folder / "inference.yml").read_text())
+    config["Global"]["model_version"] = version
+    (folder / "inference.yml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def frame(seq: int) -> dict[bytes, bytes]:
+    image = np.full((120, 160, 3), 128, np.uint8)
+    now = time.time_ns()
+    message = FrameMessage("cam", seq, seq / 10, now, now, 160, 120, "jpeg", b"", False)
+    return FrameMessage(**{**message.__dict__, "image": encode_image(image, "jpeg")}).encode()
+
+
+@pytest.fixture()
+def worker(redis_client, redis_url, line_name, tmp_path):  # type: ignore[no-untyped-def]
+    """An inference worker thread following `model use`; yields (settings, results)."""
+    settings = make_settings(
+        tmp_path, line_name, redis_url, inference={"model_dir": str(DEFAULT_MODEL_DIR)}
+    )
+    stop = StopFlag()
+    thread = threading.Thread(
+        target=inference.run,
+        args=(redis_client, load(DEFAULT_MODEL_DIR), settings, "w1", stop, load),
+    )
+    thread.start()
+
+    def results() -> list[ResultMessage]:
+        entries = redis_client.xrange(settings.results_stream)
+        return [ResultMessage.decode(fields) for _, fields in entries]
+
+    yield settings, results
+    stop.set()
+    thread.join(30)
+
+
+def feed(client: broker.Client, settings, first: int, count: int) -> None:  # type: ignore[no-untyped-def]
+    for seq in range(first, first + count):
+        broker.add_entries(client, settings.frames_stream, [frame(seq)])
+        time.sleep(0.02)
+
+
+def test_a_model_switch_drops_no_frame_and_each_row_names_its_model(
+    worker, redis_client, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    settings, results = worker
+    shipped = Classifier(DEFAULT_MODEL_DIR).info.version
+    new_model = copy_with_version(tmp_path, "swap-test-2")
+    feed(redis_client, settings, 1, FRAMES // 2)
+    active_model.use_model(redis_client, settings, new_model)
+    feed(redis_client, settings, FRAMES // 2 + 1, FRAMES // 2)
+    wait_for(lambda: results()[-1:] and results()[-1].model_version == "swap-test-2", 60)
+    feed(redis_client, settings, FRAMES + 1, 10)
+    wait_for(lambda: len(results()) == FRAMES + 10, 60)
+
+    rows = results()
+    assert sorted(r.seq for r in rows) == list(range(1, FRAMES + 11)), "no frame lost or doubled"
+    versions = [r.model_version for r in sorted(rows, key=lambda r: r.seq)]
+    switch = versions.index("swap-test-2")
+    assert versions[:switch] == [shipped] * switch and switch > 0
+    assert versions[switch:] == ["swap-test-2"] * (len(versions) - switch), "one clean switch"
+    assert all(r.status == "ok" for r in rows)
+    heartbeat = redis_client.hgetall(settings.worker_key("w1"))
+    assert heartbeat[b"model"] == b"swap-test-2"
+
+
+def test_a_broken_model_folder_keeps_the_running_model(
+    worker, redis_client, tmp_path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings, results = worker
+    shipped = Classifier(DEFAULT_MODEL_DIR).info.version
+    broken = copy_with_version(tmp_path, "broken")
+    (broken / "inference.pdiparams").unlink()
+    active_model.use_model(redis_client, settings, broken)
+    wait_for(lambda: "not loaded" in caplog.text, 30)
+    assert "inference.pdiparams" in caplog.text
+    feed(redis_client, settings, 1, 20)
+    wait_for(lambda: len(results()) == 20, 60)
+    assert {r.model_version for r in results()} == {shipped}
