@@ -111,3 +111,22 @@ def test_a_broken_model_folder_keeps_the_running_model(
     feed(redis_client, settings, 1, 20)
     wait_for(lambda: len(results()) == 20, 60)
     assert {r.model_version for r in results()} == {shipped}
+
+
+def test_model_use_refuses_a_broken_folder_and_show_reports_workers(
+    redis_client, redis_url, line_name, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_cli import linewatch
+
+    env = {"LINEWATCH_REDIS_URL": redis_url, "LINEWATCH_LINE": line_name}
+    broken = copy_with_version(tmp_path, "broken")
+    (broken / "inference.yml").unlink()
+    refused = linewatch("model", "use", str(broken), env=env)
+    assert refused.returncode == 2 and "missing inference.yml" in refused.stderr
+    good = copy_with_version(tmp_path, "v-next")
+    used = linewatch("model", "use", str(good), env=env)
+    assert used.returncode == 0 and "v-next" in used.stdout, used.stderr
+    redis_client.hset(f"lw:worker:{line_name}:infer-a", mapping={"role": "infer", "model": "v1"})
+    shown = linewatch("model", "show", env=env)
+    assert f"requested: {good.resolve()}" in shown.stdout and "infer-a: v1" in shown.stdout
+    redis_client.delete(f"lw:worker:{line_name}:infer-a", f"lw:model:{line_name}")
