@@ -1,21 +1,33 @@
-"""Defect reports over a time window, read from the report_* views (migration 0003).
+"""Defect reports over a time window, aggregated from the `report_rows` view (migration 0003).
 
-The views combine raw detections with the hourly summary rows that `linewatch db prune`
-leaves, so a window reaching into pruned history stays complete. Windows are whole UTC
-hours: an hour bucket is in the window when it starts in [floor_hour(since), until).
+`report_rows` combines raw detections with the hourly summary rows that `linewatch db prune`
+leaves, so a window reaching into pruned history stays complete; the window is applied to
+its `at` column before aggregating, which reaches the captured_at indexes. Windows are whole
+UTC hours: [floor_hour(since), ceil_hour(until)), the same before and after pruning.
+Shifts are 3 x 8 h in UTC (06-14, 14-22, 22-06; a night shift belongs to the day it starts).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import BigInteger, DateTime, Engine, String, column, func, select, table
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Row,
+    Select,
+    String,
+    column,
+    func,
+    select,
+    table,
+)
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.sql import ColumnElement, TableClause
+from sqlalchemy.sql import ColumnElement
 
 from linewatch.pipeline import migrate, storage
 from linewatch.pipeline.errors import ServiceUnavailable
@@ -104,15 +116,25 @@ class Report:
 _TYPES = {"hour": DateTime, "shift_start": DateTime, "frames": BigInteger, "defects": BigInteger}
 
 
-def _view(name: str, *names: str) -> TableClause:
-    return table(name, *(column(n, _TYPES.get(n, String)()) for n in names))
-
-
-HOURLY = _view("report_hourly", "camera_id", "hour", "model_version", "label", "frames", "defects")
-CLASS_HOUR = _view("report_class_hour", "camera_id", "hour", "label", "frames", "defects")
-CAMERA_HOUR = _view(
-    "report_camera_hour", "camera_id", "hour", "shift_start", "shift", "frames", "defects"
+ROWS = table(
+    "report_rows",
+    column("camera_id", String()),
+    column("at", DateTime(timezone=True)),
+    column("hour", DateTime()),
+    column("model_version", String()),
+    column("label", String()),
+    column("frames", BigInteger()),
+    column("defects", BigInteger()),
 )
+SHIFTS = ((6, "06-14"), (14, "14-22"), (22, "22-06"))
+
+
+def shift_of(hour: datetime) -> tuple[datetime, str]:
+    """(start, name) of the shift holding `hour` (the view report_camera_hour agrees)."""
+    shifted = hour - timedelta(hours=6)
+    index = shifted.hour // 8
+    start = shifted.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start + timedelta(hours=6 + 8 * index), SHIFTS[index][1]
 
 
 def parse_time(text: str, now: datetime) -> datetime:
@@ -151,60 +173,60 @@ def open_for_reports(url: str) -> Engine:
     return engine
 
 
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
-
-
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc)
 
 
-def _where(view: TableClause, window: Window) -> list[ColumnElement[bool]]:
-    since = _naive(window.since).replace(minute=0, second=0, microsecond=0)
-    conditions = [view.c.hour >= since, view.c.hour < _naive(window.until)]
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _where(window: Window) -> list[ColumnElement[bool]]:
+    until = _hour_floor(window.until)
+    if until < window.until:
+        until += timedelta(hours=1)
+    conditions = [ROWS.c.at >= _hour_floor(window.since), ROWS.c.at < until]
     if window.camera is not None:
-        conditions.append(view.c.camera_id == window.camera)
+        conditions.append(ROWS.c.camera_id == window.camera)
     return conditions
 
 
-def _camera_hour(row: Sequence) -> CameraHour:  # type: ignore[type-arg]
-    camera_id, hour, shift_start, shift, frames, defects = row
-    return CameraHour(camera_id, _utc(hour), _utc(shift_start), shift, int(frames), int(defects))
+def _totals(*keys: ColumnElement) -> Select:  # type: ignore[type-arg]
+    frames, defects = func.sum(ROWS.c.frames), func.sum(ROWS.c.defects)
+    return select(*keys, frames.label("frames"), defects.label("defects")).group_by(*keys)
+
+
+def _fetch(engine: Engine, query: Select) -> list[Row]:  # type: ignore[type-arg]
+    with engine.connect() as connection:
+        return list(connection.execute(query))
+
+
+def _camera_hour(camera_id: str, hour: datetime, frames: int, defects: int) -> CameraHour:
+    start, shift = shift_of(_utc(hour))
+    return CameraHour(camera_id, _utc(hour), start, shift, int(frames), int(defects))
 
 
 def camera_hours(engine: Engine, window: Window) -> list[CameraHour]:
     """Frames and defects per camera per hour, in time order."""
-    view = CAMERA_HOUR
-    query = select(view).where(*_where(view, window)).order_by(view.c.hour, view.c.camera_id)
-    with engine.connect() as connection:
-        return [_camera_hour(row) for row in connection.execute(query)]
+    query = _totals(ROWS.c.camera_id, ROWS.c.hour).where(*_where(window))
+    rows = _fetch(engine, query.order_by(ROWS.c.hour, ROWS.c.camera_id))
+    return [_camera_hour(*row) for row in rows]
 
 
 def camera_shifts(engine: Engine, window: Window) -> list[CameraShift]:
     """Frames and defects per camera per shift (edge shifts hold only their in-window hours)."""
-    view = CAMERA_HOUR
-    keys = (view.c.camera_id, view.c.shift_start, view.c.shift)
-    query = (
-        select(*keys, func.sum(view.c.frames), func.sum(view.c.defects))
-        .where(*_where(view, window))
-        .group_by(*keys)
-        .order_by(view.c.shift_start, view.c.camera_id)
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    return [CameraShift(c, _utc(start), s, int(f), int(d)) for c, start, s, f, d in rows]
+    totals: dict[tuple[datetime, str, str], list[int]] = {}
+    for row in camera_hours(engine, window):
+        counts = totals.setdefault((row.shift_start, row.camera_id, row.shift), [0, 0])
+        counts[0] += row.frames
+        counts[1] += row.defects
+    return [CameraShift(c, start, s, f, d) for (start, c, s), (f, d) in sorted(totals.items())]
 
 
 def class_rates(engine: Engine, window: Window) -> list[ClassRate]:
     """Per label: frames, defects and share of all inferred frames, most frequent first."""
-    view = CLASS_HOUR
-    query = (
-        select(view.c.label, func.sum(view.c.frames), func.sum(view.c.defects))
-        .where(*_where(view, window))
-        .group_by(view.c.label)
-    )
-    with engine.connect() as connection:
-        rows = [(label, int(f), int(d)) for label, f, d in connection.execute(query)]
+    query = _totals(ROWS.c.label).where(*_where(window))
+    rows = [(label, int(f), int(d)) for label, f, d in _fetch(engine, query)]
     total = sum(frames for _, frames, _ in rows)
     rows.sort(key=lambda row: (-row[1], row[0]))
     return [ClassRate(label, f, d, f / total) for label, f, d in rows]
@@ -212,28 +234,21 @@ def class_rates(engine: Engine, window: Window) -> list[ClassRate]:
 
 def top_hours(engine: Engine, window: Window, limit: int = 10) -> list[CameraHour]:
     """The camera-hours with most defects (ties: earlier first)."""
-    view = CAMERA_HOUR
+    defects = func.sum(ROWS.c.defects)
     query = (
-        select(view)
-        .where(*_where(view, window), view.c.defects > 0)
-        .order_by(view.c.defects.desc(), view.c.hour, view.c.camera_id)
+        _totals(ROWS.c.camera_id, ROWS.c.hour)
+        .where(*_where(window))
+        .having(defects > 0)
+        .order_by(defects.desc(), ROWS.c.hour, ROWS.c.camera_id)
         .limit(limit)
     )
-    with engine.connect() as connection:
-        return [_camera_hour(row) for row in connection.execute(query)]
+    return [_camera_hour(*row) for row in _fetch(engine, query)]
 
 
 def model_versions(engine: Engine, window: Window) -> list[ModelVersionStats]:
     """Per model version: frames, defects and frames per label (to compare a shadow model)."""
-    view = HOURLY
-    keys = (view.c.model_version, view.c.label)
-    query = (
-        select(*keys, func.sum(view.c.frames), func.sum(view.c.defects))
-        .where(*_where(view, window))
-        .group_by(*keys)
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
+    query = _totals(ROWS.c.model_version, ROWS.c.label).where(*_where(window))
+    rows = _fetch(engine, query)
     stats = []
     for version in sorted({row[0] for row in rows}):
         mine = sorted(((lb, int(f), int(d)) for v, lb, f, d in rows if v == version), key=_by_count)

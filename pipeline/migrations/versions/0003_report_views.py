@@ -1,5 +1,11 @@
 """Reporting views over raw detections plus the hourly summary rows that pruning leaves.
 
+`report_rows` is the base: one row per raw detection (frames 1) UNION ALL one row per
+hourly summary, each with `at` (capture time, or the summary's hour) and `hour` (its UTC
+hour bucket). Filter it on `at` and aggregate: the filter reaches the indexes on
+detections.captured_at, which is what makes windowed reports fast (pipeline/reporting.py).
+The grouped views on top are whole-history conveniences for SQL users and dashboards.
+
 Every view counts inferred frames only (label <> ''; stale, undecodable and invalid-output
 rows carry an empty label, in `detections` and in `detection_hourly` alike), so a report
 gives the same numbers before and after `linewatch db prune`.
@@ -19,23 +25,38 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+# Dropped in this order (dependents first).
 VIEWS = (
     "report_top_hours",
+    "report_model_versions",
     "report_camera_shift",
     "report_camera_hour",
     "report_class_hour",
     "report_hourly",
+    "report_rows",
 )
 
 # PostgreSQL sums bigints as numeric; the views keep whole counts.
 _SUMS = "CAST(SUM(frames) AS BIGINT) AS frames, CAST(SUM(defects) AS BIGINT) AS defects"
+_RATE = "CAST(SUM(defects) AS FLOAT) / SUM(frames) AS defect_rate"
 
 
-def _hour_sql(dialect: str) -> tuple[str, str]:
-    """(raw detections' hour bucket, summary rows' hour) as the same UTC type."""
+def _rows_sql(dialect: str) -> str:
+    """Raw detections (frames 1) UNION ALL hourly summaries, inferred frames only."""
     if dialect == "postgresql":
-        return "date_trunc('hour', captured_at AT TIME ZONE 'UTC')", "(hour AT TIME ZONE 'UTC')"
-    return "(substr(captured_at, 1, 13) || ':00:00.000000')", "hour"
+        raw_hour, summary_hour = (
+            "date_trunc('hour', captured_at AT TIME ZONE 'UTC')",
+            ("hour AT TIME ZONE 'UTC'"),
+        )
+    else:
+        raw_hour, summary_hour = "substr(captured_at, 1, 13) || ':00:00.000000'", "hour"
+    return (
+        f"SELECT camera_id, captured_at AS at, {raw_hour} AS hour, model_version, label, "
+        "CAST(1 AS BIGINT) AS frames, CAST(CASE WHEN is_defect THEN 1 ELSE 0 END AS BIGINT) "
+        "AS defects FROM detections WHERE label <> '' "
+        f"UNION ALL SELECT camera_id, hour AS at, {summary_hour} AS hour, model_version, "
+        "label, frames, defects FROM detection_hourly WHERE label <> ''"
+    )
 
 
 def _shift_sql(dialect: str) -> tuple[str, str]:
@@ -55,43 +76,34 @@ def _shift_sql(dialect: str) -> tuple[str, str]:
     return start, name
 
 
-def _union(dialect: str, keys: tuple[str, ...]) -> str:
-    """Raw detections rolled up per hour and `keys`, UNION ALL the summary rows."""
-    raw_hour, summary_hour = _hour_sql(dialect)
-    columns = "".join(f", {key}" for key in keys)
-    return (
-        f"SELECT camera_id, {raw_hour} AS hour{columns}, COUNT(*) AS frames, "
-        "SUM(CASE WHEN is_defect THEN 1 ELSE 0 END) AS defects "
-        f"FROM detections WHERE label <> '' GROUP BY camera_id, {raw_hour}{columns} "
-        f"UNION ALL SELECT camera_id, {summary_hour} AS hour{columns}, frames, defects "
-        "FROM detection_hourly WHERE label <> ''"
-    )
-
-
-def _rollup(dialect: str, keys: tuple[str, ...]) -> str:
-    """Frames and defects per camera, hour and `keys` (an hour pruned half-way has two parts)."""
-    columns = ", ".join(("camera_id", "hour", *keys))
-    return (
-        f"SELECT {columns}, {_SUMS} "
-        f"FROM ({_union(dialect, keys)}) AS parts GROUP BY {columns}"
-    )
+def _grouped(keys: str, source: str = "report_rows", rate: bool = False) -> str:
+    rate_sql = f", {_RATE}" if rate else ""
+    return f"SELECT {keys}, {_SUMS}{rate_sql} FROM {source} GROUP BY {keys}"
 
 
 def _view_sql(dialect: str) -> dict[str, str]:
     shift_start, shift = _shift_sql(dialect)
     return {
-        "report_hourly": _rollup(dialect, ("model_version", "label")),
-        "report_class_hour": _rollup(dialect, ("label",)),
+        "report_rows": _rows_sql(dialect),
+        "report_hourly": _grouped("camera_id, hour, model_version, label"),
+        "report_class_hour": _grouped("camera_id, hour, label"),
         "report_camera_hour": (
-            f"SELECT camera_id, hour, {shift_start} AS shift_start, {shift} AS shift, "
-            f"frames, defects FROM ({_rollup(dialect, ())}) AS per_hour"
+            f"SELECT camera_id, hour, {shift_start} AS shift_start, {shift} AS shift, frames, "
+            f"defects, defect_rate FROM ({_grouped('camera_id, hour', rate=True)}) AS per_hour"
         ),
-        "report_camera_shift": (
-            f"SELECT camera_id, shift_start, shift, {_SUMS} FROM report_camera_hour "
-            "GROUP BY camera_id, shift_start, shift"
+        "report_camera_shift": _grouped(
+            "camera_id, shift_start, shift", "report_camera_hour", rate=True
+        ),
+        "report_model_versions": (
+            "SELECT model_version, label, frames, defects, "
+            "SUM(frames) OVER version AS version_frames, "
+            "CAST(SUM(defects) OVER version AS FLOAT) / SUM(frames) OVER version "
+            "AS version_defect_rate, CAST(frames AS FLOAT) / SUM(frames) OVER version AS share "
+            f"FROM ({_grouped('model_version, label')}) AS per_class "
+            "WINDOW version AS (PARTITION BY model_version)"
         ),
         "report_top_hours": (
-            "SELECT camera_id, hour, frames, defects, "
+            "SELECT camera_id, hour, frames, defects, defect_rate, "
             "RANK() OVER (ORDER BY defects DESC) AS defect_rank "
             "FROM report_camera_hour WHERE defects > 0"
         ),

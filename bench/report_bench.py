@@ -1,0 +1,228 @@
+"""Report queries over 10 million detections in PostgreSQL, before and after pruning.
+
+    python bench/report_bench.py                      # 10M rows, writes bench/RESULTS.md
+    python bench/report_bench.py --rows 1000000 --no-write
+
+Fills a private schema (created here, dropped at the end) with server-side
+INSERT ... SELECT generate_series, runs ANALYZE, then times every report query
+(pipeline/reporting.py) over the last 24 h and the full 30 days: first on raw rows,
+then after rolling everything older than a day into hourly summaries. The roll-up is the
+SQL equivalent of `linewatch db prune --older-than 1d` (the Python prune would take
+minutes here); the bench checks both give the same reports. Its section of
+bench/RESULTS.md starts at the `<!-- report-bench -->` marker; nothing above it changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+from linewatch.pipeline import reporting, storage
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "<!-- report-bench -->"
+DAYS = 30
+CAMERAS = 10
+CHUNK = 1_000_000
+
+# Row i: camera i % CAMERAS, evenly spread over the last DAYS days; a multiplicative hash
+# picks the label: 1% stale (empty label), 93% free, the rest five defect classes.
+FILL = """
+INSERT INTO detections (camera_id, seq, pts, status, model_name, model_version, label,
+    score, topk, is_defect, captured_at, capture_ts, ingest_ts, dequeue_ts, infer_start_ts,
+    infer_end_ts, sink_ts, worker_id)
+SELECT camera_id, i / :cameras, (i / :cameras) * 0.2, CASE WHEN label = '' THEN 'stale'
+    ELSE 'ok' END, 'linewatch-tile', version, label, 0.9, label || '\:0.9000',
+    label NOT IN ('', 'free'), at, ts, ts, ts, ts, ts, ts, 'bench'
+FROM (
+    SELECT i, 'cam' || lpad((i % :cameras)::text, 2, '0') AS camera_id,
+        CASE WHEN i % 10 = 0 THEN 'v2-shadow' ELSE 'v1' END AS version,
+        CASE WHEN h < 10 THEN '' WHEN h < 940 THEN 'free' WHEN h < 965 THEN 'crack'
+            WHEN h < 980 THEN 'blowhole' WHEN h < 990 THEN 'break' WHEN h < 995 THEN 'fray'
+            ELSE 'uneven' END AS label,
+        at, (extract(epoch FROM at) * 1e9)::bigint AS ts
+    FROM (
+        SELECT i, (i * 2654435761) % 1000 AS h, :start + i * :step AS at
+        FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS i
+    ) AS hashed
+) AS generated
+"""
+
+# `linewatch db prune` in one statement pair (pipeline/retention.py does it batch by batch).
+ROLL_UP = """
+INSERT INTO detection_hourly (camera_id, hour, model_version, label, frames, defects)
+SELECT camera_id, date_trunc('hour', captured_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+    model_version, label, count(*), sum(CASE WHEN is_defect THEN 1 ELSE 0 END)
+FROM detections WHERE captured_at < :cutoff
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (camera_id, hour, model_version, label) DO UPDATE
+SET frames = detection_hourly.frames + excluded.frames,
+    defects = detection_hourly.defects + excluded.defects
+"""
+QUERIES: dict[str, Callable[[Engine, reporting.Window], object]] = {
+    "defects per camera per hour": reporting.camera_hours,
+    "defects per camera per shift": reporting.camera_shifts,
+    "defect rate per class": reporting.class_rates,
+    "top defective hours": reporting.top_hours,
+    "model version comparison": reporting.model_versions,
+}
+
+
+def fill(engine: Engine, rows: int, now: datetime) -> float:
+    """Insert `rows` detections; returns seconds."""
+    start, began = now - timedelta(days=DAYS), time.perf_counter()
+    step = timedelta(days=DAYS) / rows
+    for lo in range(0, rows, CHUNK):
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL synchronous_commit = off"))
+            connection.execute(
+                text(FILL),
+                {
+                    "cameras": CAMERAS,
+                    "start": start,
+                    "step": step,
+                    "lo": lo,
+                    "hi": min(lo + CHUNK, rows) - 1,
+                },
+            )
+        print(f"  {min(lo + CHUNK, rows):>11,} rows", flush=True)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE"))
+    return time.perf_counter() - began
+
+
+def roll_up(engine: Engine, now: datetime) -> float:
+    began = time.perf_counter()
+    cutoff = now - timedelta(days=1)
+    with engine.begin() as connection:
+        connection.execute(text(ROLL_UP), {"cutoff": cutoff})
+        connection.execute(text("DELETE FROM detections WHERE captured_at < :c"), {"c": cutoff})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE"))
+    return time.perf_counter() - began
+
+
+def best_of(call: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Fastest of `repeats` runs (the machine is shared) and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        result = call()
+        best = min(best, time.perf_counter() - began)
+    return best, result
+
+
+def time_reports(
+    engine: Engine, windows: dict[str, reporting.Window], repeats: int
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], object]]:
+    seconds, results = {}, {}
+    for window_name, window in windows.items():
+        for name, query in QUERIES.items():
+            key = (window_name, name)
+            seconds[key], results[key] = best_of(lambda q=query, w=window: q(engine, w), repeats)
+            print(f"  {window_name:<8} {name:<30} {seconds[key] * 1000:8.0f} ms", flush=True)
+    return seconds, results
+
+
+def machine() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
+    return f"{os.cpu_count()} cores ({names[0] if names else platform.processor()})"
+
+
+def section(
+    args: argparse.Namespace,
+    loads: dict[str, float],
+    raw: dict,
+    pruned: dict,
+    same: bool,
+    server: str,
+) -> str:
+    lines = [
+        MARKER,
+        "## Report over 10M rows (PostgreSQL)"
+        if args.rows == 10_000_000
+        else f"## Report over {args.rows:,} rows (PostgreSQL)",
+        "",
+        f"Run: `python bench/report_bench.py --rows {args.rows}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, {server}.  ",
+        f"{args.rows:,} detections over {DAYS} days, {CAMERAS} cameras, 2 model versions; "
+        f"fill {loads['fill']:.0f} s (INSERT ... SELECT generate_series + VACUUM ANALYZE), "
+        f"roll-up of all but the last day into hourly summaries {loads['prune']:.0f} s.  ",
+        f"Best of {args.repeats} runs per query. Reports identical before and after the "
+        f"roll-up: {'yes' if same else 'NO'}.",
+        "",
+        "| report query | last 24 h, raw | 30 days, raw | last 24 h, pruned | 30 days, pruned |",
+        "|---|---|---|---|---|",
+    ]
+    for name in QUERIES:
+        cells = [
+            f"{table[(w, name)] * 1000:.0f} ms" for table in (raw, pruned) for w in ("24h", "30d")
+        ]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, text_: str) -> None:
+    """Replace this bench's section (from MARKER on); keep everything above it."""
+    old = path.read_text() if path.exists() else ""
+    head = old.split(MARKER, 1)[0].rstrip("\n")
+    path.write_text(f"{head}\n\n{text_}" if head else text_)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(
+            "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    schema = f"report_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        server = connection.execute(text("SHOW server_version")).scalar()
+    try:
+        engine = storage.open_database(f"{args.url}?options=-csearch_path%3D{schema}")
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        windows = {
+            "24h": reporting.Window(now - timedelta(hours=24), now),
+            "30d": reporting.Window(now - timedelta(days=DAYS, hours=1), now),
+        }
+        print(f"filling {args.rows:,} rows into schema {schema}", flush=True)
+        loads = {"fill": fill(engine, args.rows, now)}
+        print(f"filled in {loads['fill']:.1f} s; raw rows:", flush=True)
+        raw, raw_results = time_reports(engine, windows, args.repeats)
+        loads["prune"] = roll_up(engine, now)
+        print(f"rolled up in {loads['prune']:.1f} s; after prune:", flush=True)
+        pruned, pruned_results = time_reports(engine, windows, args.repeats)
+        same = raw_results == pruned_results
+        print(f"reports identical before and after prune: {same}")
+        engine.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    if not args.no_write:
+        write_section(args.out, section(args, loads, raw, pruned, same, f"PostgreSQL {server}"))
+        print(f"wrote {args.out}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
