@@ -8,6 +8,7 @@ parsed as YAML scalars, so numbers and booleans keep their types.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 class CameraSettings(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     url: str
@@ -41,6 +46,17 @@ class CameraSettings(Strict):
     resize: tuple[int, int] | None = None
     encoding: Literal["jpeg", "png", "raw-u8"] = "jpeg"
     jpeg_quality: int = Field(default=90, ge=10, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        match = _SCHEME.match(url)
+        if match and match[1].lower() not in (*STREAM_SCHEMES, "file"):
+            supported = ", ".join(f"{s}://" for s in STREAM_SCHEMES)
+            raise ValueError(
+                f"scheme {match[1]!r} is not supported; use {supported}, file:// or a file path"
+            )
+        return url
 
 
 class IngestSettings(Strict):

@@ -24,12 +24,13 @@ import av
 import cv2
 import numpy as np
 
+from linewatch.pipeline.config import STREAM_SCHEMES
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.redact import redact_url
 
 log = logging.getLogger(__name__)
 
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://")
+LIVE_SCHEMES = tuple(f"{scheme}://" for scheme in STREAM_SCHEMES)
 SPAWN_GRACE_S = 5.0  # a spawned decoder needs a moment to import av and numpy
 QUEUE_FRAMES = 8  # frames a live decoder may get ahead of its reader
 POLL_S = 0.25  # how often the reader checks that the decoder is still alive

@@ -57,3 +57,17 @@ def test_alert_rule_needs_n_at_least_k() -> None:
 def test_default_database_is_a_sqlite_file_in_data_dir(tmp_path: Path) -> None:
     settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path)})
     assert settings.resolved_database_url() == f"sqlite:///{tmp_path.resolve()}/linewatch.db"
+
+
+@pytest.mark.parametrize("url", ["ftp://op:pw-9@host/a.mp4", "gopher://cam/1", "smb://nas/v.mp4"])
+def test_unsupported_url_scheme_is_named_without_credentials(url: str) -> None:
+    cameras = [{"id": "cam1", "url": url}]
+    with pytest.raises(ConfigError, match=r"cameras.0.url.*is not supported; use rtsp://") as info:
+        load_settings(environ={}, overrides={"cameras": cameras})
+    assert "pw-9" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["rtsp://cam/1", "RTSPS://cam/1", "file:///v.mp4", "/v/a.mp4"])
+def test_supported_camera_urls_are_accepted(url: str) -> None:
+    settings = load_settings(environ={}, overrides={"cameras": [{"id": "cam1", "url": url}]})
+    assert settings.cameras[0].url == url
