@@ -170,6 +170,14 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from linewatch.report import make_report
+
+    url = args.database_url or _settings(args).resolved_database_url()
+    print(make_report(url, args.since, args.until, args.camera, args.format, args.out))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from linewatch.pipeline import jobs
     from linewatch.pipeline.source import SourceOptions, open_frames
@@ -270,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--older-than", default="30d", help="prune: age such as 30d, 12h")
     db.add_argument("--config", type=Path, help="line YAML file (database_url)")
     db.set_defaults(func=cmd_db)
+
+    report = commands.add_parser("report", help="defect report for a time window (HTML or CSV)")
+    report.add_argument("--since", required=True, help="24h, 7d, or a UTC date 2026-11-01[T06:00]")
+    report.add_argument("--until", help="same forms as --since (default: now)")
+    report.add_argument("--camera", help="only this camera id")
+    report.add_argument("--format", choices=["html", "csv"], default="html")
+    report.add_argument("--out", type=Path, required=True, help="HTML file, or folder for CSV")
+    source = report.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="line YAML file (database_url)")
+    source.add_argument("--database-url", help="SQLAlchemy URL (default: from the config)")
+    report.set_defaults(func=cmd_report)
 
     analyze = commands.add_parser("analyze", help="enqueue a video file for analysis (RQ job)")
     analyze.add_argument("video", type=Path)
