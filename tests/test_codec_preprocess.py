@@ -1,10 +1,15 @@
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
+import yaml
 
 from linewatch.pipeline.codec import UndecodableImage, decode_image, encode_image
 from linewatch.pipeline.model import batch_buckets
 from linewatch.pipeline.preprocess import Preprocessor
 
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
 RNG = np.random.default_rng(0)
 IMAGE = RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8)
 
@@ -60,3 +65,25 @@ def test_batch_buckets() -> None:
     assert batch_buckets(32) == [1, 2, 4, 8, 16, 32]
     assert batch_buckets(12) == [1, 2, 4, 8, 12]
     assert batch_buckets(1) == [1]
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "png"])
+def test_decode_gives_what_cv2_bgr_decode_plus_conversion_gives(encoding: str) -> None:
+    data = encode_image(IMAGE, encoding)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    expected = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    assert np.array_equal(decode_image(data, encoding, 64, 48), expected)
+
+
+def test_batch_matches_a_straightforward_computation_for_the_shipped_model() -> None:
+    config = yaml.safe_load((MODEL_DIR / "inference.yml").read_text())
+    pre = Preprocessor.from_ops(config["PreProcess"]["transform_ops"])
+    images = [IMAGE, RNG.integers(0, 255, (360, 640, 3), dtype=np.uint8), IMAGE[::-1]]
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = [
+        (cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA) / 255 - mean) / std
+        for rgb in images
+    ]
+    batch = pre.batch(images)
+    assert batch.dtype == np.float32 and batch.flags.c_contiguous
+    assert np.allclose(batch, np.stack(expected).transpose(0, 3, 1, 2), atol=1e-5)
