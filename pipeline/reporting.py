@@ -215,8 +215,12 @@ def camera_hours(engine: Engine, window: Window) -> list[CameraHour]:
 
 def camera_shifts(engine: Engine, window: Window) -> list[CameraShift]:
     """Frames and defects per camera per shift (edge shifts hold only their in-window hours)."""
+    return shifts_of(camera_hours(engine, window))
+
+
+def shifts_of(hours: list[CameraHour]) -> list[CameraShift]:
     totals: dict[tuple[datetime, str, str], list[int]] = {}
-    for row in camera_hours(engine, window):
+    for row in hours:
         counts = totals.setdefault((row.shift_start, row.camera_id, row.shift), [0, 0])
         counts[0] += row.frames
         counts[1] += row.defects
@@ -226,9 +230,12 @@ def camera_shifts(engine: Engine, window: Window) -> list[CameraShift]:
 def class_rates(engine: Engine, window: Window) -> list[ClassRate]:
     """Per label: frames, defects and share of all inferred frames, most frequent first."""
     query = _totals(ROWS.c.label).where(*_where(window))
-    rows = [(label, int(f), int(d)) for label, f, d in _fetch(engine, query)]
+    return _rates([(label, int(f), int(d)) for label, f, d in _fetch(engine, query)])
+
+
+def _rates(rows: list[tuple[str, int, int]]) -> list[ClassRate]:
     total = sum(frames for _, frames, _ in rows)
-    rows.sort(key=lambda row: (-row[1], row[0]))
+    rows = sorted(rows, key=_by_count)
     return [ClassRate(label, f, d, f / total) for label, f, d in rows]
 
 
@@ -247,11 +254,18 @@ def top_hours(engine: Engine, window: Window, limit: int = 10) -> list[CameraHou
 
 def model_versions(engine: Engine, window: Window) -> list[ModelVersionStats]:
     """Per model version: frames, defects and frames per label (to compare a shadow model)."""
+    return _versions(_version_labels(engine, window))
+
+
+def _version_labels(engine: Engine, window: Window) -> list[tuple[str, str, int, int]]:
     query = _totals(ROWS.c.model_version, ROWS.c.label).where(*_where(window))
-    rows = _fetch(engine, query)
+    return [(v, label, int(f), int(d)) for v, label, f, d in _fetch(engine, query)]
+
+
+def _versions(rows: list[tuple[str, str, int, int]]) -> list[ModelVersionStats]:
     stats = []
     for version in sorted({row[0] for row in rows}):
-        mine = sorted(((lb, int(f), int(d)) for v, lb, f, d in rows if v == version), key=_by_count)
+        mine = sorted(((lb, f, d) for v, lb, f, d in rows if v == version), key=_by_count)
         frames, defects = sum(r[1] for r in mine), sum(r[2] for r in mine)
         stats.append(ModelVersionStats(version, frames, defects, tuple((r[0], r[1]) for r in mine)))
     return stats
@@ -261,12 +275,27 @@ def _by_count(row: tuple[str, int, int]) -> tuple[int, str]:
     return -row[1], row[0]
 
 
+def _top(hours: list[CameraHour], limit: int) -> list[CameraHour]:
+    ranked = sorted(
+        (r for r in hours if r.defects), key=lambda r: (-r.defects, r.hour, r.camera_id)
+    )
+    return ranked[:limit]
+
+
 def build_report(engine: Engine, window: Window, top: int = 10) -> Report:
+    """Every table of a report from two scans of the window (the functions above each scan)."""
+    hours = camera_hours(engine, window)
+    version_labels = _version_labels(engine, window)
+    per_label: dict[str, list[int]] = {}
+    for _, label, frames, defects in version_labels:
+        counts = per_label.setdefault(label, [0, 0])
+        counts[0] += frames
+        counts[1] += defects
     return Report(
         window=window,
-        camera_hours=camera_hours(engine, window),
-        camera_shifts=camera_shifts(engine, window),
-        class_rates=class_rates(engine, window),
-        top_hours=top_hours(engine, window, top),
-        model_versions=model_versions(engine, window),
+        camera_hours=hours,
+        camera_shifts=shifts_of(hours),
+        class_rates=_rates([(label, f, d) for label, (f, d) in per_label.items()]),
+        top_hours=_top(hours, top),
+        model_versions=_versions(version_labels),
     )

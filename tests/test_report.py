@@ -124,6 +124,10 @@ def assert_known_counts(report: reporting.Report) -> None:
 def test_reports_are_exact_and_survive_pruning(engine: Engine) -> None:
     before = reporting.build_report(engine, WHOLE_DAY)
     assert_known_counts(before)
+    assert reporting.camera_shifts(engine, WHOLE_DAY) == before.camera_shifts
+    assert reporting.class_rates(engine, WHOLE_DAY) == before.class_rates
+    assert reporting.top_hours(engine, WHOLE_DAY) == before.top_hours
+    assert reporting.model_versions(engine, WHOLE_DAY) == before.model_versions
     prune(engine)
     assert storage.count_detections(engine) == 7  # from 13:50 on
     after = reporting.build_report(engine, WHOLE_DAY)
