@@ -113,9 +113,6 @@ class Report:
         return sum(row.defects for row in self.class_rates)
 
 
-_TYPES = {"hour": DateTime, "shift_start": DateTime, "frames": BigInteger, "defects": BigInteger}
-
-
 ROWS = table(
     "report_rows",
     column("camera_id", String()),
@@ -126,7 +123,7 @@ ROWS = table(
     column("frames", BigInteger()),
     column("defects", BigInteger()),
 )
-SHIFTS = ((6, "06-14"), (14, "14-22"), (22, "22-06"))
+SHIFTS = ("06-14", "14-22", "22-06")
 
 
 def shift_of(hour: datetime) -> tuple[datetime, str]:
@@ -134,7 +131,7 @@ def shift_of(hour: datetime) -> tuple[datetime, str]:
     shifted = hour - timedelta(hours=6)
     index = shifted.hour // 8
     start = shifted.replace(hour=0, minute=0, second=0, microsecond=0)
-    return start + timedelta(hours=6 + 8 * index), SHIFTS[index][1]
+    return start + timedelta(hours=6 + 8 * index), SHIFTS[index]
 
 
 def parse_time(text: str, now: datetime) -> datetime:
