@@ -55,18 +55,31 @@ def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
         config = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
         info = _model_info(config, folder)
         preprocessor = Preprocessor.from_ops(config["PreProcess"]["transform_ops"])
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        preprocessor.output_size  # noqa: B018 (raises for a model without a fixed input size)
+    except (KeyError, TypeError, ValueError, OSError, yaml.YAMLError) as exc:
         raise ModelError(f"{folder / CONFIG_FILE} is not a valid model config: {exc!r}") from None
     return info, preprocessor, model_file, folder / PARAMS_FILE
 
 
-def _model_info(config: dict[str, Any], folder: Path) -> ModelInfo:
+def _post_process(config: dict[str, Any]) -> dict[str, Any]:
+    """The Topk settings: PaddleClas exports nest them under the op name
+    (`PostProcess: {Topk: {topk, label_list}}`); its deploy configs and ours keep them
+    flat (`PostProcess: {name: Topk, topk, class_id_map_file | label_list}`)."""
     post = config.get("PostProcess") or {}
+    if isinstance(post.get("Topk"), dict):
+        return post["Topk"]
+    if post.get("name", "Topk") != "Topk":
+        raise ValueError(f"PostProcess {post['name']!r} is not a Topk classifier post-process")
+    return post
+
+
+def _model_info(config: dict[str, Any], folder: Path) -> ModelInfo:
+    post = _post_process(config)
     labels = post.get("label_list")
     if labels is None and post.get("class_id_map_file"):
         labels = _read_class_map(folder / Path(post["class_id_map_file"]).name)
     if not labels:
-        raise ValueError("PostProcess.label_list (or class_id_map_file) is required")
+        raise ValueError("PostProcess label_list (or class_id_map_file) is required")
     extra = config.get("Linewatch") or {}
     glob = config.get("Global") or {}
     return ModelInfo(
@@ -106,15 +119,11 @@ class Classifier:
     ) -> None:
         self.info, self.preprocessor, model_file, params_file = read_model_info(folder)
         self.buckets = batch_buckets(max_batch)
-        self.device = _pick_device(device)
-        self._predictor = _create_predictor(
-            model_file,
-            params_file,
-            threads,
-            self.device,
-            tensorrt,
-            max_batch,
-            self.preprocessor.output_size,
+        self.device = pick_device(device)
+        width, height = self.preprocessor.output_size
+        trt = TensorRT({"x": ([1, 3, height, width], [max_batch, 3, height, width])}, max_batch)
+        self._predictor = create_predictor(
+            model_file, params_file, threads, self.device, trt if tensorrt else None
         )
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
@@ -187,7 +196,7 @@ def _import_paddle() -> Any:
     return paddle
 
 
-def _pick_device(device: str) -> str:
+def pick_device(device: str) -> str:
     paddle = _import_paddle()
 
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
@@ -199,22 +208,26 @@ def _pick_device(device: str) -> str:
     return "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
 
 
-def _create_predictor(
-    model_file: Path,
-    params_file: Path,
-    threads: int,
-    device: str,
-    tensorrt: bool,
-    max_batch: int,
-    size: tuple[int, int],
+@dataclass(frozen=True)
+class TensorRT:
+    """TensorRT FP16 settings: per input name, its smallest and largest shape."""
+
+    shapes: dict[str, tuple[list[int], list[int]]]
+    max_batch: int
+    min_subgraph_size: int = 3
+
+
+def create_predictor(
+    model_file: Path, params_file: Path, threads: int, device: str, tensorrt: TensorRT | None
 ) -> Any:
+    """A Paddle Inference predictor (oneDNN on CPU; TensorRT on GPU when given)."""
     inference = _import_paddle().inference
 
     config = inference.Config(str(model_file), str(params_file))
     if device == "gpu":
         config.enable_use_gpu(512, 0)
-        if tensorrt:
-            _enable_tensorrt(config, inference, max_batch, size)
+        if tensorrt is not None:
+            _enable_tensorrt(config, inference, tensorrt)
     else:
         config.disable_gpu()
         config.enable_mkldnn()
@@ -227,19 +240,15 @@ def _create_predictor(
         raise ModelError(f"paddle cannot load {model_file}: {str(exc).splitlines()[0]}") from None
 
 
-def _enable_tensorrt(config: Any, inference: Any, max_batch: int, size: tuple[int, int]) -> None:
-    width, height = size
+def _enable_tensorrt(config: Any, inference: Any, tensorrt: TensorRT) -> None:
     config.enable_tensorrt_engine(
         workspace_size=1 << 30,
-        max_batch_size=max_batch,
-        min_subgraph_size=3,
+        max_batch_size=tensorrt.max_batch,
+        min_subgraph_size=tensorrt.min_subgraph_size,
         precision_mode=inference.PrecisionType.Half,
         use_static=True,
         use_calib_mode=False,
     )
-    name = "x"
-    config.set_trt_dynamic_shape_info(
-        {name: [1, 3, height, width]},
-        {name: [max_batch, 3, height, width]},
-        {name: [max_batch, 3, height, width]},
-    )
+    smallest = {name: low for name, (low, _) in tensorrt.shapes.items()}
+    largest = {name: high for name, (_, high) in tensorrt.shapes.items()}
+    config.set_trt_dynamic_shape_info(smallest, largest, largest)

@@ -1,4 +1,10 @@
-"""SQL storage (SQLite or PostgreSQL, one code path): detections and defect events."""
+"""SQL storage (SQLite or PostgreSQL, one code path): detections and defect events.
+
+Boxes of a detection model go to `detection_boxes`, one row per box keyed by
+(detection_id, box_index) and deleted with their detection. They are written in the
+same transaction as their frame's `detections` row and only for a row that this
+transaction inserted, so a replayed result (same camera_id, seq, model_version) adds
+neither the frame nor any box again: exactly once in effect, as for frames."""
 
 from __future__ import annotations
 
@@ -7,19 +13,52 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from linewatch.pipeline import migrate
 from linewatch.pipeline.alerts import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
-from linewatch.schemas.messages import ResultMessage
-from linewatch.schemas.tables import Alert, Detection
+from linewatch.schemas.messages import Box, ResultMessage
+from linewatch.schemas.tables import Alert, Base, Detection
 
 DatabaseError = SQLAlchemyError
+
+
+class DetectionBox(Base):
+    """One box of a detection model's frame (migration 0004)."""
+
+    __tablename__ = "detection_boxes"
+    __table_args__ = (UniqueConstraint("detection_id", "box_index", name="uq_detection_box"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    detection_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("detections.id", ondelete="CASCADE"),
+    )
+    box_index: Mapped[int] = mapped_column(Integer)  # 0 = the frame's best box
+    label: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
 
 
 @dataclass(frozen=True)
@@ -70,6 +109,7 @@ def _prepare_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")  # pruning a detection deletes its boxes
         cursor.close()
 
 
@@ -111,16 +151,46 @@ def write_batch(
 
     Returns the number of new detection rows and the stored events."""
     with Session(engine) as session, session.begin():
-        inserted = 0
-        if results:
-            statement = insert_for(engine, Detection).on_conflict_do_nothing(
-                index_elements=["camera_id", "seq", "model_version"]
-            )
-            rows = [detection_row(r, sink_ts) for r in results]
-            inserted = session.execute(statement.returning(Detection.id), rows).all()
-            inserted = len(inserted)
+        inserted = _insert_detections(session, engine, results, sink_ts) if results else 0
         stored = [_store_event(session, engine, ev, evidence, sink_ts) for ev, evidence in events]
     return inserted, stored
+
+
+def _insert_detections(
+    session: Session, engine: Engine, results: Sequence[ResultMessage], sink_ts: int
+) -> int:
+    """Insert the frames not stored yet, then the boxes of exactly those frames."""
+    statement = insert_for(engine, Detection).on_conflict_do_nothing(
+        index_elements=["camera_id", "seq", "model_version"]
+    )
+    returning = statement.returning(
+        Detection.id, Detection.camera_id, Detection.seq, Detection.model_version
+    )
+    rows = [detection_row(r, sink_ts) for r in results]
+    new_ids = {(c, s, v): i for i, c, s, v in session.execute(returning, rows).all()}
+    inserted = len(new_ids)
+    boxes: list[dict[str, object]] = []
+    for result in results:
+        # pop: a frame delivered twice in one batch gets its boxes once
+        detection_id = new_ids.pop((result.camera_id, result.seq, result.model_version), None)
+        if detection_id is not None:
+            boxes += [box_row(detection_id, i, box) for i, box in enumerate(result.boxes)]
+    if boxes:
+        session.execute(insert_for(engine, DetectionBox), boxes)
+    return inserted
+
+
+def box_row(detection_id: int, index: int, box: Box) -> dict[str, object]:
+    return {
+        "detection_id": detection_id,
+        "box_index": index,
+        "label": box.label,
+        "score": box.score,
+        "x1": box.x1,
+        "y1": box.y1,
+        "x2": box.x2,
+        "y2": box.y2,
+    }
 
 
 def _store_event(
@@ -200,3 +270,19 @@ def alert_open_seqs(engine: Engine, camera_id: str) -> list[int]:
             select(Alert.opened_seq).where(Alert.camera_id == camera_id).order_by(Alert.opened_seq)
         ).all()
     return [int(seq) for seq in rows]
+
+
+def frame_boxes(engine: Engine, camera_id: str, seq: int, model_version: str) -> list[Box]:
+    """A stored frame's boxes, best first."""
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(DetectionBox)
+            .join(Detection, Detection.id == DetectionBox.detection_id)
+            .where(
+                Detection.camera_id == camera_id,
+                Detection.seq == seq,
+                Detection.model_version == model_version,
+            )
+            .order_by(DetectionBox.box_index)
+        ).all()
+    return [Box(r.label, r.score, r.x1, r.y1, r.x2, r.y2) for r in rows]

@@ -7,6 +7,7 @@ back with explicit parsing; no pickle. Every entry carries a schema version.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -118,6 +119,18 @@ class FrameMessage:
 
 
 @dataclass(frozen=True)
+class Box:
+    """A detected object in the frame's own pixel coordinates (x right, y down)."""
+
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True)
 class ResultMessage:
     camera_id: str
     seq: int
@@ -137,10 +150,16 @@ class ResultMessage:
     worker_id: str
     evidence: bytes = field(default=b"", repr=False)
     live: bool = False
+    boxes: tuple[Box, ...] = ()  # detection models only
 
     def encode(self) -> Fields:
         values = asdict(self)
         values["topk"] = json.dumps([[label, round(score, 6)] for label, score in self.topk])
+        # Classification results carry no `boxes` field at all, so their entries are
+        # exactly what consumers written before boxes existed expect.
+        values.pop("boxes")
+        if self.boxes:
+            values["boxes"] = json.dumps([_box_row(box) for box in self.boxes])
         return _encode(values)
 
     @classmethod
@@ -168,7 +187,39 @@ class ResultMessage:
             worker_id=_text(fields, "worker_id"),
             evidence=fields.get(b"evidence", b""),
             live=fields.get(b"live") == b"1",
+            boxes=_decode_boxes(fields.get(b"boxes")),
         )
+
+
+def _box_row(box: Box) -> list[object]:
+    coords = (box.x1, box.y1, box.x2, box.y2)
+    return [box.label, round(box.score, 6), *(round(value, 3) for value in coords)]
+
+
+def _decode_boxes(raw: bytes | None) -> tuple[Box, ...]:
+    """`[[label, score, x1, y1, x2, y2], ...]`; an absent field is no boxes."""
+    if raw is None:
+        return ()
+    try:
+        rows = json.loads(raw)
+        if not isinstance(rows, list):
+            raise TypeError
+        boxes = tuple(_box(*row) for row in rows)
+    except (ValueError, TypeError, OverflowError):
+        raise MessageDecodeError(
+            f"field 'boxes' is not a list of [label, score, x1, y1, x2, y2]: {raw[:40]!r}"
+        ) from None
+    for box in boxes:
+        if not all(map(math.isfinite, (box.score, box.x1, box.y1, box.x2, box.y2))):
+            raise MessageDecodeError(f"field 'boxes' has a non-finite number: {box}")
+    return boxes
+
+
+def _box(label: object, *numbers: object) -> Box:
+    if not isinstance(label, str) or len(numbers) != 5:
+        raise TypeError
+    score, x1, y1, x2, y2 = (float(n) for n in numbers)  # type: ignore[arg-type]
+    return Box(label, score, x1, y1, x2, y2)
 
 
 def _decode_topk(text: str) -> tuple[tuple[str, float], ...]:

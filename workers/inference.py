@@ -1,4 +1,4 @@
-"""Inference worker: batched classification of frames from the frames stream."""
+"""Inference worker: batched classification or detection of frames from the frames stream."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from linewatch.pipeline.batching import collect_batch
 from linewatch.pipeline.codec import UndecodableImage, decode_image
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
+from linewatch.pipeline.detector import Model, load_model
 from linewatch.pipeline.errors import ConfigError
-from linewatch.pipeline.model import Classifier
-from linewatch.pipeline.postprocess import Prediction, predictions
+from linewatch.pipeline.postprocess import Prediction, predict
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.schemas.messages import FrameMessage, ResultMessage
 
@@ -41,10 +41,11 @@ class InferenceCounters:
 
 
 class FrameBatchHandler:
-    """Classifies one batch of entries and commits results + acks in one transaction."""
+    """Analyses one batch of entries and commits results + acks in one transaction.
+    `classifier` is the running model: a Classifier or a Detector."""
 
     def __init__(
-        self, client: broker.Client, classifier: Classifier, settings: Settings, worker_id: str
+        self, client: broker.Client, classifier: Model, settings: Settings, worker_id: str
     ) -> None:
         self.client = client
         self.classifier = classifier
@@ -80,8 +81,7 @@ class FrameBatchHandler:
         statuses, images = self._decode(frames, dequeue_ts)
         infer_start = time.time_ns()
         ok_images = [image for image in images if image is not None]
-        probs = self.classifier.predict(ok_images) if ok_images else np.zeros((0, 0))
-        ok_predictions = iter(predictions(probs, self.classifier.info)) if ok_images else iter(())
+        ok_predictions = iter(predict(self.classifier, ok_images) if ok_images else ())
         infer_end = time.time_ns()
         if ok_images:
             metrics.BATCH_SIZE.observe(len(ok_images))
@@ -156,16 +156,17 @@ class FrameBatchHandler:
             worker_id=self.worker_id,
             evidence=evidence,
             live=frame.live,
+            boxes=prediction.boxes,
         )
 
 
 def run(
     client: broker.Client,
-    classifier: Classifier,
+    classifier: Model,
     settings: Settings,
     worker_id: str,
     stop: StopFlag,
-    load: Callable[[Path], Classifier] | None = None,
+    load: Callable[[Path], Model] | None = None,
 ) -> InferenceCounters:
     """Consume the frames stream until stopped; the in-flight batch always completes.
     With `load`, the worker follows `linewatch model use` (see pipeline/active_model.py)."""
@@ -239,8 +240,8 @@ def main(
         client = broker.connect(settings.redis_url, attempts=20)
         inference = settings.inference
 
-        def load(model_dir: Path) -> Classifier:
-            classifier = Classifier(
+        def load(model_dir: Path) -> Model:
+            classifier = load_model(
                 model_dir,
                 inference.threads,
                 inference.device,
