@@ -26,6 +26,8 @@ from linewatch.schemas.messages import FrameMessage
 
 log = logging.getLogger(__name__)
 
+CHECK_EVERY_S = 0.25  # how stale the backlog check and the published counters may be
+
 
 @dataclass
 class IngestCounters:
@@ -46,6 +48,8 @@ class FramePublisher:
         self.live = live
         self.counters = IngestCounters()
         self.last_seq = 0
+        self._backlog_checked = self._recorded = -CHECK_EVERY_S
+        self._over_limit = False
 
     def publish(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
         """Send frames; Redis outages are waited out (a resend is deduplicated by seq)."""
@@ -97,9 +101,14 @@ class FramePublisher:
 
     def _over_live_limit(self) -> bool:
         """Live frames are shed (and counted) once the backlog reaches half the stream bound,
-        so MAXLEN trimming only ever removes entries that were already done."""
-        limit = self.settings.ingest.max_stream_len // 2
-        return broker.backlog(self.client, self.settings.frames_stream) >= limit
+        so MAXLEN trimming only ever removes entries that were already done. The backlog is
+        read at most every CHECK_EVERY_S (a round trip per frame costs many cameras dear)."""
+        now = time.monotonic()
+        if now - self._backlog_checked >= CHECK_EVERY_S:
+            limit = self.settings.ingest.max_stream_len // 2
+            self._over_limit = broker.backlog(self.client, self.settings.frames_stream) >= limit
+            self._backlog_checked = now
+        return self._over_limit
 
     def _wait_below_watermark(self, stop: StopFlag) -> None:
         watermark = self.settings.ingest.high_watermark
@@ -108,7 +117,12 @@ class FramePublisher:
                 return
 
     def record(self, stop: StopFlag, done: bool = False) -> None:
-        """Publish this camera's counters (read by `linewatch run` and status tools)."""
+        """Publish this camera's counters (read by `linewatch run` and status tools); between
+        batches at most every CHECK_EVERY_S, always when `done` or stopping."""
+        now = time.monotonic()
+        if not done and not stop.is_set() and now - self._recorded < CHECK_EVERY_S:
+            return
+        self._recorded = now
         key = self.settings.camera_key(self.camera.id, "ingest")
         mapping = {
             "decoded": self.counters.decoded,
