@@ -116,11 +116,12 @@ class FramePublisher:
             if stop.wait(0.02):
                 return
 
-    def record(self, stop: StopFlag, done: bool = False) -> None:
+    def record(self, stop: StopFlag, done: bool = False, force: bool = False) -> None:
         """Publish this camera's counters (read by `linewatch run` and status tools); between
-        batches at most every CHECK_EVERY_S, always when `done` or stopping."""
+        batches at most every CHECK_EVERY_S; always when forced, `done` or stopping."""
         now = time.monotonic()
-        if not done and not stop.is_set() and now - self._recorded < CHECK_EVERY_S:
+        due = force or done or stop.is_set() or now - self._recorded >= CHECK_EVERY_S
+        if not due:
             return
         self._recorded = now
         key = self.settings.camera_key(self.camera.id, "ingest")
@@ -238,6 +239,7 @@ def _run_live(
         try:
             pump(announced(open_frames(camera.url, options), states), publisher, 1, stop)
         except SourceError as exc:
+            publisher.record(stop, force=True)  # what was sent before the drop
             if isinstance(exc, SourceStalled):
                 states.enter(CameraState.STALLED, str(exc))
             log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, exc, delay)
