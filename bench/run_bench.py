@@ -135,8 +135,9 @@ def _write(engine, results: list[ResultMessage], offset: int) -> None:  # type: 
 
 
 def line_settings(work: Path, name: str, redis_url: str, cameras: list[dict]) -> Settings:
+    """Bench defaults; LINEWATCH_* variables tune the rest (e.g. LINEWATCH_INFERENCE__THREADS)."""
     return load_settings(
-        environ={},
+        environ=None,
         overrides={
             "line": name,
             "redis_url": redis_url,

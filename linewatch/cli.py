@@ -213,13 +213,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from linewatch.pipeline import active_model, broker
-    from linewatch.pipeline.model import read_model_info
+    from linewatch.pipeline.detector import describe_model
 
     settings, client = _redis(args, "model")
     if args.action == "use":
         if args.model_dir is None:
             raise LinewatchError("model use needs the model folder: linewatch model use DIR")
-        info = read_model_info(args.model_dir)[0]  # a broken folder is refused here
+        info = describe_model(args.model_dir)  # a broken folder is refused here
         active_model.use_model(client, settings, args.model_dir)
         print(f"line {settings.line}: inference workers switch to {info.name} {info.version}")
         return 0

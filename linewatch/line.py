@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from linewatch.pipeline import broker, storage
 from linewatch.pipeline.config import CameraSettings, Settings
+from linewatch.pipeline.detector import describe_model
 from linewatch.pipeline.errors import ConfigError, LinewatchError
-from linewatch.pipeline.model import read_model_info
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.redis_server import EmbeddedRedis
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
@@ -54,7 +54,7 @@ def check_line(settings: Settings) -> None:
     """Fail before starting processes on what can be checked up front."""
     if not settings.cameras:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
-    read_model_info(settings.inference.model_dir)
+    describe_model(settings.inference.model_dir)
     storage.open_database(settings.resolved_database_url()).dispose()
     for camera in settings.cameras:
         probe_camera(camera, settings)

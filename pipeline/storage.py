@@ -14,13 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
-    BigInteger,
     Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -29,36 +23,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from linewatch.pipeline import migrate
 from linewatch.pipeline.alerts import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 from linewatch.schemas.messages import Box, ResultMessage
-from linewatch.schemas.tables import Alert, Base, Detection
+from linewatch.schemas.tables import Alert, Detection, DetectionBox
 
 DatabaseError = SQLAlchemyError
-
-
-class DetectionBox(Base):
-    """One box of a detection model's frame (migration 0004)."""
-
-    __tablename__ = "detection_boxes"
-    __table_args__ = (UniqueConstraint("detection_id", "box_index", name="uq_detection_box"),)
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    detection_id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"),
-        ForeignKey("detections.id", ondelete="CASCADE"),
-    )
-    box_index: Mapped[int] = mapped_column(Integer)  # 0 = the frame's best box
-    label: Mapped[str] = mapped_column(String(64))
-    score: Mapped[float] = mapped_column(Float)
-    x1: Mapped[float] = mapped_column(Float)
-    y1: Mapped[float] = mapped_column(Float)
-    x2: Mapped[float] = mapped_column(Float)
-    y2: Mapped[float] = mapped_column(Float)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""SQL tables (SQLAlchemy 2.x): one row per inferred frame, one per defect event."""
+"""SQL tables (SQLAlchemy 2.x): one row per inferred frame, one per defect event, one per
+box of a detection model's frame."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -84,3 +86,23 @@ class HourlySummary(Base):
     label: Mapped[str] = mapped_column(String(64))
     frames: Mapped[int] = mapped_column(BigInteger)
     defects: Mapped[int] = mapped_column(BigInteger)
+
+
+class DetectionBox(Base):
+    """One box of a detection model's frame (migration 0004)."""
+
+    __tablename__ = "detection_boxes"
+    __table_args__ = (UniqueConstraint("detection_id", "box_index", name="uq_detection_box"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    detection_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("detections.id", ondelete="CASCADE"),
+    )
+    box_index: Mapped[int] = mapped_column(Integer)  # 0 = the frame's best box
+    label: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)

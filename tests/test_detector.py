@@ -23,7 +23,7 @@ from linewatch.pipeline.errors import ModelError
 from linewatch.pipeline.model import Classifier
 from linewatch.pipeline.postprocess import CLEAN_LABEL, detections, predict
 from linewatch.schemas.messages import Box, FrameMessage, ResultMessage
-from linewatch.schemas.tables import Alert, Detection
+from linewatch.schemas.tables import Alert, Detection, DetectionBox
 from linewatch.workers import inference, sink
 from tests.helpers import make_settings
 from tests.test_sink_worker import run_sink_until
@@ -236,7 +236,7 @@ def frame(seq: int, image: np.ndarray) -> FrameMessage:
 
 def box_count(engine) -> int:  # type: ignore[no-untyped-def]
     with Session(engine) as session:
-        return int(session.scalar(select(func.count()).select_from(storage.DetectionBox)) or 0)
+        return int(session.scalar(select(func.count()).select_from(DetectionBox)) or 0)
 
 
 def test_duplicate_frames_in_one_batch_get_their_boxes_once(sqlite_url: str) -> None:
