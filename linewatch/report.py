@@ -101,6 +101,31 @@ def tables(report: Report) -> dict[str, Table]:
                 for m in report.model_versions
             ],
         ),
+        "shadow_comparison": (
+            (
+                "model version",
+                "shadow version",
+                "frames",
+                "same label",
+                "defects (live)",
+                "defects (shadow)",
+                "only live flags",
+                "only shadow flags",
+            ),
+            [
+                (
+                    c.model_version,
+                    c.shadow_version,
+                    c.frames,
+                    f"{c.same_label} ({_rate(c.agreement)})",
+                    c.defects,
+                    c.shadow_defects,
+                    c.only_live_defects,
+                    c.only_shadow_defects,
+                )
+                for c in report.shadow
+            ],
+        ),
     }
 
 
@@ -124,6 +149,7 @@ TITLES = {
     "class_rates": "Defect rate per class",
     "top_hours": "Top defective hours",
     "model_versions": "Model version comparison",
+    "shadow_comparison": "Shadow model against the live model, frame by frame",
 }
 STYLE = (
     "body{font-family:sans-serif;margin:24px;color:#222}"

@@ -70,6 +70,7 @@ class IngestSettings(Strict):
 
 class InferenceSettings(Strict):
     model_dir: Path = DEFAULT_MODEL_DIR
+    shadow_model_dir: Path | None = None  # also run, results stored apart, never alerted on
     max_batch: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=20, ge=0, le=10_000)
     threads: int = Field(default=2, ge=1, le=256)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    case,
     column,
     func,
     select,
@@ -33,6 +34,7 @@ from linewatch.pipeline import migrate, storage
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.retention import parse_age
+from linewatch.schemas.tables import Detection, ShadowDetection
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?$")
 
@@ -96,6 +98,24 @@ class ModelVersionStats:
 
 
 @dataclass(frozen=True)
+class ShadowComparison:
+    """The live model against a shadow model on the same frames (raw rows in the window)."""
+
+    model_version: str
+    shadow_version: str
+    frames: int
+    same_label: int
+    defects: int
+    shadow_defects: int
+    only_live_defects: int
+    only_shadow_defects: int
+
+    @property
+    def agreement(self) -> float:
+        return self.same_label / self.frames if self.frames else 0.0
+
+
+@dataclass(frozen=True)
 class Report:
     window: Window
     camera_hours: list[CameraHour]
@@ -103,6 +123,7 @@ class Report:
     class_rates: list[ClassRate]
     top_hours: list[CameraHour]
     model_versions: list[ModelVersionStats]
+    shadow: list[ShadowComparison]
 
     @property
     def frames(self) -> int:
@@ -268,6 +289,46 @@ def _versions(rows: list[tuple[str, str, int, int]]) -> list[ModelVersionStats]:
     return stats
 
 
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def shadow_comparison(engine: Engine, window: Window) -> list[ShadowComparison]:
+    """Live vs shadow results per version pair for frames captured in the window."""
+    live, shadow = Detection.__table__.alias("d"), ShadowDetection.__table__.alias("s")
+    until = _hour_floor(window.until)
+    if until < window.until:
+        until += timedelta(hours=1)
+    conditions = [
+        live.c.status == "ok",
+        shadow.c.status == "ok",
+        live.c.captured_at >= _hour_floor(window.since),
+        live.c.captured_at < until,
+    ]
+    if window.camera is not None:
+        conditions.append(live.c.camera_id == window.camera)
+    query = (
+        select(
+            live.c.model_version,
+            shadow.c.model_version,
+            func.count(),
+            _count_where(live.c.label == shadow.c.label),
+            _count_where(live.c.is_defect),
+            _count_where(shadow.c.is_defect),
+            _count_where(live.c.is_defect & ~shadow.c.is_defect),
+            _count_where(shadow.c.is_defect & ~live.c.is_defect),
+        )
+        .join(shadow, (shadow.c.camera_id == live.c.camera_id) & (shadow.c.seq == live.c.seq))
+        .where(*conditions)
+        .group_by(live.c.model_version, shadow.c.model_version)
+        .order_by(live.c.model_version, shadow.c.model_version)
+    )
+    return [
+        ShadowComparison(row[0], row[1], *(int(value or 0) for value in row[2:]))
+        for row in _fetch(engine, query)
+    ]
+
+
 def _by_count(row: tuple[str, int, int]) -> tuple[int, str]:
     return -row[1], row[0]
 
@@ -295,4 +356,5 @@ def build_report(engine: Engine, window: Window, top: int = 10) -> Report:
         class_rates=_rates([(label, f, d) for label, (f, d) in per_label.items()]),
         top_hours=_top(hours, top),
         model_versions=_versions(version_labels),
+        shadow=shadow_comparison(engine, window),
     )

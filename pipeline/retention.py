@@ -10,7 +10,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline import storage
-from linewatch.schemas.tables import Detection, HourlySummary
+from linewatch.schemas.tables import Detection, HourlySummary, ShadowDetection
 
 _AGE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -25,7 +25,8 @@ def parse_age(text: str) -> timedelta:
 
 
 def prune(engine: Engine, older_than: timedelta, batch: int = 50_000) -> int:
-    """Summarise and delete detections captured before now - `older_than`; returns rows."""
+    """Summarise and delete detections captured before now - `older_than`; returns rows.
+    Shadow-model rows of that age are deleted too (a comparison needs both sides)."""
     cutoff = datetime.now(timezone.utc) - older_than
     removed = 0
     while True:
@@ -44,6 +45,7 @@ def prune(engine: Engine, older_than: timedelta, batch: int = 50_000) -> int:
                 .limit(batch)
             ).all()
             if not rows:
+                session.execute(delete(ShadowDetection).where(ShadowDetection.captured_at < cutoff))
                 return removed
             _add_to_summary(session, engine, rows)
             session.execute(delete(Detection).where(Detection.id.in_([r.id for r in rows])))

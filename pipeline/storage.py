@@ -30,7 +30,7 @@ from linewatch.pipeline.alerts import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 from linewatch.schemas.messages import Box, ResultMessage
-from linewatch.schemas.tables import Alert, Detection, DetectionBox
+from linewatch.schemas.tables import Alert, Detection, DetectionBox, ShadowDetection
 
 DatabaseError = SQLAlchemyError
 
@@ -122,10 +122,15 @@ def write_batch(
     sink_ts: int,
 ) -> tuple[int, list[StoredEvent]]:
     """Insert results and events in one transaction; replays insert nothing twice.
+    Shadow-model results go to `shadow_detections`.
 
-    Returns the number of new detection rows and the stored events."""
+    Returns the number of new (live model) detection rows and the stored events."""
+    live = [r for r in results if not r.shadow]
+    shadow = [r for r in results if r.shadow]
     with Session(engine) as session, session.begin():
-        inserted = _insert_detections(session, engine, results, sink_ts) if results else 0
+        inserted = _insert_detections(session, engine, live, sink_ts) if live else 0
+        if shadow:
+            _insert_shadow(session, engine, shadow, sink_ts)
         stored = [_store_event(session, engine, ev, evidence, sink_ts) for ev, evidence in events]
     return inserted, stored
 
@@ -152,6 +157,17 @@ def _insert_detections(
     if boxes:
         session.execute(insert_for(engine, DetectionBox), boxes)
     return inserted
+
+
+def _insert_shadow(
+    session: Session, engine: Engine, results: Sequence[ResultMessage], sink_ts: int
+) -> None:
+    statement = insert_for(engine, ShadowDetection).on_conflict_do_nothing(
+        index_elements=["camera_id", "seq", "model_version"]
+    )
+    columns = {c.name for c in ShadowDetection.__table__.columns} - {"id"}
+    rows = [detection_row(r, sink_ts) for r in results]
+    session.execute(statement, [{k: v for k, v in row.items() if k in columns} for row in rows])
 
 
 def box_row(detection_id: int, index: int, box: Box) -> dict[str, object]:

@@ -151,6 +151,7 @@ class ResultMessage:
     evidence: bytes = field(default=b"", repr=False)
     live: bool = False
     boxes: tuple[Box, ...] = ()  # detection models only
+    shadow: bool = False  # from a shadow model: stored for comparison, never alerted on
 
     def encode(self) -> Fields:
         values = asdict(self)
@@ -160,6 +161,8 @@ class ResultMessage:
         values.pop("boxes")
         if self.boxes:
             values["boxes"] = json.dumps([_box_row(box) for box in self.boxes])
+        if values.pop("shadow"):  # likewise absent unless set
+            values["shadow"] = True
         return _encode(values)
 
     @classmethod
@@ -188,6 +191,7 @@ class ResultMessage:
             evidence=fields.get(b"evidence", b""),
             live=fields.get(b"live") == b"1",
             boxes=_decode_boxes(fields.get(b"boxes")),
+            shadow=fields.get(b"shadow") == b"1",
         )
 
 

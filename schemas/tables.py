@@ -53,6 +53,28 @@ class Detection(Base):
     worker_id: Mapped[str] = mapped_column(String(128))
 
 
+class ShadowDetection(Base):
+    """A shadow model's result for a frame: stored for comparison, never alerted on."""
+
+    __tablename__ = "shadow_detections"
+    __table_args__ = (
+        UniqueConstraint("camera_id", "seq", "model_version", name="uq_shadow_frame"),
+        Index("ix_shadow_captured_at", "captured_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    is_defect: Mapped[bool]
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sink_ts: Mapped[int] = mapped_column(BigInteger)
+
+
 class Alert(Base):
     __tablename__ = "alerts"
     __table_args__ = (UniqueConstraint("camera_id", "label", "opened_seq", name="uq_alert_event"),)

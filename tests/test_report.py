@@ -287,7 +287,7 @@ def html_report(sqlite_url: str, tmp_path: Path) -> Path:
 def test_cli_html(html_report: Path) -> None:
     page = html_report.read_text()
     assert page.count('src="data:image/png;base64,') == 3
-    assert page.count("<table>") == 6
+    assert page.count("<table>") == 7
     assert "Defects per camera per shift" in page and "<td>v2</td>" in page
     assert (
         "<td>cam1</td><td>"

@@ -45,10 +45,16 @@ class FrameBatchHandler:
     `classifier` is the running model: a Classifier or a Detector."""
 
     def __init__(
-        self, client: broker.Client, classifier: Model, settings: Settings, worker_id: str
+        self,
+        client: broker.Client,
+        classifier: Model,
+        settings: Settings,
+        worker_id: str,
+        shadow: Model | None = None,
     ) -> None:
         self.client = client
         self.classifier = classifier
+        self.shadow = shadow  # also run on every frame; its results never alert
         self.settings = settings
         self.worker_id = worker_id
         self.counters = InferenceCounters()
@@ -67,7 +73,7 @@ class FrameBatchHandler:
         results = self._results(frames, dequeue_ts)
         broker.add_to(pipe, self.settings.results_stream, [r.encode() for r in results])
         broker.ack_and_delete(pipe, self.settings.frames_stream, GROUP, [e[0] for e in entries])
-        counts = Counter(result.status for result in results)
+        counts = Counter(result.status for result in results if not result.shadow)
         for status, count in counts.items():
             metrics.FRAMES.labels("infer", status).inc(count)
         counts["inferred"] = counts.pop("ok", 0)
@@ -102,7 +108,30 @@ class FrameBatchHandler:
                     frame, status, prediction, dequeue_ts, infer_start, infer_end, evidence
                 )
             )
+        if self.shadow is not None and ok_images:
+            ok_frames = [f for f, status in zip(frames, statuses, strict=True) if status == "ok"]
+            results += self._shadow_results(self.shadow, ok_frames, ok_images, dequeue_ts)
         return results
+
+    def _shadow_results(
+        self, shadow: Model, frames: list[FrameMessage], images: list[np.ndarray], dequeue_ts: int
+    ) -> list[ResultMessage]:
+        infer_start = time.time_ns()
+        shadow_predictions = predict(shadow, images)
+        infer_end = time.time_ns()
+        return [
+            self._result(
+                frame,
+                "ok" if prediction else "invalid-output",
+                prediction or NO_PREDICTION,
+                dequeue_ts,
+                infer_start,
+                infer_end,
+                b"",
+                shadow,
+            )
+            for frame, prediction in zip(frames, shadow_predictions, strict=True)
+        ]
 
     def _decode(
         self, frames: list[FrameMessage], now: int
@@ -135,8 +164,9 @@ class FrameBatchHandler:
         infer_start: int,
         infer_end: int,
         evidence: bytes,
+        shadow: Model | None = None,
     ) -> ResultMessage:
-        info = self.classifier.info
+        info = (shadow or self.classifier).info
         return ResultMessage(
             camera_id=frame.camera_id,
             seq=frame.seq,
@@ -157,6 +187,7 @@ class FrameBatchHandler:
             evidence=evidence,
             live=frame.live,
             boxes=prediction.boxes,
+            shadow=shadow is not None,
         )
 
 
@@ -167,11 +198,12 @@ def run(
     worker_id: str,
     stop: StopFlag,
     load: Callable[[Path], Model] | None = None,
+    shadow: Model | None = None,
 ) -> InferenceCounters:
     """Consume the frames stream until stopped; the in-flight batch always completes.
     With `load`, the worker follows `linewatch model use` (see pipeline/active_model.py)."""
     stream, inference = settings.frames_stream, settings.inference
-    handler = FrameBatchHandler(client, classifier, settings, worker_id)
+    handler = FrameBatchHandler(client, classifier, settings, worker_id, shadow)
     requested = (lambda: requested_model_dir(client, settings)) if load else (lambda: None)
     switcher = ModelSwitcher(
         classifier,
@@ -261,6 +293,9 @@ def main(
             classifier.device,
             classifier.buckets,
         )
-        run(client, classifier, settings, worker_id, stop, load)
+        shadow = load(inference.shadow_model_dir) if inference.shadow_model_dir else None
+        if shadow:
+            log.info("shadow model %s %s", shadow.info.name, shadow.info.version)
+        run(client, classifier, settings, worker_id, stop, load, shadow)
 
     run_worker(worker_id, debug, body, metrics_port)

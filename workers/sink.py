@@ -85,8 +85,9 @@ class ResultBatchHandler:
 
     def _observe(self, results: list[ResultMessage], stored: list[storage.StoredEvent]) -> None:
         now = time.time_ns()
-        metrics.FRAMES.labels("sink", "written").inc(len(results))
-        for result in results:
+        live = [result for result in results if not result.shadow]
+        metrics.FRAMES.labels("sink", "written").inc(len(live))
+        for result in live:
             metrics.CAPTURE_TO_RESULT.observe((now - result.capture_ts) / 1e9)
         for item in stored:
             if item.is_new and item.event.state == "open":
@@ -108,7 +109,7 @@ class ResultBatchHandler:
         """Frames go through the reorder buffer, then the rule; events carry evidence."""
         released = []
         for result in results:
-            if result.status != "ok":
+            if result.status != "ok" or result.shadow:  # a shadow model never alerts
                 continue
             if result.is_defect and result.evidence:
                 self._evidence[(result.camera_id, result.seq)] = result.evidence
@@ -150,7 +151,8 @@ class ResultBatchHandler:
             try:
                 inserted, stored = storage.write_batch(self.engine, results, events, time.time_ns())
                 self.counters.written += inserted
-                self.counters.replayed += len(results) - inserted
+                live = sum(not result.shadow for result in results)
+                self.counters.replayed += live - inserted
                 return stored
             except storage.DatabaseError as exc:
                 log.error(
