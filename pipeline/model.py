@@ -127,7 +127,7 @@ class Classifier:
         )
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
-        self._check_output_width()
+        self._check_output_width(folder)
 
     def warm_up(self) -> None:
         width, height = self.preprocessor.output_size
@@ -160,12 +160,17 @@ class Classifier:
         self._predictor.run()
         return self._output.copy_to_cpu()
 
-    def _check_output_width(self) -> None:
+    def _check_output_width(self, folder: Path) -> None:
         width, height = self.preprocessor.output_size
         try:
             out = self._run(np.zeros((1, 3, height, width), np.float32))
         except Exception as exc:  # paddle raises many types for a shape mismatch
-            raise ModelError(f"model rejects a 1x3x{height}x{width} input: {exc}") from None
+            reason = str(exc).strip().splitlines()[0][:300]
+            raise ModelError(
+                f"model {folder} rejects a 1x3x{height}x{width} input, the size its "
+                f"{CONFIG_FILE} preprocessing makes ({reason}); export the model for 3-channel "
+                f"{width}x{height} RGB input or fix the PreProcess sizes"
+            ) from None
         if out.ndim != 2 or out.shape[1] != len(self.info.labels):
             raise ModelError(
                 f"model output shape {out.shape} does not match {len(self.info.labels)} labels "

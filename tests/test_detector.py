@@ -376,3 +376,25 @@ def test_paddleclas_export_folder_loads_and_classifies(
 
 def colour(rgb: tuple[int, int, int]) -> np.ndarray:
     return np.tile(np.array(rgb, np.uint8), (80, 100, 1))
+
+
+def test_a_model_expecting_another_input_shape_is_named(tmp_path: Path) -> None:
+    import paddle
+
+    class Greyscale(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = paddle.nn.Conv2D(1, 3, 1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return paddle.nn.functional.softmax(self.conv(x).mean(axis=[2, 3]), axis=1)
+
+    folder = tmp_path / "greyscale"
+    folder.mkdir()
+    export(Greyscale(), [spec([None, 1, 64, 64], "x")], folder / "inference")
+    (folder / "inference.yml").write_text(PADDLECLAS_YML)
+    with pytest.raises(
+        ModelError,
+        match=r"greyscale rejects a 1x3x64x64 input.*channels.*export the model for 3-channel",
+    ):
+        load_model(folder, threads=1, max_batch=2)
