@@ -48,8 +48,19 @@ class Window:
     camera: str | None = None
 
 
+class _DefectRate:
+    """defect_rate of a row with `frames` and `defects`."""
+
+    frames: int
+    defects: int
+
+    @property
+    def defect_rate(self) -> float:
+        return self.defects / self.frames if self.frames else 0.0
+
+
 @dataclass(frozen=True)
-class CameraHour:
+class CameraHour(_DefectRate):
     camera_id: str
     hour: datetime
     shift_start: datetime
@@ -57,22 +68,14 @@ class CameraHour:
     frames: int
     defects: int
 
-    @property
-    def defect_rate(self) -> float:
-        return self.defects / self.frames if self.frames else 0.0
-
 
 @dataclass(frozen=True)
-class CameraShift:
+class CameraShift(_DefectRate):
     camera_id: str
     shift_start: datetime
     shift: str  # "06-14", "14-22" or "22-06" (UTC)
     frames: int
     defects: int
-
-    @property
-    def defect_rate(self) -> float:
-        return self.defects / self.frames if self.frames else 0.0
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,11 @@ class ClassRate:
 
 
 @dataclass(frozen=True)
-class ModelVersionStats:
+class ModelVersionStats(_DefectRate):
     model_version: str
     frames: int
     defects: int
     per_class: tuple[tuple[str, int], ...]  # (label, frames), most frequent first
-
-    @property
-    def defect_rate(self) -> float:
-        return self.defects / self.frames if self.frames else 0.0
 
 
 @dataclass(frozen=True)
