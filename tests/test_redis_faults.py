@@ -38,23 +38,25 @@ def test_redis_out_of_memory_pauses_ingest_and_loses_nothing(video, tmp_path, ca
     caplog.set_level(logging.WARNING)
     with EmbeddedRedis(tmp_path / "redis") as server:
         client = broker.connect(server.url)
-        used = int(client.info("memory")["used_memory"])
-        client.config_set("maxmemory", used + 64 * 1024)
-        settings = make_settings(
-            tmp_path, "oom", server.url, cameras=[{"id": "cam1", "url": str(video)}]
-        )
+        camera = {"id": "cam1", "url": str(video), "realtime": True}  # 16 fps: 7.5 s
+        settings = make_settings(tmp_path, "oom", server.url, cameras=[camera])
         retries = metrics.REDIS_RETRIES.labels("oom")._value.get()  # noqa: SLF001
         outcome: dict[str, ingest.IngestCounters] = {}
+        stop = StopFlag()
         worker = threading.Thread(
-            target=lambda: outcome.update(
-                c=ingest.run(client, settings.cameras[0], settings, StopFlag())
-            )
+            target=lambda: outcome.update(c=ingest.run(client, settings.cameras[0], settings, stop))
         )
         worker.start()
-        wait_for(lambda: "out of memory (maxmemory reached) during XADD" in caplog.text)
-        assert worker.is_alive(), "ingest waits, it does not give up"
-        client.config_set("maxmemory", 0)  # the operator raises the limit
-        worker.join(60)
+        try:
+            wait_for(lambda: client.xlen(settings.frames_stream) >= 10)
+            client.config_set("maxmemory", client.info("memory")["used_memory"])  # Redis is full
+            wait_for(lambda: "out of memory (maxmemory reached) during" in caplog.text)
+            assert worker.is_alive(), "ingest waits, it does not give up"
+            client.config_set("maxmemory", 0)  # the operator raises the limit
+            worker.join(90)
+        finally:
+            stop.set()  # never leave the thread retrying after a failure
+            worker.join(30)
         entries = client.xrange(settings.frames_stream)
     assert outcome["c"].sent == FRAMES and outcome["c"].dropped == 0
     seqs = [FrameMessage.decode(fields).seq for _, fields in entries]
