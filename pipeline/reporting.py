@@ -198,13 +198,16 @@ def _hour_floor(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
-def _where(window: Window) -> list[ColumnElement[bool]]:
+def _where(
+    window: Window, at: ColumnElement = ROWS.c.at, camera: ColumnElement = ROWS.c.camera_id
+) -> list[ColumnElement[bool]]:
+    """The window on the `at` (capture time) and `camera` columns, in whole UTC hours."""
     until = _hour_floor(window.until)
     if until < window.until:
         until += timedelta(hours=1)
-    conditions = [ROWS.c.at >= _hour_floor(window.since), ROWS.c.at < until]
+    conditions = [at >= _hour_floor(window.since), at < until]
     if window.camera is not None:
-        conditions.append(ROWS.c.camera_id == window.camera)
+        conditions.append(camera == window.camera)
     return conditions
 
 
@@ -295,17 +298,11 @@ def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
 def shadow_comparison(engine: Engine, window: Window) -> list[ShadowComparison]:
     """Live vs shadow results per version pair for frames captured in the window."""
     live, shadow = Detection.__table__.alias("d"), ShadowDetection.__table__.alias("s")
-    until = _hour_floor(window.until)
-    if until < window.until:
-        until += timedelta(hours=1)
     conditions = [
         live.c.status == "ok",
         shadow.c.status == "ok",
-        live.c.captured_at >= _hour_floor(window.since),
-        live.c.captured_at < until,
+        *_where(window, live.c.captured_at, live.c.camera_id),
     ]
-    if window.camera is not None:
-        conditions.append(live.c.camera_id == window.camera)
     query = (
         select(
             live.c.model_version,

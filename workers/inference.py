@@ -122,7 +122,7 @@ class FrameBatchHandler:
         return [
             self._result(
                 frame,
-                "ok" if prediction else "invalid-output",
+                "ok" if prediction is not None else "invalid-output",
                 prediction or NO_PREDICTION,
                 dequeue_ts,
                 infer_start,
