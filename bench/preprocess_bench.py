@@ -21,10 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from linewatch.pipeline.codec import decode_image, encode_image
-from linewatch.pipeline.model import Classifier
-from linewatch.pipeline.preprocess import Preprocessor
-from linewatch.pipeline.simulator import LineSpec, TileSource, render_line
+from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.inference.preprocess import Preprocessor
+from linewatch.pipeline.simulation.simulator import LineSpec, TileSource, render_line
+from linewatch.pipeline.video.codec import decode_image, encode_image
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 8, 32)

@@ -5,7 +5,7 @@
 
 Fills a private schema (created here, dropped at the end) with server-side
 INSERT ... SELECT generate_series, runs ANALYZE, then times every report query
-(pipeline/reporting.py) over the last 24 h and the full 30 days: first on raw rows,
+(pipeline/storage/reporting.py) over the last 24 h and the full 30 days: first on raw rows,
 then after rolling everything older than a day into hourly summaries. The roll-up is the
 SQL equivalent of `linewatch db prune --older-than 1d` (the Python prune would take
 minutes here); the bench checks both give the same reports. Its section of
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 
-from linewatch.pipeline import reporting, storage
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import reporting
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "<!-- report-bench -->"
@@ -56,7 +57,7 @@ FROM (
 ) AS generated
 """
 
-# `linewatch db prune` in one statement pair (pipeline/retention.py does it batch by batch).
+# `linewatch db prune` in one statement pair (pipeline/storage/retention.py does it batch by batch).
 ROLL_UP = """
 INSERT INTO detection_hourly (camera_id, hour, model_version, label, frames, defects)
 SELECT camera_id, date_trunc('hour', captured_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',

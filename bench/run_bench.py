@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from linewatch.line import run_line
-from linewatch.pipeline import broker, storage
-from linewatch.pipeline.codec import encode_image
 from linewatch.pipeline.config import Settings, load_settings
-from linewatch.pipeline.model import Classifier
-from linewatch.pipeline.redis_server import EmbeddedRedis
+from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.runtime import setup_logging
-from linewatch.pipeline.simulator import LineSpec, simulate
-from linewatch.pipeline.source import SourceOptions, open_frames
+from linewatch.pipeline.simulation.simulator import LineSpec, simulate
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
+from linewatch.pipeline.video.codec import encode_image
+from linewatch.pipeline.video.source import SourceOptions, open_frames
 from linewatch.schemas.messages import FrameMessage, ResultMessage
 
 ROOT = Path(__file__).resolve().parent.parent

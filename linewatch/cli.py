@@ -19,7 +19,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _redis(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
-    from linewatch.pipeline import broker
+    from linewatch.pipeline.streams import broker
 
     settings = _settings(args)
     if not settings.redis_url:
@@ -72,7 +72,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from linewatch.pipeline import broker, dead_letters
+    from linewatch.pipeline.streams import broker, dead_letters
 
     settings, client = _redis(args, "dlq")
     stream = settings.dead_letter_stream
@@ -91,7 +91,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from linewatch.pipeline.simulator import LineSpec, simulate
+    from linewatch.pipeline.simulation.simulator import LineSpec, simulate
 
     spec = LineSpec(
         parts=args.parts,
@@ -106,9 +106,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from linewatch.pipeline import storage
-    from linewatch.pipeline.line_evaluation import FrameResult, score_line
-    from linewatch.pipeline.simulator import read_truth
+    from linewatch.pipeline.simulation.line_evaluation import FrameResult, score_line
+    from linewatch.pipeline.simulation.simulator import read_truth
+    from linewatch.pipeline.storage import database as storage
 
     try:
         truth = read_truth(args.truth)
@@ -147,13 +147,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from linewatch.pipeline import migrate, storage
     from linewatch.pipeline.redact import redact_url
+    from linewatch.pipeline.storage import database as storage
+    from linewatch.pipeline.storage import migrate
 
     url = _settings(args).resolved_database_url()
     engine = storage.create_database_engine(url)
     if args.action == "prune":
-        from linewatch.pipeline import retention
+        from linewatch.pipeline.storage import retention
 
         try:
             age = retention.parse_age(args.older_than)
@@ -180,7 +181,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from linewatch.pipeline import jobs
-    from linewatch.pipeline.source import SourceOptions, open_frames
+    from linewatch.pipeline.video.source import SourceOptions, open_frames
 
     settings, client = _redis(args, "analyze")
     next(open_frames(str(args.video), SourceOptions()))  # a clear error now, not in the job
@@ -212,8 +213,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from linewatch.pipeline import active_model, broker
-    from linewatch.pipeline.detector import describe_model
+    from linewatch.pipeline.inference import switching as active_model
+    from linewatch.pipeline.inference.detector import describe_model
+    from linewatch.pipeline.streams import broker
 
     settings, client = _redis(args, "model")
     if args.action == "use":
@@ -235,7 +237,8 @@ def cmd_model(args: argparse.Namespace) -> int:
 def cmd_rq_worker(settings_data: dict, debug: bool) -> None:
     from rq import Worker
 
-    from linewatch.pipeline import broker, jobs
+    from linewatch.pipeline import jobs
+    from linewatch.pipeline.streams import broker
 
     client = broker.connect(settings_data["redis_url"], attempts=20)
     worker = Worker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)

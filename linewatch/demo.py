@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from linewatch.line import LineStats, run_line
-from linewatch.pipeline import storage
 from linewatch.pipeline.config import Settings, load_settings
-from linewatch.pipeline.synthetic import NORMAL_LABEL, line_labels, make_tile
-from linewatch.pipeline.video_writer import write_video
+from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL, line_labels, make_tile
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.tables import Alert, Detection
 
 CAMERA_ID = "demo-cam"

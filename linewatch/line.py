@@ -8,14 +8,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from linewatch.pipeline import broker, storage
 from linewatch.pipeline.config import CameraSettings, Settings
-from linewatch.pipeline.detector import describe_model
 from linewatch.pipeline.errors import ConfigError, LinewatchError
+from linewatch.pipeline.inference.detector import describe_model
 from linewatch.pipeline.redact import redact_url
-from linewatch.pipeline.redis_server import EmbeddedRedis
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
-from linewatch.pipeline.source import SourceError, SourceOptions, is_live, open_frames
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
+from linewatch.pipeline.video.source import SourceError, SourceOptions, is_live, open_frames
 from linewatch.workers import inference, ingest, sink
 
 log = logging.getLogger(__name__)

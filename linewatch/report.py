@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from linewatch.pipeline.errors import LinewatchError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
-from linewatch.pipeline.reporting import (
+from linewatch.pipeline.storage.reporting import (
     CameraHour,
     Report,
     Window,

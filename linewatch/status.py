@@ -9,8 +9,10 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import broker, camera_state, storage
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.video import camera_state
 from linewatch.schemas.tables import Alert
 
 

@@ -21,9 +21,9 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from linewatch.pipeline import broker
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.redact import redact_url
+from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
 

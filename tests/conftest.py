@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from linewatch.pipeline import broker
 from linewatch.pipeline.errors import ServiceUnavailable
-from linewatch.pipeline.redis_server import EmbeddedRedis
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -79,7 +79,11 @@ def line_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     break, crack): end-to-end tests check exact labels against a model that knows them,
     independent of how the shipped magnetic-tile model scores on synthetic images."""
     import linewatch.pipeline.training  # noqa: F401  (legacy export format)
-    from linewatch.pipeline.synthetic import CLEAR_CUT_DEFECTS, NORMAL_LABEL, write_image_folder
+    from linewatch.pipeline.simulation.synthetic import (
+        CLEAR_CUT_DEFECTS,
+        NORMAL_LABEL,
+        write_image_folder,
+    )
     from linewatch.pipeline.training.export import export_run
     from linewatch.pipeline.training.train import TrainConfig, train
 

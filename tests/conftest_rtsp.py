@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.pipeline.redis_server import free_port
+from linewatch.pipeline.streams.embedded_redis import free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")

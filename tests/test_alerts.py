@@ -1,4 +1,4 @@
-from linewatch.pipeline.alerts import AlertEngine, FrameOutcome
+from linewatch.pipeline.alerts.rule import AlertEngine, FrameOutcome
 from linewatch.pipeline.config import AlertSettings
 
 SECOND = 1_000_000_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linewatch.pipeline.batching import collect_batch
+from linewatch.pipeline.streams.batching import collect_batch
 
 
 def reader(chunks: list[list[int]], calls: list[int | None]):  # type: ignore[no-untyped-def]

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.pipeline import broker, camera_state
-from linewatch.pipeline.camera_state import (
+from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.video import camera_state
+from linewatch.pipeline.video.camera_state import (
     CameraState,
     CameraStateMachine,
     InvalidTransition,
     redis_recorder,
 )
-from linewatch.pipeline.runtime import StopFlag
-from linewatch.pipeline.source import SourceError
-from linewatch.pipeline.video_writer import write_video
+from linewatch.pipeline.video.source import SourceError
+from linewatch.pipeline.video.video_writer import write_video
 from linewatch.workers import ingest
 from tests.helpers import make_settings
 from tests.test_source import FPS, numbered_frame

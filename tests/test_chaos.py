@@ -24,8 +24,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from linewatch.demo import write_demo_video
-from linewatch.pipeline import broker, storage
-from linewatch.pipeline.redis_server import EmbeddedRedis, find_redis_server, free_port
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from linewatch.schemas.tables import Alert, Detection
 from tests.test_e2e import defect_runs
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from linewatch.demo import write_demo_video
-from linewatch.pipeline.redis_server import free_port
+from linewatch.pipeline.streams.embedded_redis import free_port
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
 

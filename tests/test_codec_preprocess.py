@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import yaml
 
-from linewatch.pipeline.codec import UndecodableImage, decode_image, encode_image
-from linewatch.pipeline.model import batch_buckets
-from linewatch.pipeline.preprocess import Preprocessor
+from linewatch.pipeline.inference.classifier import batch_buckets
+from linewatch.pipeline.inference.preprocess import Preprocessor
+from linewatch.pipeline.video.codec import UndecodableImage, decode_image, encode_image
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
 RNG = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """`linewatch dlq` against a real Redis."""
 
-from linewatch.pipeline import broker
+from linewatch.pipeline.streams import broker
 from tests.test_cli import linewatch
 
 

@@ -16,12 +16,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 import linewatch.pipeline.training  # noqa: F401  (legacy export format: set before paddle loads)
-from linewatch.pipeline import broker, storage
-from linewatch.pipeline.codec import encode_image
-from linewatch.pipeline.detector import Detector, DetectorInfo, describe_model, load_model
 from linewatch.pipeline.errors import ModelError
-from linewatch.pipeline.model import Classifier
-from linewatch.pipeline.postprocess import CLEAN_LABEL, detections, predict
+from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.inference.detector import Detector, DetectorInfo, describe_model, load_model
+from linewatch.pipeline.inference.prediction import CLEAN_LABEL, detections, predict
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.video.codec import encode_image
 from linewatch.schemas.messages import Box, FrameMessage, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox
 from linewatch.workers import inference, sink

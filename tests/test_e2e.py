@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from linewatch.demo import write_demo_video
 from linewatch.line import run_line
-from linewatch.pipeline import storage
-from linewatch.pipeline.synthetic import NORMAL_LABEL
+from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
+from linewatch.pipeline.storage import database as storage
 from linewatch.schemas.tables import Alert, Detection
 from tests.helpers import make_settings
 

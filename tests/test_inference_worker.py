@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linewatch.pipeline import broker
-from linewatch.pipeline.codec import encode_image
 from linewatch.pipeline.config import DEFAULT_MODEL_DIR
-from linewatch.pipeline.model import Classifier, ModelInfo
-from linewatch.pipeline.postprocess import predictions
-from linewatch.pipeline.synthetic import make_tile
+from linewatch.pipeline.inference.classifier import Classifier, ModelInfo
+from linewatch.pipeline.inference.prediction import predictions
+from linewatch.pipeline.simulation.synthetic import make_tile
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.video.codec import encode_image
 from linewatch.schemas.messages import FrameMessage, ResultMessage
 from linewatch.workers.inference import GROUP, FrameBatchHandler
 from tests.helpers import make_settings

@@ -11,8 +11,9 @@ import pytest
 from rq import SimpleWorker
 
 from linewatch.demo import write_demo_video
-from linewatch.pipeline import broker, jobs
-from linewatch.pipeline.redis_server import free_port
+from linewatch.pipeline import jobs
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import free_port
 from tests.test_cli import linewatch
 
 
@@ -121,7 +122,7 @@ def test_analyze_enqueues_a_file_job_that_feeds_the_line(
 
 
 def test_sink_webhook_notifier_sends_the_alert_json(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
-    from linewatch.pipeline.notifiers import WebhookNotifier
+    from linewatch.pipeline.alerts.notifiers import WebhookNotifier
     from linewatch.schemas.messages import AlertMessage
 
     url, handler = receiver

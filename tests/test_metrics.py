@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 
 from linewatch.pipeline import metrics
-from linewatch.pipeline.redis_server import free_port
+from linewatch.pipeline.streams.embedded_redis import free_port
 
 
 def get(url: str) -> tuple[int, str]:
@@ -46,8 +46,8 @@ def test_metrics_port_is_validated(value: int) -> None:
 
 
 def test_backlog_pending_and_dead_letter_metrics(redis_client, line_name) -> None:  # type: ignore[no-untyped-def]
-    from linewatch.pipeline import broker
-    from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
+    from linewatch.pipeline.streams import broker
+    from linewatch.pipeline.streams.consumer import ConsumerLoop, decode_entries
     from linewatch.schemas.messages import FrameMessage
 
     stream, dead = f"lw:frames:{line_name}", f"lw:dead:{line_name}"

@@ -5,7 +5,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from linewatch.pipeline import migrate, storage
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import migrate
 from linewatch.schemas.tables import Base
 from tests.test_cli import linewatch
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from linewatch.pipeline import active_model, broker
-from linewatch.pipeline.codec import encode_image
 from linewatch.pipeline.config import DEFAULT_MODEL_DIR
-from linewatch.pipeline.model import Classifier
+from linewatch.pipeline.inference import switching as active_model
+from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.video.codec import encode_image
 from linewatch.schemas.messages import FrameMessage, ResultMessage
 from linewatch.workers import inference
 from tests.helpers import make_settings

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from linewatch.line import run_line
-from linewatch.pipeline import broker, metrics
+from linewatch.pipeline import metrics
 from linewatch.pipeline.errors import ServiceUnavailable
-from linewatch.pipeline.redis_server import EmbeddedRedis, free_port
 from linewatch.pipeline.runtime import StopFlag
-from linewatch.pipeline.video_writer import write_video
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis, free_port
+from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.messages import FrameMessage
 from linewatch.workers import ingest
 from tests.helpers import make_settings

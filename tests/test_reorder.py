@@ -1,5 +1,5 @@
-from linewatch.pipeline.alerts import FrameOutcome
-from linewatch.pipeline.reorder import ReorderBuffer
+from linewatch.pipeline.alerts.reorder import ReorderBuffer
+from linewatch.pipeline.alerts.rule import FrameOutcome
 
 
 class Clock:

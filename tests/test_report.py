@@ -12,9 +12,10 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
 
-from linewatch.pipeline import migrate, reporting, retention, storage
-from linewatch.pipeline.redis_server import free_port
-from linewatch.pipeline.reporting import Window
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import migrate, reporting, retention
+from linewatch.pipeline.storage.reporting import Window
+from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.schemas.messages import ResultMessage
 from tests.test_cli import assert_clean_error, linewatch
 

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import retention, storage
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import retention
 from linewatch.schemas.tables import Detection, HourlySummary
 from tests.test_cli import linewatch
 from tests.test_storage import result

@@ -10,9 +10,10 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import broker, storage
 from linewatch.pipeline.config import DEFAULT_MODEL_DIR
-from linewatch.pipeline.model import Classifier
+from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection, ShadowDetection
 from linewatch.workers import inference, sink
@@ -104,7 +105,7 @@ def test_shadow_results_are_stored_apart_never_alert_and_are_compared(
 def test_pruning_deletes_old_shadow_rows(database_url) -> None:  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
-    from linewatch.pipeline import retention
+    from linewatch.pipeline.storage import retention
 
     engine = storage.open_database(database_url)
     old = [replace(result(seq), shadow=True, capture_ts=seq * 10**9) for seq in (1, 2)]
@@ -120,7 +121,7 @@ def test_pruning_deletes_old_shadow_rows(database_url) -> None:  # type: ignore[
 def test_the_report_compares_the_shadow_model(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from datetime import datetime, timezone
 
-    from linewatch.pipeline import reporting
+    from linewatch.pipeline.storage import reporting
     from linewatch.report import tables
 
     engine = storage.open_database(database_url)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.pipeline.line_evaluation import FrameResult, score_line
-from linewatch.pipeline.simulator import LineSpec, TruthRow, read_truth, simulate
-from linewatch.pipeline.source import SourceOptions, open_frames
+from linewatch.pipeline.simulation.line_evaluation import FrameResult, score_line
+from linewatch.pipeline.simulation.simulator import LineSpec, TruthRow, read_truth, simulate
+from linewatch.pipeline.video.source import SourceOptions, open_frames
 
 
 def test_simulated_video_matches_its_truth(tmp_path: Path) -> None:

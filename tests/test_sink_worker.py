@@ -6,8 +6,9 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import broker, storage
 from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection
 from linewatch.workers import sink

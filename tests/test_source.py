@@ -20,8 +20,8 @@ import av
 import numpy as np
 import pytest
 
-from linewatch.pipeline.redis_server import free_port
-from linewatch.pipeline.source import (
+from linewatch.pipeline.streams.embedded_redis import free_port
+from linewatch.pipeline.video.source import (
     FpsSampler,
     SourceEnded,
     SourceError,
@@ -31,7 +31,7 @@ from linewatch.pipeline.source import (
     open_frames,
     redact_url,
 )
-from linewatch.pipeline.video_writer import write_video
+from linewatch.pipeline.video.video_writer import write_video
 
 WIDTH, HEIGHT, BITS, FPS, COUNT = 160, 120, 8, 16, 64
 
@@ -130,7 +130,7 @@ def test_truncated_file_yields_what_decodes(
     truncated = tmp_path / "cut.mp4"
     data = video.read_bytes()
     truncated.write_bytes(data[: len(data) * 2 // 3])
-    with caplog.at_level(logging.WARNING, "linewatch.pipeline.source"):
+    with caplog.at_level(logging.WARNING, "linewatch.pipeline.video.source"):
         numbers = [read_number(f.image) for f in open_frames(str(truncated), SourceOptions())]
     assert numbers == list(range(len(numbers))) and 0 < len(numbers) < COUNT
     assert "truncated" in caplog.text and str(truncated) in caplog.text
@@ -351,7 +351,7 @@ def test_closing_or_dropping_the_generator_stops_the_decoder(rtsp_server, video:
 
 READER = """
 import multiprocessing, sys
-from linewatch.pipeline.source import SourceOptions, open_frames
+from linewatch.pipeline.video.source import SourceOptions, open_frames
 frames = open_frames(sys.argv[1], SourceOptions(open_timeout_s=5, read_timeout_s=2))
 next(frames)
 print(multiprocessing.active_children()[0].pid, flush=True)

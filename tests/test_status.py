@@ -4,8 +4,9 @@ import re
 
 import yaml
 
-from linewatch.pipeline import broker, storage
-from linewatch.pipeline.alerts import DefectEvent
+from linewatch.pipeline.alerts.rule import DefectEvent
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
 from tests.test_cli import linewatch
 
 

@@ -2,9 +2,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import storage
-from linewatch.pipeline.alerts import DefectEvent
+from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
+from linewatch.pipeline.storage import database as storage
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection
 

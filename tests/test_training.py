@@ -12,8 +12,8 @@ import yaml
 
 import linewatch.pipeline.training  # noqa: F401  (sets the legacy export format first)
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.model import Classifier
-from linewatch.pipeline.synthetic import write_image_folder
+from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.simulation.synthetic import write_image_folder
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.evaluate import eval_items
 from linewatch.pipeline.training.export import export_run

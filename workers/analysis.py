@@ -7,9 +7,9 @@ from typing import Any
 
 from rq import get_current_job
 
-from linewatch.pipeline import broker
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.streams import broker
 from linewatch.workers import ingest
 
 

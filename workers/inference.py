@@ -12,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from linewatch.pipeline import broker, metrics
-from linewatch.pipeline.active_model import ModelSwitcher, requested_model_dir
-from linewatch.pipeline.batching import collect_batch
-from linewatch.pipeline.codec import UndecodableImage, decode_image
+from linewatch.pipeline import metrics
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
-from linewatch.pipeline.detector import Model, load_model
 from linewatch.pipeline.errors import ConfigError
-from linewatch.pipeline.postprocess import Prediction, predict
+from linewatch.pipeline.inference.detector import Model, load_model
+from linewatch.pipeline.inference.prediction import Prediction, predict
+from linewatch.pipeline.inference.switching import ModelSwitcher, requested_model_dir
 from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.batching import collect_batch
+from linewatch.pipeline.streams.consumer import ConsumerLoop, decode_entries
+from linewatch.pipeline.video.codec import UndecodableImage, decode_image
 from linewatch.schemas.messages import FrameMessage, ResultMessage
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def run(
     shadow: Model | None = None,
 ) -> InferenceCounters:
     """Consume the frames stream until stopped; the in-flight batch always completes.
-    With `load`, the worker follows `linewatch model use` (see pipeline/active_model.py)."""
+    With `load`, the worker follows `linewatch model use` (see pipeline/inference/switching.py)."""
     stream, inference = settings.frames_stream, settings.inference
     handler = FrameBatchHandler(client, classifier, settings, worker_id, shadow)
     requested = (lambda: requested_model_dir(client, settings)) if load else (lambda: None)

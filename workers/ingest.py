@@ -7,14 +7,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from linewatch.pipeline import broker, metrics
-from linewatch.pipeline.camera_state import CameraState, CameraStateMachine, redis_recorder
-from linewatch.pipeline.codec import encode_image
+from linewatch.pipeline import metrics
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.runtime import StopFlag, run_worker
-from linewatch.pipeline.source import (
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.video.camera_state import CameraState, CameraStateMachine, redis_recorder
+from linewatch.pipeline.video.codec import encode_image
+from linewatch.pipeline.video.source import (
     DecodedFrame,
     SourceError,
     SourceOptions,

@@ -9,15 +9,22 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from linewatch.pipeline import broker, metrics, storage
-from linewatch.pipeline.alerts import AlertEngine, DefectEvent, FrameOutcome
+from linewatch.pipeline import metrics
+from linewatch.pipeline.alerts.notifiers import (
+    LogNotifier,
+    Notifier,
+    PubSubNotifier,
+    WebhookNotifier,
+)
+from linewatch.pipeline.alerts.reorder import ReorderBuffer
+from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.jobs import Webhook
-from linewatch.pipeline.notifiers import LogNotifier, Notifier, PubSubNotifier, WebhookNotifier
-from linewatch.pipeline.reorder import ReorderBuffer
 from linewatch.pipeline.runtime import StopFlag, run_worker
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.consumer import ConsumerLoop, decode_entries
 from linewatch.schemas.messages import AlertMessage, ResultMessage
 
 log = logging.getLogger(__name__)

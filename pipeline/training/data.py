@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.synthetic import LABELS as SYNTHETIC_LABELS
-from linewatch.pipeline.synthetic import make_tile
+from linewatch.pipeline.simulation.synthetic import LABELS as SYNTHETIC_LABELS
+from linewatch.pipeline.simulation.synthetic import make_tile
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 MEAN_RGB = (0.485, 0.456, 0.406)

@@ -13,7 +13,7 @@ from rich.progress import track
 from rich.table import Table
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.model import Classifier
+from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.metrics import ClassReport, class_report, defect_report
 

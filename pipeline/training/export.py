@@ -12,7 +12,7 @@ import yaml
 from paddle.static import InputSpec
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.model import Classifier
+from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.metrics import pick_threshold
 from linewatch.pipeline.training.nets import build_network

@@ -6,7 +6,7 @@ A PaddleDetection export (`tools/export_model.py`) is `model.pdmodel` (or `model
 `scale_factor` (N,2: resized / original, y then x) and sometimes `im_shape` (N,2: the
 resized h, w); with NMS in the program (the default export) it returns `bbox` (M,6:
 class, score, x1, y1, x2, y2 in the original image's pixels) and `bbox_num` (N,).
-Paddle itself is reached through pipeline/model.py, the only module that imports it.
+Paddle itself is reached through pipeline/inference/classifier.py, the only module that imports it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from linewatch.pipeline.errors import ModelError
-from linewatch.pipeline.model import (
+from linewatch.pipeline.inference.classifier import (
     CONFIG_FILE,
     MODEL_FILES,
     Classifier,
@@ -31,7 +31,7 @@ from linewatch.pipeline.model import (
     pick_device,
     read_model_info,
 )
-from linewatch.pipeline.preprocess import Preprocessor
+from linewatch.pipeline.inference.preprocess import Preprocessor
 
 DETECTION_MODEL_FILES = ("model.pdmodel", "model.json")
 DETECTION_PARAMS_FILE = "model.pdiparams"

@@ -30,10 +30,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ColumnElement
 
-from linewatch.pipeline import migrate, storage
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
-from linewatch.pipeline.retention import parse_age
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import migrate
+from linewatch.pipeline.storage.retention import parse_age
 from linewatch.schemas.tables import Detection, ShadowDetection
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?$")

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from linewatch.pipeline.synthetic import DEFECT_LABELS, NORMAL_LABEL, make_tile
-from linewatch.pipeline.video_writer import write_video
+from linewatch.pipeline.simulation.synthetic import DEFECT_LABELS, NORMAL_LABEL, make_tile
+from linewatch.pipeline.video.video_writer import write_video
 
 TRUTH_COLUMNS = ("frame", "pts", "part_id", "label")
 

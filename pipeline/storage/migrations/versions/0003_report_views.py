@@ -3,7 +3,7 @@
 `report_rows` is the base: one row per raw detection (frames 1) UNION ALL one row per
 hourly summary, each with `at` (capture time, or the summary's hour) and `hour` (its UTC
 hour bucket). Filter it on `at` and aggregate: the filter reaches the indexes on
-detections.captured_at, which is what makes windowed reports fast (pipeline/reporting.py).
+detections.captured_at, which is what makes windowed reports fast (pipeline/storage/reporting.py).
 The grouped views on top are whole-history conveniences for SQL users and dashboards.
 
 Every view counts inferred frames only (label <> ''; stale, undecodable and invalid-output

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linewatch.pipeline.simulator import TruthRow
-from linewatch.pipeline.synthetic import NORMAL_LABEL
+from linewatch.pipeline.simulation.simulator import TruthRow
+from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
 
 
 @dataclass(frozen=True)

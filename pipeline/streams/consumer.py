@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from linewatch.pipeline import broker, metrics
+from linewatch.pipeline import metrics
 from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import MessageDecodeError
 
 log = logging.getLogger(__name__)

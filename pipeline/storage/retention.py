@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import storage
+from linewatch.pipeline.storage import database as storage
 from linewatch.schemas.tables import Detection, HourlySummary, ShadowDetection
 
 _AGE = re.compile(r"^(\d+)([dhm])$")

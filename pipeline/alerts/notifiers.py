@@ -6,7 +6,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from linewatch.pipeline import broker
+from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import AlertMessage
 
 if TYPE_CHECKING:  # rq is imported only where a webhook is configured

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from linewatch.pipeline import broker, metrics
+from linewatch.pipeline import metrics
+from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
 

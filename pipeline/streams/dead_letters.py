@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from linewatch.pipeline import broker
+from linewatch.pipeline.streams import broker
 
 
 @dataclass(frozen=True)

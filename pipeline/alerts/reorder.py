@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from linewatch.pipeline.alerts import FrameOutcome
+from linewatch.pipeline.alerts.rule import FrameOutcome
 
 
 @dataclass

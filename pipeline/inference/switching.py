@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from linewatch.pipeline import broker
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
 

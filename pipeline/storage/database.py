@@ -25,10 +25,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline import migrate
-from linewatch.pipeline.alerts import DefectEvent
+from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
+from linewatch.pipeline.storage import migrate
 from linewatch.schemas.messages import Box, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox, ShadowDetection
 

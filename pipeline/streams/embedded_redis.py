@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from linewatch.pipeline import broker
 from linewatch.pipeline.errors import ServiceUnavailable
+from linewatch.pipeline.streams import broker
 
 
 def find_redis_server() -> str:

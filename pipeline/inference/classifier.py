@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from linewatch.pipeline.errors import ModelError
-from linewatch.pipeline.preprocess import Preprocessor
+from linewatch.pipeline.inference.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""From results to the line: alert rules, reorder buffer, notifiers."""

@@ -1,0 +1,1 @@
+"""Paddle inference: models, preprocessing, predictions, model switching."""

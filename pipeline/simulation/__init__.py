@@ -1,0 +1,1 @@
+"""Development tools: line simulator, synthetic tiles, line evaluation."""

@@ -1,0 +1,1 @@
+"""SQL: the engine and writes, migrations, retention, reporting."""

@@ -1,0 +1,1 @@
+"""Redis Streams: broker, consumer-group loop, batching, dead letters, embedded Redis."""

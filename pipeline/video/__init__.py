@@ -1,0 +1,1 @@
+"""Video in and out: PyAV sources, codecs, camera state, the video writer."""
