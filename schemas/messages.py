@@ -253,3 +253,31 @@ class AlertMessage:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+VERDICTS = ("ok", "defect", "uninspected")
+
+
+@dataclass(frozen=True)
+class PartVerdict:
+    """One part's decision as sent to the line (MQTT reject gates, webhooks, SSE).
+
+    Times are epoch ns. `deadline_ts` is when the decision was due; a part that could not
+    be decided by then is sent as `uninspected` at the deadline.
+    """
+
+    camera_id: str
+    part_id: int
+    verdict: str  # ok | defect | uninspected
+    label: str
+    score: float
+    model_version: str
+    first_capture_ts: int
+    last_capture_ts: int
+    decided_ts: int
+    deadline_ts: int
+    views_sent: int
+    views_inferred: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)

@@ -1,5 +1,5 @@
-"""SQL tables (SQLAlchemy 2.x): one row per inferred frame, one per defect event, one per
-box of a detection model's frame."""
+"""SQL tables (SQLAlchemy 2.x): one row per inferred frame or part view, one per part
+verdict, one per defect event, one per box of a detection model's frame."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Detection(Base):
         UniqueConstraint("camera_id", "seq", "model_version", name="uq_detection_frame"),
         Index("ix_detections_captured_at", "captured_at"),
         Index("ix_detections_camera_captured", "camera_id", "captured_at"),
+        Index("ix_detections_camera_part", "camera_id", "part_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -51,6 +52,52 @@ class Detection(Base):
     infer_end_ts: Mapped[int] = mapped_column(BigInteger)
     sink_ts: Mapped[int] = mapped_column(BigInteger)
     worker_id: Mapped[str] = mapped_column(String(128))
+    part_id: Mapped[int | None] = mapped_column(BigInteger)  # part views only (migration 0006)
+    view_index: Mapped[int | None] = mapped_column(Integer)
+
+
+class Part(Base):
+    """One part that passed a camera, with its verdict (migration 0006).
+
+    Written once per (camera, part, model version) from the part's stored view results,
+    so a replayed or restarted sink reaches the same row.
+    """
+
+    __tablename__ = "parts"
+    __table_args__ = (
+        UniqueConstraint("camera_id", "part_id", "model_version", name="uq_part"),
+        Index("ix_parts_captured_at", "captured_at"),
+        Index("ix_parts_camera_captured", "camera_id", "captured_at"),
+        Index("ix_parts_verdict", "verdict"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    part_id: Mapped[int] = mapped_column(BigInteger)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    first_pts: Mapped[float] = mapped_column(Float)
+    last_pts: Mapped[float] = mapped_column(Float)
+    first_capture_ts: Mapped[int] = mapped_column(BigInteger)
+    last_capture_ts: Mapped[int] = mapped_column(BigInteger)
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # first capture
+    views_sent: Mapped[int] = mapped_column(Integer)
+    views_inferred: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))  # ok | defect | uninspected
+    label: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)  # the defect score the rule compared
+    class_scores: Mapped[str] = mapped_column(Text)  # JSON {label: summed probability share}
+    model_version: Mapped[str] = mapped_column(String(64))
+    end_reason: Mapped[str] = mapped_column(String(32))  # why the track ended
+    decided_ts: Mapped[int] = mapped_column(BigInteger)  # epoch ns the sink decided
+    deadline_ts: Mapped[int] = mapped_column(BigInteger)  # epoch ns the verdict was due
+    late: Mapped[bool]  # decided after the deadline (published as uninspected at it)
+    best_pts: Mapped[float | None] = mapped_column(Float)  # the evidence view
+    x1: Mapped[int | None] = mapped_column(Integer)
+    y1: Mapped[int | None] = mapped_column(Integer)
+    x2: Mapped[int | None] = mapped_column(Integer)
+    y2: Mapped[int | None] = mapped_column(Integer)
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # crop JPEG
 
 
 class ShadowDetection(Base):
