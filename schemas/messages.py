@@ -86,9 +86,12 @@ class FrameMessage:
     encoding: str
     image: bytes
     live: bool
+    view: PartView | None = None  # a part's view (parts mode); None: a whole frame
 
     def encode(self) -> Fields:
-        return _encode(asdict(self))
+        values = asdict(self)
+        values.pop("view")
+        return _encode({**values, **_view_fields(self.view)})
 
     @classmethod
     def decode(cls, fields: Fields) -> FrameMessage:
@@ -115,7 +118,45 @@ class FrameMessage:
             encoding=encoding,
             image=image,
             live=_text(fields, "live") == "1",
+            view=_decode_view(fields),
         )
+
+
+@dataclass(frozen=True)
+class PartView:
+    """Which part a view shows: the part's id (monotonic per camera, never reused), the
+    view's index within the part, and the part's box in the frame's own pixels."""
+
+    part_id: int
+    view_index: int
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+
+def _view_fields(view: PartView | None) -> dict[str, Any]:
+    """Absent for whole frames, so their entries are what frame-mode consumers expect."""
+    if view is None:
+        return {}
+    box = [view.x1, view.y1, view.x2, view.y2]
+    return {"part_id": view.part_id, "view_index": view.view_index, "box": json.dumps(box)}
+
+
+def _decode_view(fields: Fields) -> PartView | None:
+    if b"part_id" not in fields:
+        return None
+    raw = _text(fields, "box")
+    try:
+        x1, y1, x2, y2 = (int(value) for value in json.loads(raw))
+    except (ValueError, TypeError):
+        raise MessageDecodeError(f"field 'box' is not [x1, y1, x2, y2]: {raw[:40]!r}") from None
+    if not (x1 < x2 and y1 < y2):
+        raise MessageDecodeError(f"field 'box' is empty: {raw[:40]!r}")
+    view_index = _int(fields, "view_index")
+    if view_index < 0:
+        raise MessageDecodeError(f"field 'view_index' is negative: {view_index}")
+    return PartView(_int(fields, "part_id"), view_index, x1, y1, x2, y2)
 
 
 @dataclass(frozen=True)
@@ -152,9 +193,12 @@ class ResultMessage:
     live: bool = False
     boxes: tuple[Box, ...] = ()  # detection models only
     shadow: bool = False  # from a shadow model: stored for comparison, never alerted on
+    view: PartView | None = None  # the part view this result is for (parts mode)
 
     def encode(self) -> Fields:
         values = asdict(self)
+        values.update(_view_fields(self.view))
+        values.pop("view")
         values["topk"] = json.dumps([[label, round(score, 6)] for label, score in self.topk])
         # Classification results carry no `boxes` field at all, so their entries are
         # exactly what consumers written before boxes existed expect.
@@ -192,6 +236,7 @@ class ResultMessage:
             live=fields.get(b"live") == b"1",
             boxes=_decode_boxes(fields.get(b"boxes")),
             shadow=fields.get(b"shadow") == b"1",
+            view=_decode_view(fields),
         )
 
 
@@ -253,6 +298,66 @@ class AlertMessage:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+END_REASONS = ("left", "lost", "stuck", "stream-ended")
+PART_END_KIND = b"part-end"
+
+
+@dataclass(frozen=True)
+class PartEndMessage:
+    """Ingest's word that a part's track ended, with how many views it sent.
+
+    Added to the results stream (`kind` = part-end) so the sink can decide the part once
+    its views' results are stored, or at the deadline. Times are epoch ns.
+    """
+
+    camera_id: str
+    part_id: int
+    views_sent: int
+    first_seq: int
+    last_seq: int
+    first_pts: float
+    last_pts: float
+    first_capture_ts: int
+    last_capture_ts: int
+    ended_ts: int  # when the part left view (the verdict deadline counts from here)
+    reason: str  # left | lost | stuck | stream-ended
+
+    def encode(self) -> Fields:
+        return {b"kind": PART_END_KIND, **_encode(asdict(self))}
+
+    @classmethod
+    def decode(cls, fields: Fields) -> PartEndMessage:
+        _check_version(fields)
+        if fields.get(b"kind") != PART_END_KIND:
+            raise MessageDecodeError("not a part-end entry")
+        reason = _text(fields, "reason")
+        if reason not in END_REASONS:
+            raise MessageDecodeError(f"unknown part-end reason {reason[:20]!r}")
+        views_sent = _int(fields, "views_sent")
+        if views_sent < 0:
+            raise MessageDecodeError(f"field 'views_sent' is negative: {views_sent}")
+        return cls(
+            camera_id=_text(fields, "camera_id"),
+            part_id=_int(fields, "part_id"),
+            views_sent=views_sent,
+            first_seq=_int(fields, "first_seq"),
+            last_seq=_int(fields, "last_seq"),
+            first_pts=_float(fields, "first_pts"),
+            last_pts=_float(fields, "last_pts"),
+            first_capture_ts=_int(fields, "first_capture_ts"),
+            last_capture_ts=_int(fields, "last_capture_ts"),
+            ended_ts=_int(fields, "ended_ts"),
+            reason=reason,
+        )
+
+
+def decode_result_entry(fields: Fields) -> ResultMessage | PartEndMessage:
+    """An entry of the results stream: a view's or frame's result, or a part's end."""
+    if fields.get(b"kind") == PART_END_KIND:
+        return PartEndMessage.decode(fields)
+    return ResultMessage.decode(fields)
 
 
 VERDICTS = ("ok", "defect", "uninspected")
