@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from linewatch.pipeline.config import load_settings
+from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.runtime import setup_logging
 
@@ -42,20 +42,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from linewatch.workers import inference, ingest, sink
 
-    settings = _settings(args)
-    data = settings.model_dump(mode="json")
+    settings = _settings(args)  # the validated object, secrets intact: never a JSON dump
     if args.role == "rq":
         if not settings.redis_url:
             raise LinewatchError("`linewatch worker rq` needs redis_url (or LINEWATCH_REDIS_URL)")
-        cmd_rq_worker(data, args.debug)
+        cmd_rq_worker(settings, args.debug)
     elif args.role == "ingest":
         if not args.camera:
             raise LinewatchError("`linewatch worker ingest` needs --camera ID")
-        ingest.main(data, args.camera, args.debug, settings.metrics_port)
+        ingest.main(settings, args.camera, args.debug, settings.metrics_port)
     elif args.role == "infer":
-        inference.main(data, args.id, args.debug, settings.metrics_port)
+        inference.main(settings, args.id, args.debug, settings.metrics_port)
     else:
-        sink.main(data, args.id, args.debug, settings.metrics_port)
+        sink.main(settings, args.id, args.debug, settings.metrics_port)
     return 0
 
 
@@ -234,13 +233,13 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rq_worker(settings_data: dict, debug: bool) -> None:
+def cmd_rq_worker(settings: Settings, debug: bool) -> None:
     from rq import Worker
 
     from linewatch.pipeline import jobs
     from linewatch.pipeline.streams import broker
 
-    client = broker.connect(settings_data["redis_url"], attempts=20)
+    client = broker.connect(settings.redis_url or "", attempts=20)
     worker = Worker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
     worker.work(with_scheduler=True, logging_level="DEBUG" if debug else "INFO")
 

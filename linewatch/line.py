@@ -100,16 +100,17 @@ def read_stats(client: broker.Client, settings: Settings) -> LineStats:
 
 
 def line_roles(settings: Settings, debug: bool) -> list[Role]:
-    data = settings.model_dump(mode="json")
+    """The line's processes. Each gets the validated settings object itself (secrets
+    intact; see Role), never a JSON dump, which masks every SecretStr."""
     roles = [
-        Role(f"ingest:{c.id}", ingest.main, (data, c.id, debug), restart=is_live(c.url))
+        Role(f"ingest:{c.id}", ingest.main, (settings, c.id, debug), restart=is_live(c.url))
         for c in settings.cameras
     ]
     roles += [
-        Role(f"infer:{i}", inference.main, (data, inference.default_worker_id(i), debug))
+        Role(f"infer:{i}", inference.main, (settings, inference.default_worker_id(i), debug))
         for i in range(settings.inference.workers)
     ]
-    roles.append(Role("sink", sink.main, (data, None, debug)))
+    roles.append(Role("sink", sink.main, (settings, None, debug)))
     if settings.metrics_port:
         for index, role in enumerate(roles):
             role.args = (*role.args, settings.metrics_port + index)

@@ -100,8 +100,14 @@ def enqueue_webhook(
     )
 
 
+# What an analysis job needs of the line's settings: the job runs ingest only, on the
+# queue's own Redis connection. Job arguments are stored in Redis, so no URL (with its
+# password), camera or secret is ever among them.
+ANALYSIS_SETTINGS = {"line", "ingest"}
+
+
 def enqueue_analysis(client: broker.Client, settings: Settings, video: Path, camera_id: str) -> Job:
-    data = settings.model_dump(mode="json")
+    data = settings.model_dump(mode="json", include=ANALYSIS_SETTINGS)
     return queue(client).enqueue_call(
         ANALYSIS_JOB,
         args=(data, str(video.resolve()), camera_id),

@@ -95,7 +95,10 @@ class StopFlag:
 
 @dataclass
 class Role:
-    """One supervised process: `target(*args)` in a spawned interpreter."""
+    """One supervised process: `target(*args)` in a spawned interpreter.
+
+    `args` reach the child pickled over multiprocessing's pipe (never logged, never in
+    Redis), so a `Settings` object arrives with its secrets intact."""
 
     name: str
     target: Callable[..., Any]

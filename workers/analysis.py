@@ -9,21 +9,23 @@ from rq import get_current_job
 
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.runtime import StopFlag
-from linewatch.pipeline.streams import broker
 from linewatch.workers import ingest
 
 
 def analyze_file(settings_data: dict[str, Any], video: str, camera_id: str) -> dict[str, int]:
-    """RQ job: ingest a video file into the line; progress goes to the job's meta."""
+    """RQ job: ingest a video file into the line; progress goes to the job's meta.
+    `settings_data` holds only the line name and ingest settings (no secret is ever a job
+    argument); the frames go to the Redis the job came from."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("analyze_file runs as an RQ job (`linewatch worker rq`)")
     settings = Settings.model_validate(settings_data)
     camera = CameraSettings(id=camera_id, url=video, live=False)
-    client = broker.connect(settings.redis_url or "", attempts=5)
-    job = get_current_job()
+    client = job.connection
 
     def report(counters: Any) -> None:
-        if job is not None:
-            job.meta.update({"decoded": counters.decoded, "sent": counters.sent})
-            job.save_meta()
+        job.meta.update({"decoded": counters.decoded, "sent": counters.sent})
+        job.save_meta()
 
     counters = ingest.run(client, camera, settings, StopFlag(), on_batch=report)
     report(counters)

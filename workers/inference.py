@@ -261,13 +261,12 @@ def default_worker_id(index: int = 0) -> str:
 
 
 def main(
-    settings_data: dict, worker_id: str | None = None, debug: bool = False, metrics_port: int = 0
+    settings: Settings, worker_id: str | None = None, debug: bool = False, metrics_port: int = 0
 ) -> None:
-    """Process entry point (spawned by `linewatch run` or `linewatch worker infer`)."""
+    """Process entry point (spawned by `linewatch run` or called by `linewatch worker infer`)."""
     worker_id = worker_id or default_worker_id()
 
     def body(stop: StopFlag) -> None:
-        settings = Settings.model_validate(settings_data)
         if not settings.redis_url:
             raise ConfigError("inference worker needs redis_url (or LINEWATCH_REDIS_URL)")
         client = broker.connect(settings.redis_url, attempts=20)

@@ -270,11 +270,10 @@ def camera_states(
     return CameraStateMachine(camera.id, [recorder])
 
 
-def main(settings_data: dict, camera_id: str, debug: bool = False, metrics_port: int = 0) -> None:
-    """Process entry point (spawned by `linewatch run` or `linewatch worker ingest`)."""
+def main(settings: Settings, camera_id: str, debug: bool = False, metrics_port: int = 0) -> None:
+    """Process entry point (spawned by `linewatch run` or called by `linewatch worker ingest`)."""
 
     def body(stop: StopFlag) -> None:
-        settings = Settings.model_validate(settings_data)
         camera = find_camera(settings, camera_id)
         if not settings.redis_url:
             raise ConfigError("ingest worker needs redis_url (or LINEWATCH_REDIS_URL)")

@@ -238,13 +238,12 @@ def run(
 
 
 def main(
-    settings_data: dict, consumer: str | None = None, debug: bool = False, metrics_port: int = 0
+    settings: Settings, consumer: str | None = None, debug: bool = False, metrics_port: int = 0
 ) -> None:
-    """Process entry point (spawned by `linewatch run` or `linewatch worker sink`)."""
+    """Process entry point (spawned by `linewatch run` or called by `linewatch worker sink`)."""
     consumer = consumer or f"sink-{socket.gethostname()}"
 
     def body(stop: StopFlag) -> None:
-        settings = Settings.model_validate(settings_data)
         if not settings.redis_url:
             raise ConfigError("sink worker needs redis_url (or LINEWATCH_REDIS_URL)")
         engine = storage.open_database(settings.resolved_database_url())
