@@ -22,9 +22,7 @@ def _redis(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
     from linewatch.pipeline.streams import broker
 
     settings = _settings(args)
-    if not settings.redis_url:
-        raise LinewatchError(f"{what} needs redis_url (or LINEWATCH_REDIS_URL) of a running line")
-    return settings, broker.connect(settings.redis_url)
+    return settings, broker.connect(settings.require_redis_url(f"`linewatch {what}`"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -44,8 +42,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)  # the validated object, secrets intact: never a JSON dump
     if args.role == "rq":
-        if not settings.redis_url:
-            raise LinewatchError("`linewatch worker rq` needs redis_url (or LINEWATCH_REDIS_URL)")
         cmd_rq_worker(settings, args.debug)
     elif args.role == "ingest":
         if not args.camera:
@@ -239,7 +235,7 @@ def cmd_rq_worker(settings: Settings, debug: bool) -> None:
     from linewatch.pipeline import jobs
     from linewatch.pipeline.streams import broker
 
-    client = broker.connect(settings.redis_url or "", attempts=20)
+    client = broker.connect(settings.require_redis_url("`linewatch worker rq`"), attempts=20)
     worker = Worker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
     worker.work(with_scheduler=True, logging_level="DEBUG" if debug else "INFO")
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from linewatch.pipeline import defaults
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
 from linewatch.pipeline.inference.detector import describe_model
@@ -21,7 +22,6 @@ from linewatch.workers import inference, ingest, sink
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT_S = 120
 Progress = Callable[["LineStats"], None]
 
 
@@ -150,7 +150,7 @@ def _start_consumers_first(
     supervisor.start("infer")
     supervisor.start("sink")
     expected = settings.inference.workers + 1
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + defaults.READY_TIMEOUT_S
     while time.monotonic() < deadline and not stop.wait(0.1):
         supervisor.poll()
         try:
@@ -162,7 +162,9 @@ def _start_consumers_first(
             break
     else:
         if not stop.is_set():
-            log.warning("workers not ready after %d s; starting ingest anyway", READY_TIMEOUT_S)
+            log.warning(
+                "workers not ready after %d s; starting ingest anyway", defaults.READY_TIMEOUT_S
+            )
     supervisor.start("ingest")
 
 

@@ -141,6 +141,12 @@ class Settings(Strict):
         """Heartbeat hash of a running inference or sink worker (expires when it dies)."""
         return f"lw:worker:{self.line}:{worker_id}"
 
+    def require_redis_url(self, who: str) -> str:
+        """The Redis URL; a ConfigError saying `who` needs one when none is configured."""
+        if not self.redis_url:
+            raise ConfigError(f"{who} needs redis_url (or LINEWATCH_REDIS_URL)")
+        return self.redis_url
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

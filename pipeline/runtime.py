@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from linewatch.pipeline import defaults
 from linewatch.pipeline.redact import redact_text
+from linewatch.pipeline.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class Role:
     restart: bool = True
     process: multiprocessing.process.BaseProcess | None = None
     restarts: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(first_s=defaults.RESTART_FIRST_S))
     started_at: float = 0.0
     restart_at: float | None = None
     finished: bool = field(default=False)
@@ -150,8 +153,9 @@ class Supervisor:
                 role.finished = True
                 log.error("%s stopped on a configuration or input error (see above)", role.name)
             else:
-                quick_crash = now - role.started_at < 60
-                delay = min(30.0, 2.0**role.restarts) if quick_crash else 1.0
+                if now - role.started_at >= defaults.HEALTHY_PROCESS_S:
+                    role.backoff.reset()  # it ran a while: this crash starts the waits over
+                delay = role.backoff.next()
                 role.restarts += 1
                 role.restart_at = now + delay
                 log.warning(

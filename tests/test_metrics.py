@@ -55,7 +55,15 @@ def test_backlog_pending_and_dead_letter_metrics(redis_client, line_name) -> Non
     broker.add_entries(redis_client, stream, [{b"v": b"1"}, {b"v": b"1"}, {b"v": b"1"}])
     entries = broker.read_group(redis_client, stream, "infer", "w1", 2, None)
     loop = ConsumerLoop(
-        redis_client, stream, "infer", "w1", 8, list, bool, f"lw:worker:{line_name}:w1", dict
+        client=redis_client,
+        stream=stream,
+        group="infer",
+        consumer="w1",
+        count=8,
+        read_new=list,
+        handle=bool,
+        heartbeat_key=f"lw:worker:{line_name}:w1",
+        status=dict,
     )
     loop._beat()  # noqa: SLF001
     assert metrics.BACKLOG.labels(stream)._value.get() == 3  # noqa: SLF001

@@ -7,14 +7,14 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from linewatch.pipeline import metrics
-from linewatch.pipeline.config import Settings
-from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.config import InferenceSettings, Settings
 from linewatch.pipeline.inference.detector import Model, load_model
 from linewatch.pipeline.inference.prediction import Prediction, predict
 from linewatch.pipeline.inference.switching import ModelSwitcher, requested_model_dir
@@ -38,29 +38,46 @@ class InferenceCounters:
     undecodable: int = 0
     dead_letters: int = 0
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 class FrameBatchHandler:
     """Analyses one batch of entries and commits results + acks in one transaction.
-    `classifier` is the running model: a Classifier or a Detector."""
+    `model` is the running model (a Classifier or a Detector); with a `switcher` it
+    follows `linewatch model use` between batches."""
 
     def __init__(
         self,
         client: broker.Client,
-        classifier: Model,
+        model: Model,
         settings: Settings,
         worker_id: str,
         shadow: Model | None = None,
+        switcher: ModelSwitcher[Model] | None = None,
     ) -> None:
         self.client = client
-        self.classifier = classifier
+        self.model = model
         self.shadow = shadow  # also run on every frame; its results never alert
         self.settings = settings
         self.worker_id = worker_id
+        self.switcher = switcher
         self.counters = InferenceCounters()
 
-    def handle(self, entries: list[broker.Entry]) -> None:
+    def follow_model(self) -> None:
+        """Take the requested model once it is loaded (between batches)."""
+        if self.switcher is not None:
+            self.model = self.switcher.current()
+
+    def status(self) -> dict[str, str | int]:
+        """This worker's heartbeat fields (`linewatch status`, `linewatch model show`)."""
+        return {
+            "role": "infer",
+            "inferred": self.counters.inferred,
+            "model": self.model.info.version,
+        }
+
+    def handle(self, entries: list[broker.Entry]) -> bool:
+        """Infer one batch; True: done (the consumer loop goes on)."""
+        self.follow_model()
         dequeue_ts = time.time_ns()
         pipe = broker.transaction(self.client)
         frames = decode_entries(
@@ -83,12 +100,13 @@ class FrameBatchHandler:
         broker.add_counts(pipe, self.settings.stats_key, counts)
         pipe.execute()
         self.counters.batches += 1
+        return True
 
     def _results(self, frames: list[FrameMessage], dequeue_ts: int) -> list[ResultMessage]:
         statuses, images = self._decode(frames, dequeue_ts)
         infer_start = time.time_ns()
         ok_images = [image for image in images if image is not None]
-        ok_predictions = iter(predict(self.classifier, ok_images) if ok_images else ())
+        ok_predictions = iter(predict(self.model, ok_images) if ok_images else ())
         infer_end = time.time_ns()
         if ok_images:
             metrics.BATCH_SIZE.observe(len(ok_images))
@@ -167,7 +185,7 @@ class FrameBatchHandler:
         evidence: bytes,
         shadow: Model | None = None,
     ) -> ResultMessage:
-        info = (shadow or self.classifier).info
+        info = (shadow or self.model).info
         return ResultMessage(
             camera_id=frame.camera_id,
             seq=frame.seq,
@@ -194,7 +212,7 @@ class FrameBatchHandler:
 
 def run(
     client: broker.Client,
-    classifier: Model,
+    model: Model,
     settings: Settings,
     worker_id: str,
     stop: StopFlag,
@@ -203,45 +221,26 @@ def run(
 ) -> InferenceCounters:
     """Consume the frames stream until stopped; the in-flight batch always completes.
     With `load`, the worker follows `linewatch model use` (see pipeline/inference/switching.py)."""
-    stream, inference = settings.frames_stream, settings.inference
-    handler = FrameBatchHandler(client, classifier, settings, worker_id, shadow)
-    requested = (lambda: requested_model_dir(client, settings)) if load else (lambda: None)
-    switcher = ModelSwitcher(
-        classifier,
-        requested() or inference.model_dir,
-        load or (lambda _: classifier),
-        requested,
-    )
-
-    def follow_model() -> None:
-        handler.classifier = switcher.current()
-
-    def read_new() -> list[broker.Entry]:
-        def read(count: int, block: int | None) -> list[broker.Entry]:
-            return broker.read_group(client, stream, GROUP, worker_id, count, block)
-
-        return collect_batch(read, inference.max_batch, inference.max_wait_ms, idle_block_ms=500)
-
-    def handle(entries: list[broker.Entry]) -> bool:
-        follow_model()
-        handler.handle(entries)
-        return True
-
+    switcher = None
+    if load is not None:
+        switcher = ModelSwitcher(
+            model=model,
+            model_dir=requested_model_dir(client, settings) or settings.inference.model_dir,
+            load=load,
+            requested=partial(requested_model_dir, client, settings),
+        )
+    handler = FrameBatchHandler(client, model, settings, worker_id, shadow, switcher)
     ConsumerLoop(
-        client,
-        stream,
-        GROUP,
-        worker_id,
-        inference.max_batch,
-        read_new,
-        handle,
-        settings.worker_key(worker_id),
-        lambda: {
-            "role": "infer",
-            "inferred": handler.counters.inferred,
-            "model": handler.classifier.info.version,
-        },
-        idle=follow_model,
+        client=client,
+        stream=settings.frames_stream,
+        group=GROUP,
+        consumer=worker_id,
+        count=settings.inference.max_batch,
+        read_new=partial(read_batch, client, settings, worker_id),
+        handle=handler.handle,
+        heartbeat_key=settings.worker_key(worker_id),
+        status=handler.status,
+        idle=handler.follow_model,
     ).run(stop)
     c = handler.counters
     log.info(
@@ -256,6 +255,26 @@ def run(
     return handler.counters
 
 
+def read_batch(client: broker.Client, settings: Settings, worker_id: str) -> list[broker.Entry]:
+    """New frames: wait for a first one, then fill the batch (pipeline/streams/batching.py)."""
+    read = partial(broker.read_group, client, settings.frames_stream, GROUP, worker_id)
+    inference = settings.inference
+    return collect_batch(read, inference.max_batch, inference.max_wait_ms, idle_block_ms=500)
+
+
+def load_warm_model(inference: InferenceSettings, model_dir: Path) -> Model:
+    """The model in `model_dir` loaded as the inference settings say, every batch shape warm."""
+    model = load_model(
+        model_dir,
+        threads=inference.threads,
+        device=inference.device,
+        tensorrt=inference.tensorrt,
+        max_batch=inference.max_batch,
+    )
+    model.warm_up()
+    return model
+
+
 def default_worker_id(index: int = 0) -> str:
     return f"infer-{socket.gethostname()}-{index}"
 
@@ -267,35 +286,22 @@ def main(
     worker_id = worker_id or default_worker_id()
 
     def body(stop: StopFlag) -> None:
-        if not settings.redis_url:
-            raise ConfigError("inference worker needs redis_url (or LINEWATCH_REDIS_URL)")
-        client = broker.connect(settings.redis_url, attempts=20)
+        client = broker.connect(settings.require_redis_url("inference worker"), attempts=20)
         inference = settings.inference
-
-        def load(model_dir: Path) -> Model:
-            classifier = load_model(
-                model_dir,
-                inference.threads,
-                inference.device,
-                inference.tensorrt,
-                inference.max_batch,
-            )
-            classifier.warm_up()
-            return classifier
-
-        classifier = load(requested_model_dir(client, settings) or inference.model_dir)
+        load = partial(load_warm_model, settings.inference)
+        model = load(requested_model_dir(client, settings) or inference.model_dir)
         stop.install()  # paddle replaces the SIGTERM handler when it loads
         log.info(
             "worker %s ready: model %s %s on %s, buckets %s",
             worker_id,
-            classifier.info.name,
-            classifier.info.version,
-            classifier.device,
-            classifier.buckets,
+            model.info.name,
+            model.info.version,
+            model.device,
+            model.buckets,
         )
         shadow = load(inference.shadow_model_dir) if inference.shadow_model_dir else None
         if shadow:
             log.info("shadow model %s %s", shadow.info.name, shadow.info.version)
-        run(client, classifier, settings, worker_id, stop, load, shadow)
+        run(client, model, settings, worker_id, stop, load, shadow)
 
     run_worker(worker_id, debug, body, metrics_port)

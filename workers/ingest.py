@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from linewatch.pipeline import metrics
+from linewatch.pipeline import defaults, metrics
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.redact import redact_url
+from linewatch.pipeline.retry import Backoff
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video.camera_state import CameraState, CameraStateMachine, redis_recorder
@@ -233,22 +234,25 @@ def _run_live(
     reconnect_max_s: float,
     states: CameraStateMachine,
 ) -> None:
-    delay = 0.5
+    backoff = Backoff(max_s=reconnect_max_s)
     while not stop.is_set():
         started = time.monotonic()
         states.enter(CameraState.CONNECTING, redact_url(camera.url))
         try:
             pump(announced(open_frames(camera.url, options), states), publisher, 1, stop)
+            problem = None
         except SourceError as exc:
+            problem = exc
+        if time.monotonic() - started > defaults.HEALTHY_STREAM_S:
+            backoff.reset()  # it streamed a while: this drop starts the waits over
+        delay = backoff.next()
+        if problem is not None:
             publisher.record(stop, force=True)  # what was sent before the drop
-            if isinstance(exc, SourceStalled):
-                states.enter(CameraState.STALLED, str(exc))
-            log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, exc, delay)
-            states.enter(CameraState.BACKOFF, f"{exc}; retry in {delay:.1f} s")
-        if time.monotonic() - started > 30:
-            delay = 0.5
+            if isinstance(problem, SourceStalled):
+                states.enter(CameraState.STALLED, str(problem))
+            log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, problem, delay)
+            states.enter(CameraState.BACKOFF, f"{problem}; retry in {delay:.1f} s")
         stop.wait(delay)
-        delay = min(reconnect_max_s, delay * 2)
 
 
 def announced(frames: Iterable[DecodedFrame], states: CameraStateMachine) -> Iterator[DecodedFrame]:
@@ -275,9 +279,7 @@ def main(settings: Settings, camera_id: str, debug: bool = False, metrics_port: 
 
     def body(stop: StopFlag) -> None:
         camera = find_camera(settings, camera_id)
-        if not settings.redis_url:
-            raise ConfigError("ingest worker needs redis_url (or LINEWATCH_REDIS_URL)")
-        client = broker.connect(settings.redis_url, attempts=20)
+        client = broker.connect(settings.require_redis_url("ingest worker"), attempts=20)
         log.info("camera %s: ingesting %s", camera.id, redact_url(camera.url))
         run(client, camera, settings, stop)
 

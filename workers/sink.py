@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -19,8 +20,8 @@ from linewatch.pipeline.alerts.notifiers import (
 from linewatch.pipeline.alerts.reorder import ReorderBuffer
 from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.jobs import Webhook
+from linewatch.pipeline.retry import Interrupted, retry
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
@@ -30,7 +31,6 @@ from linewatch.schemas.messages import AlertMessage, ResultMessage
 log = logging.getLogger(__name__)
 
 GROUP = "sink"
-DB_RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -89,6 +89,10 @@ class ResultBatchHandler:
                 self.counters.alerts += item.event.state == "open"
                 self._announce(item)
         return True
+
+    def status(self) -> dict[str, str | int]:
+        """This sink's heartbeat fields (`linewatch status`)."""
+        return {"role": "sink", "written": self.counters.written}
 
     def _observe(self, results: list[ResultMessage], stored: list[storage.StoredEvent]) -> None:
         now = time.time_ns()
@@ -153,23 +157,19 @@ class ResultBatchHandler:
     def _write(
         self, results: list[ResultMessage], events: list[tuple[DefectEvent, bytes]], stop: StopFlag
     ) -> list[storage.StoredEvent] | None:
-        delay = 0.5
-        while True:
-            try:
-                inserted, stored = storage.write_batch(self.engine, results, events, time.time_ns())
-                self.counters.written += inserted
-                live = sum(not result.shadow for result in results)
-                self.counters.replayed += live - inserted
-                return stored
-            except storage.DatabaseError as exc:
-                log.error(
-                    "database write failed (%s); results stay unacknowledged, retrying in %.1f s",
-                    exc.__class__.__name__,
-                    delay,
-                )
-            if stop.wait(delay):
-                return None
-            delay = min(DB_RETRY_MAX_S, delay * 2)
+        """Store results + events; a database outage is waited out (None: stopped meanwhile)."""
+        try:
+            inserted, stored = retry(
+                lambda: storage.write_batch(self.engine, results, events, time.time_ns()),
+                storage.DatabaseError,
+                stop.wait,
+                note_database_retry,
+            )
+        except Interrupted:
+            return None
+        self.counters.written += inserted
+        self.counters.replayed += sum(not result.shadow for result in results) - inserted
+        return stored
 
     def _announce(self, item: storage.StoredEvent) -> None:
         event = item.event
@@ -194,6 +194,14 @@ class ResultBatchHandler:
                 )
 
 
+def note_database_retry(exc: BaseException, delay: float) -> None:
+    log.error(
+        "database write failed (%s); results stay unacknowledged, retrying in %.1f s",
+        exc.__class__.__name__,
+        delay,
+    )
+
+
 def run(
     client: broker.Client, engine: Engine, settings: Settings, consumer: str, stop: StopFlag
 ) -> SinkCounters:
@@ -213,16 +221,18 @@ def run(
     handler = ResultBatchHandler(client, engine, alerts, notifiers, settings)
     size = settings.sink.batch_size
     ConsumerLoop(
-        client,
-        stream,
-        GROUP,
-        consumer,
-        size,
-        lambda: broker.read_group(client, stream, GROUP, consumer, size, settings.sink.block_ms),
-        lambda entries: handler.handle(entries, stop),
-        settings.worker_key(consumer),
-        lambda: {"role": "sink", "written": handler.counters.written},
-        idle=lambda: handler.flush_due(stop),
+        client=client,
+        stream=stream,
+        group=GROUP,
+        consumer=consumer,
+        count=size,
+        read_new=partial(
+            broker.read_group, client, stream, GROUP, consumer, size, settings.sink.block_ms
+        ),
+        handle=partial(handler.handle, stop=stop),
+        heartbeat_key=settings.worker_key(consumer),
+        status=handler.status,
+        idle=partial(handler.flush_due, stop),
     ).run(stop)
     handler.flush_due(stop, everything=True)  # one try: the database may be the reason we stop
     c = handler.counters
@@ -244,10 +254,9 @@ def main(
     consumer = consumer or f"sink-{socket.gethostname()}"
 
     def body(stop: StopFlag) -> None:
-        if not settings.redis_url:
-            raise ConfigError("sink worker needs redis_url (or LINEWATCH_REDIS_URL)")
+        redis_url = settings.require_redis_url("sink worker")
         engine = storage.open_database(settings.resolved_database_url())
-        client = broker.connect(settings.redis_url, attempts=20)
+        client = broker.connect(redis_url, attempts=20)
         run(client, engine, settings, consumer, stop)
 
     run_worker(consumer, debug, body, metrics_port)

@@ -16,32 +16,27 @@ import redis
 from linewatch.pipeline import metrics
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
+from linewatch.pipeline.retry import Interrupted as Interrupted  # what with_retry raises
+from linewatch.pipeline.retry import retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRY_MAX_S = 30.0
 DEAD_FIELD_PREFIX = b"f:"
 Entry = tuple[bytes, dict[bytes, bytes]]
 RedisError = redis.RedisError
 Client = redis.Redis
 
 
-class Interrupted(Exception):
-    """A retry loop was stopped by a shutdown request."""
-
-
 def with_retry(call: Callable[[], T], wait: Callable[[float], bool], what: str) -> T:
     """`call()`, retried with capped backoff while Redis is unreachable. `wait(seconds)`
     sleeps and returns True when the caller is stopping: then Interrupted is raised."""
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except redis.RedisError as exc:
-            note_retry(exc, what, delay)
-        if wait(delay):
-            raise Interrupted(f"stopped while Redis was unavailable ({what})")
-        delay = min(RETRY_MAX_S, delay * 2)
+    return retry(
+        call,
+        redis.RedisError,
+        wait,
+        lambda exc, delay: note_retry(exc, what, delay),  # type: ignore[arg-type]
+        stopped=f"stopped while Redis was unavailable ({what})",
+    )
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
