@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from linewatch.pipeline.config import Settings, load_settings
-from linewatch.pipeline.errors import LinewatchError
+from linewatch.pipeline.errors import LinewatchError, one_line
 from linewatch.pipeline.runtime import setup_logging
 
 
@@ -200,7 +200,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         progress = ", ".join(f"{k} {v}" for k, v in job.meta.items() if k in ("decoded", "sent"))
         outcome = str(job.return_value() or "") if job.is_finished else ""
         if job.is_failed and job.latest_result():
-            outcome = (job.latest_result().exc_string or "").strip().splitlines()[-1][:80]
+            outcome = one_line(job.latest_result().exc_string or "", limit=80, last=True)
         status = getattr(job.get_status(), "value", job.get_status())
         table.add_row(job.id, str(status), job.description or "", progress, outcome)
     Console().print(table)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from linewatch.pipeline import defaults
+from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
 from linewatch.pipeline.inference.detector import describe_model
@@ -83,7 +83,7 @@ def probe_camera(camera: CameraSettings, settings: Settings) -> None:
 def read_stats(client: broker.Client, settings: Settings) -> LineStats:
     ingest_totals = {"decoded": 0, "sent": 0, "dropped": 0}
     for camera in settings.cameras:
-        values = client.hgetall(settings.camera_key(camera.id, "ingest"))
+        values = client.hgetall(settings.camera_key(camera.id, keys.INGEST))
         for name in ingest_totals:
             ingest_totals[name] += int(values.get(name.encode(), 0))
     line = {k.decode(): int(v) for k, v in client.hgetall(settings.stats_key).items()}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from linewatch.pipeline.errors import LinewatchError, ServiceUnavailable
+from linewatch.pipeline.errors import LinewatchError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage.reporting import (
     CameraHour,
@@ -266,8 +266,7 @@ def make_report(
         report = build_report(engine, window)
     except OperationalError as exc:
         raise ServiceUnavailable(
-            f"database {redact_url(url)} failed during the report: "
-            f"{str(exc.orig).strip().splitlines()[0]}"
+            f"database {redact_url(url)} failed during the report: {one_line(exc.orig)}"
         ) from None
     finally:
         engine.dispose()

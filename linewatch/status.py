@@ -9,6 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from linewatch.pipeline import keys
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
@@ -26,8 +27,8 @@ def cameras_table(client: broker.Client, settings: Settings) -> Table:
         table.add_column(column)
     now_ns = time.time_ns()
     for camera in settings.cameras:
-        counters = client.hgetall(settings.camera_key(camera.id, "ingest"))
-        last = camera_state.history(client, settings.camera_key(camera.id, "states"), 1)
+        counters = client.hgetall(settings.camera_key(camera.id, keys.INGEST))
+        last = camera_state.history(client, settings.camera_key(camera.id, keys.STATES), 1)
         since = f"{(now_ns - int(last[0]['ts'])) / 1e9:.0f} s ago" if last else "-"
         table.add_row(
             camera.id,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from linewatch.pipeline import keys
 from linewatch.pipeline.errors import ConfigError
 
 ENV_PREFIX = "LINEWATCH_"
@@ -90,7 +91,7 @@ class AlertSettings(Strict):
     n: int = Field(default=5, ge=1)
     m: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=10.0, ge=0)
-    channel: str = "lw:alerts"
+    channel: str = keys.ALERTS_CHANNEL
     webhook_url: str | None = None  # delivered by RQ jobs (`linewatch worker rq`)
     webhook_secret: SecretStr | None = None  # HMAC-SHA256 signature header when set
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)  # then the attempt is retried
@@ -118,28 +119,28 @@ class Settings(Strict):
 
     @property
     def frames_stream(self) -> str:
-        return f"lw:frames:{self.line}"
+        return keys.frames_stream(self.line)
 
     @property
     def results_stream(self) -> str:
-        return f"lw:results:{self.line}"
+        return keys.results_stream(self.line)
 
     @property
     def stats_key(self) -> str:
         """Redis hash of line-wide counters (inferred, stale, written, ...)."""
-        return f"lw:stats:{self.line}"
+        return keys.stats(self.line)
 
     @property
     def dead_letter_stream(self) -> str:
-        return f"lw:dead:{self.line}"
+        return keys.dead_letter_stream(self.line)
 
     def camera_key(self, camera_id: str, kind: str) -> str:
-        """Per-camera Redis key, e.g. kind "seq" (next frame number) or "ingest" (counters)."""
-        return f"lw:{kind}:{self.line}:{camera_id}"
+        """Per-camera Redis key of `kind`: keys.SEQ, keys.INGEST or keys.STATES."""
+        return keys.camera(self.line, camera_id, kind)
 
     def worker_key(self, worker_id: str) -> str:
         """Heartbeat hash of a running inference or sink worker (expires when it dies)."""
-        return f"lw:worker:{self.line}:{worker_id}"
+        return keys.worker(self.line, worker_id)
 
     def require_redis_url(self, who: str) -> str:
         """The Redis URL; a ConfigError saying `who` needs one when none is configured."""

@@ -21,13 +21,14 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from linewatch.pipeline import keys
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
 
-QUEUE = "linewatch"
+QUEUE = keys.RQ_QUEUE
 ANALYSIS_TIMEOUT_S = 6 * 3600  # a long file at real time; RQ's 180 s default is far too short
 WEBHOOK_HTTP_TIMEOUT_S = 10.0  # default wait for the receiver's answer
 WEBHOOK_RETRY = Retry(max=5, interval=[5, 15, 60, 300, 900])
@@ -83,7 +84,7 @@ def enqueue_webhook(
     client: broker.Client, alert_id: int, state: str, payload: dict[str, Any], webhook: Webhook
 ) -> Job | None:
     """One delivery job per alert state change: a sink replay does not deliver twice."""
-    job_id = f"alert-{alert_id}-{state}-webhook"
+    job_id = keys.webhook_job_id(alert_id, state)
     if Job.exists(job_id, connection=client):
         return None
     body = json.dumps(payload, sort_keys=True)

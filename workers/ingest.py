@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from linewatch.pipeline import defaults, metrics
+from linewatch.pipeline import defaults, keys, metrics
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.redact import redact_url
@@ -78,7 +78,7 @@ class FramePublisher:
     def _reserve_seqs(self, count: int) -> int:
         """First of `count` new seq numbers. A counter lost with a Redis restart without
         persistence is re-seeded from the last seq this process used, so seqs never repeat."""
-        key = self.settings.camera_key(self.camera.id, "seq")
+        key = self.settings.camera_key(self.camera.id, keys.SEQ)
         last = int(self.client.incrby(key, count))
         if last - count < self.last_seq:
             self.client.set(key, self.last_seq)
@@ -126,7 +126,7 @@ class FramePublisher:
         if not due:
             return
         self._recorded = now
-        key = self.settings.camera_key(self.camera.id, "ingest")
+        key = self.settings.camera_key(self.camera.id, keys.INGEST)
         mapping = {
             "decoded": self.counters.decoded,
             "sent": self.counters.sent,
@@ -267,8 +267,8 @@ def camera_states(
 ) -> CameraStateMachine:
     recorder = redis_recorder(
         client,
-        settings.camera_key(camera.id, "states"),
-        settings.camera_key(camera.id, "ingest"),
+        settings.camera_key(camera.id, keys.STATES),
+        settings.camera_key(camera.id, keys.INGEST),
         stop.wait,
     )
     return CameraStateMachine(camera.id, [recorder])

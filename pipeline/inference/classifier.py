@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from linewatch.pipeline.errors import ModelError
+from linewatch.pipeline.errors import ModelError, one_line
 from linewatch.pipeline.inference.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class Classifier:
         try:
             out = self._run(np.zeros((1, 3, height, width), np.float32))
         except Exception as exc:  # paddle raises many types for a shape mismatch
-            reason = str(exc).strip().splitlines()[0][:300]
+            reason = one_line(exc)
             raise ModelError(
                 f"model {folder} rejects a 1x3x{height}x{width} input, the size its "
                 f"{CONFIG_FILE} preprocessing makes ({reason}); export the model for 3-channel "
@@ -242,7 +242,7 @@ def create_predictor(
     try:
         return inference.create_predictor(config)
     except Exception as exc:  # paddle raises RuntimeError/ValueError/OSError here
-        raise ModelError(f"paddle cannot load {model_file}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"paddle cannot load {model_file}: {one_line(exc)}") from exc
 
 
 def _enable_tensorrt(config: Any, inference: Any, tensorrt: TensorRT) -> None:

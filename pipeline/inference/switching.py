@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from linewatch.pipeline import keys
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.streams import broker
 
@@ -27,7 +28,7 @@ POLL_S = 2.0
 
 
 def model_key(settings: Settings) -> str:
-    return f"lw:model:{settings.line}"
+    return keys.model(settings.line)
 
 
 def use_model(client: broker.Client, settings: Settings, model_dir: Path) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline.alerts.rule import DefectEvent
-from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
+from linewatch.pipeline.errors import ConfigError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage import migrate
 from linewatch.schemas.messages import Box, ResultMessage
@@ -66,7 +66,7 @@ def open_database(url: str) -> Engine:
     except OperationalError as exc:
         raise ServiceUnavailable(
             f"cannot reach database {redact_url(url)} "
-            f"({str(exc.orig).strip().splitlines()[0]}); "
+            f"({one_line(exc.orig)}); "
             "start it or fix database_url / LINEWATCH_DATABASE_URL"
         ) from None
     return engine

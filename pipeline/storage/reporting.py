@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ColumnElement
 
-from linewatch.pipeline.errors import ServiceUnavailable
+from linewatch.pipeline.errors import ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import migrate
@@ -180,9 +180,7 @@ def open_for_reports(url: str) -> Engine:
     try:
         current, head = migrate.current_revision(engine), migrate.head_revision()
     except OperationalError as exc:
-        raise ServiceUnavailable(
-            f"cannot reach database {safe} ({str(exc.orig).strip().splitlines()[0]})"
-        ) from None
+        raise ServiceUnavailable(f"cannot reach database {safe} ({one_line(exc.orig)})") from None
     if current != head:
         raise migrate.SchemaOutOfDate(
             f"database {safe} has schema revision {current or 'none'}, reports need {head}; "
