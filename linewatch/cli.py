@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from linewatch.line import run_line
 
     setup_logging("run", args.debug)
-    stats = run_line(_settings(args), debug=args.debug)
+    stats = run_line(_settings(args), debug=args.debug, strict=args.strict)
     print(
         f"decoded {stats.decoded}, inferred {stats.inferred}, written {stats.written}, "
         f"dropped {stats.dropped}, stale {stats.stale}, dead letters {stats.dead_letters}"
@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run ingest, inference and sink on this machine")
     run.add_argument("--config", type=Path, help="line YAML file (LINEWATCH_* env overrides)")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at start-up when a live camera cannot be reached (commissioning); "
+        "by default it is retried while the rest of the line runs",
+    )
     run.set_defaults(func=cmd_run)
 
     worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")

@@ -51,14 +51,25 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update={"redis_url": server.url})
 
 
-def check_line(settings: Settings) -> None:
-    """Fail before starting processes on what can be checked up front."""
+def check_line(settings: Settings, strict: bool = False) -> None:
+    """Fail before starting processes on what can be checked up front. A live camera that
+    cannot be reached is not fatal (its ingest worker keeps retrying, in `backoff`, while
+    the rest of the line runs) unless `strict` (commissioning: every camera must answer)."""
     if not settings.cameras:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
     describe_model(settings.inference.model_dir)
     storage.open_database(settings.resolved_database_url()).dispose()
     for camera in settings.cameras:
-        probe_camera(camera, settings)
+        try:
+            probe_camera(camera, settings)
+        except SourceError as exc:
+            if strict or not is_live(camera.url):
+                raise
+            log.warning(
+                "%s; the line starts without it and keeps retrying "
+                "(`linewatch run --strict` stops here instead)",
+                exc,
+            )
 
 
 def probe_camera(camera: CameraSettings, settings: Settings) -> None:
@@ -118,10 +129,11 @@ def line_roles(settings: Settings, debug: bool) -> list[Role]:
 
 
 def run_line(
-    settings: Settings, debug: bool = False, progress: Progress | None = None
+    settings: Settings, debug: bool = False, progress: Progress | None = None, strict: bool = False
 ) -> LineStats:
-    """Run until stopped, or until every file camera is fully written when all are files."""
-    check_line(settings)
+    """Run until stopped, or until every file camera is fully written when all are files.
+    `strict`: an unreachable live camera stops the start-up (see check_line)."""
+    check_line(settings, strict)
     stop = StopFlag().install()
     with redis_for(settings) as settings:
         client = broker.connect(settings.redis_url or "", attempts=3)

@@ -75,7 +75,7 @@ def test_file_that_is_not_video(tmp_path, redis_url) -> None:  # type: ignore[no
 def test_unreachable_rtsp_camera_is_named_without_password(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
     url = f"rtsp://op:hunter2@127.0.0.1:{free_port()}/cam1"
     path = config(tmp_path, redis_url, url, "ingest:\n  open_timeout_s: 2\n")
-    run = linewatch("run", "--config", str(path))
+    run = linewatch("run", "--strict", "--config", str(path))  # commissioning: fail fast
     assert_clean_error(run, "cam1", "rtsp://op:***@127.0.0.1")
     assert "hunter2" not in run.stderr + run.stdout
 
