@@ -12,6 +12,7 @@ from rq import SimpleWorker
 
 from linewatch.demo import write_demo_video
 from linewatch.pipeline import jobs
+from linewatch.pipeline.alerts import webhook
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import free_port
 from tests.test_cli import linewatch
@@ -58,16 +59,16 @@ def test_webhook_is_signed_and_delivered_once(rq_redis, receiver) -> None:  # ty
     url, handler = receiver
     alert_id = random.randrange(10**9)
     payload = {"alert_id": alert_id, "state": "open", "label": "crack"}
-    webhook = jobs.Webhook(url, "s3cret")
-    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", payload, webhook)
+    target = webhook.Webhook(url, "s3cret")
+    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", payload, target)
     assert job is not None
-    assert jobs.enqueue_webhook(rq_redis, alert_id, "open", payload, webhook) is None
+    assert jobs.enqueue_webhook(rq_redis, alert_id, "open", payload, target) is None
     assert "s3cret" not in json.dumps(job.args), "only the signature is queued"
     work(rq_redis)
     assert len(handler.received) == 1
     headers, body = handler.received[0]
     assert json.loads(body) == payload
-    assert headers[jobs.SIGNATURE_HEADER] == jobs.sign(body, "s3cret")
+    assert headers[webhook.SIGNATURE_HEADER] == webhook.sign(body, "s3cret")
     assert job.get_status(refresh=True) == "finished"
 
 
@@ -76,7 +77,7 @@ def test_failing_webhook_is_retried_with_backoff(rq_redis, receiver, caplog) -> 
     handler.status = 500
     alert_id = random.randrange(10**9)
     job = jobs.enqueue_webhook(
-        rq_redis, alert_id, "open", {"alert_id": alert_id}, jobs.Webhook(url)
+        rq_redis, alert_id, "open", {"alert_id": alert_id}, webhook.Webhook(url)
     )
     work(rq_redis)
     assert len(handler.received) == 1
@@ -89,8 +90,8 @@ def test_a_hanging_webhook_times_out_and_is_retried(rq_redis, receiver, caplog) 
     url, handler = receiver
     handler.delay_s = 30
     alert_id = random.randrange(10**9)
-    webhook = jobs.Webhook(url, timeout_s=1)
-    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", {"alert_id": alert_id}, webhook)
+    target = webhook.Webhook(url, timeout_s=1)
+    job = jobs.enqueue_webhook(rq_redis, alert_id, "open", {"alert_id": alert_id}, target)
     started = time.monotonic()
     work(rq_redis)
     assert time.monotonic() - started < 20, "the worker was not held by the receiver"
@@ -128,7 +129,7 @@ def test_sink_webhook_notifier_sends_the_alert_json(rq_redis, receiver) -> None:
     url, handler = receiver
     alert_id = random.randrange(10**9)
     alert = AlertMessage(alert_id, "cam1", "crack", "open", 12, 5, None, None, 0.93, 3)
-    WebhookNotifier(rq_redis, jobs.Webhook(url)).notify(alert)
-    WebhookNotifier(rq_redis, jobs.Webhook(url)).notify(alert)
+    WebhookNotifier(rq_redis, webhook.Webhook(url)).notify(alert)
+    WebhookNotifier(rq_redis, webhook.Webhook(url)).notify(alert)
     work(rq_redis)
     assert [json.loads(body) for _, body in handler.received] == [json.loads(alert.to_json())]

@@ -79,3 +79,11 @@ def test_wheel_carries_every_subpackage_and_the_model(tmp_path: Path) -> None:
     ):
         assert expected in names, expected
     assert not any(name.startswith(("pipeline/", "schemas/", "workers/")) for name in names)
+
+
+def test_the_sink_imports_rq_only_to_send_a_webhook() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, linewatch.workers.sink; assert 'rq' not in sys.modules, 'rq imported'"
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)

@@ -19,8 +19,8 @@ from linewatch.pipeline.alerts.notifiers import (
 )
 from linewatch.pipeline.alerts.reorder import ReorderBuffer
 from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
+from linewatch.pipeline.alerts.webhook import Webhook
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.jobs import Webhook
 from linewatch.pipeline.retry import Interrupted, retry
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage

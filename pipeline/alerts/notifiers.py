@@ -1,16 +1,15 @@
-"""Announce defect events: to the log and on a Redis pub/sub channel."""
+"""Announce defect events: to the log, on a Redis pub/sub channel, and to a webhook
+(one RQ delivery job per alert state change; rq is imported only when one is sent)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from linewatch.pipeline.alerts.webhook import Webhook
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import AlertMessage
-
-if TYPE_CHECKING:  # rq is imported only where a webhook is configured
-    from linewatch.pipeline.jobs import Webhook
 
 log = logging.getLogger("linewatch.alerts")
 
@@ -56,7 +55,7 @@ class WebhookNotifier:
         self.webhook = webhook
 
     def notify(self, alert: AlertMessage) -> None:
-        from linewatch.pipeline import jobs
+        from linewatch.pipeline import jobs  # rq: only on a line that sends webhooks
 
         payload = json.loads(alert.to_json())
         jobs.enqueue_webhook(self.client, alert.alert_id, alert.state, payload, self.webhook)
