@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,8 +15,22 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from linewatch.pipeline.config import Settings, load_settings
+import numpy as np
+import yaml
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from linewatch.pipeline.config import DEFAULT_MODEL_DIR, Settings, load_settings
+from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
 from linewatch.pipeline.streams.embedded_redis import find_redis_server, free_port
+from linewatch.pipeline.video.codec import encode_image
+from linewatch.schemas.messages import Box, FrameMessage, ResultMessage
+from linewatch.schemas.tables import Detection, DetectionBox
+from linewatch.workers import sink
+
+# Numbered test videos: each frame carries its number as BITS black/white stripes.
+WIDTH, HEIGHT, BITS = 160, 120, 8
 
 
 def make_settings(tmp_path: Path, line: str, redis_url: str, **overrides: object) -> Settings:
@@ -111,3 +126,150 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def count_detections(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(Detection)) or 0)
+
+
+def frame_boxes(engine: Engine, camera_id: str, seq: int, model_version: str) -> list[Box]:
+    """A stored frame's boxes, best first."""
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(DetectionBox)
+            .join(Detection, Detection.id == DetectionBox.detection_id)
+            .where(
+                Detection.camera_id == camera_id,
+                Detection.seq == seq,
+                Detection.model_version == model_version,
+            )
+            .order_by(DetectionBox.box_index)
+        ).all()
+    return [Box(r.label, r.score, r.x1, r.y1, r.x2, r.y2) for r in rows]
+
+
+def assert_clean_error(run: subprocess.CompletedProcess, *needles: str) -> None:
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("linewatch: error: ")
+    for needle in needles:
+        assert needle in last, last
+
+
+def defect_runs(truth: list[str]) -> list[tuple[int, int, str]]:
+    """(first seq, last seq, label) of each run of defective frames; seq = frame index + 1."""
+    runs: list[tuple[int, int, str]] = []
+    for index, label in enumerate(truth):
+        seq = index + 1
+        if label == NORMAL_LABEL:
+            continue
+        if runs and runs[-1][1] == seq - 1 and runs[-1][2] == label:
+            runs[-1] = (runs[-1][0], seq, label)
+        else:
+            runs.append((seq, seq, label))
+    return runs
+
+
+RESULT = ResultMessage(
+    camera_id="cam-1",
+    seq=7,
+    pts=0.7,
+    status="ok",
+    model_name="m",
+    model_version="v1",
+    label="crack",
+    score=0.9,
+    topk=(("crack", 0.9), ("free", 0.1)),
+    is_defect=True,
+    capture_ts=1,
+    ingest_ts=2,
+    dequeue_ts=3,
+    infer_start_ts=4,
+    infer_end_ts=5,
+    worker_id="w",
+    evidence=b"jpg",
+)
+
+
+FRAME = FrameMessage(
+    camera_id="cam-1",
+    seq=7,
+    pts=0.5,
+    capture_ts=10,
+    ingest_ts=11,
+    width=4,
+    height=2,
+    encoding="jpeg",
+    image=b"\xff\xd8bytes",
+    live=True,
+)
+
+
+def read_number(image: np.ndarray) -> int:
+    stripe = image.shape[1] // BITS
+    means = [image[:, b * stripe + 3 : (b + 1) * stripe - 3].mean() for b in range(BITS)]
+    return sum(1 << bit for bit, mean in enumerate(means) if mean > 128)
+
+
+def numbered_frame(number: int) -> np.ndarray:
+    """A frame whose number is written as 8 black/white stripes (survives H.264)."""
+    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    stripe = WIDTH // BITS
+    for bit in range(BITS):
+        if number >> bit & 1:
+            image[:, bit * stripe : (bit + 1) * stripe] = 255
+    return image
+
+
+def run_sink_until(client, engine, settings, consumer, done) -> sink.SinkCounters:  # type: ignore[no-untyped-def]
+    stop = StopFlag()
+    outcome: dict[str, sink.SinkCounters] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(c=sink.run(client, engine, settings, consumer, stop))
+    )
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    return outcome["c"]
+
+
+def frame(seq: int) -> dict[bytes, bytes]:
+    image = np.full((120, 160, 3), 128, np.uint8)
+    now = time.time_ns()
+    message = FrameMessage("cam", seq, seq / 10, now, now, 160, 120, "jpeg", b"", False)
+    return FrameMessage(**{**message.__dict__, "image": encode_image(image, "jpeg")}).encode()
+
+
+def copy_with_version(tmp_path: Path, version: str) -> Path:
+    folder = tmp_path / f"model-{version}"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    config = yaml.safe_load((folder / "inference.yml").read_text())
+    config["Global"]["model_version"] = version
+    (folder / "inference.yml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def result(seq: int, label: str = "free", version: str = "v1") -> ResultMessage:
+    return ResultMessage(
+        camera_id="cam",
+        seq=seq,
+        pts=seq / 10,
+        status="ok",
+        model_name="m",
+        model_version=version,
+        label=label,
+        score=0.8,
+        topk=((label, 0.8),),
+        is_defect=label != "free",
+        capture_ts=seq * 10**9,
+        ingest_ts=0,
+        dequeue_ts=0,
+        infer_start_ts=0,
+        infer_end_ts=0,
+        worker_id="w",
+    )

@@ -4,8 +4,6 @@ real file and RTSP ingest."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,10 +20,9 @@ from linewatch.pipeline.video.camera_state import (
 from linewatch.pipeline.video.source import SourceError
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.workers import ingest
-from tests.helpers import make_settings
-from tests.test_source import FPS, numbered_frame
+from tests.helpers import make_settings, numbered_frame, wait_for
 
-FRAMES = 160  # 10 s: long enough to stall mid-stream
+FRAMES, FPS = 160, 16  # 10 s: long enough to stall mid-stream
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +34,6 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def transitions(client: broker.Client, settings, camera_id: str = "cam1") -> list[str]:  # type: ignore[no-untyped-def]
     key = settings.camera_key(camera_id, "states")
     return [entry["to"] for entry in camera_state.history(client, key, 100)]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_only_allowed_transitions_are_taken(redis_client, redis_url, tmp_path, line_name) -> None:  # type: ignore[no-untyped-def]

@@ -28,7 +28,7 @@ from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from linewatch.schemas.tables import Alert, Detection
-from tests.test_e2e import defect_runs
+from tests.helpers import defect_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 

@@ -1,27 +1,14 @@
 """Bad input through the real CLI: one clear line on stderr, exit code 2, no traceback."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from linewatch.demo import write_demo_video
 from linewatch.pipeline.streams.embedded_redis import free_port
+from tests.helpers import assert_clean_error, linewatch
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
-
-
-def linewatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "linewatch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**clean, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +25,6 @@ def config(tmp_path: Path, redis_url: str, camera_url: str, extra: str = "") -> 
         f"cameras:\n  - id: cam1\n    url: '{camera_url}'\n{extra}"
     )
     return path
-
-
-def assert_clean_error(run: subprocess.CompletedProcess, *needles: str) -> None:
-    assert run.returncode == 2, run.stderr
-    assert "Traceback" not in run.stderr
-    last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("linewatch: error: ")
-    for needle in needles:
-        assert needle in last, last
 
 
 def test_unknown_config_key(tmp_path, redis_url, video) -> None:  # type: ignore[no-untyped-def]

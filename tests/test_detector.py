@@ -26,8 +26,7 @@ from linewatch.pipeline.video.codec import encode_image
 from linewatch.schemas.messages import Box, FrameMessage, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox
 from linewatch.workers import inference, sink
-from tests.helpers import make_settings
-from tests.test_sink_worker import run_sink_until
+from tests.helpers import frame_boxes, make_settings, run_sink_until
 
 LABELS = ["crack", "scratch"]
 INPUT_HW = (64, 96)
@@ -209,8 +208,8 @@ def test_frames_through_the_worker_and_sink_land_as_boxes(
     )
 
     version = detector.info.version
-    (crack,) = storage.frame_boxes(engine, "cam", 1, version)
-    (scratch,) = storage.frame_boxes(engine, "cam", 2, version)
+    (crack,) = frame_boxes(engine, "cam", 1, version)
+    (scratch,) = frame_boxes(engine, "cam", 2, version)
     assert (crack.label, crack.score) == ("crack", pytest.approx(230 / 255, abs=1e-4))
     assert (crack.x1, crack.y1, crack.x2, crack.y2) == pytest.approx(CRACK_BOX, abs=1e-3)
     assert scratch.label == "scratch"
@@ -248,7 +247,7 @@ def test_duplicate_frames_in_one_batch_get_their_boxes_once(sqlite_url: str) -> 
     engine = storage.open_database(sqlite_url)
     inserted, _ = storage.write_batch(engine, [boxed, boxed], [], sink_ts=1)
     assert inserted == 1 and box_count(engine) == 2
-    assert storage.frame_boxes(engine, "cam", 1, "v")[1] == Box("crack", 0.9, 1, 2, 3, 4)
+    assert frame_boxes(engine, "cam", 1, "v")[1] == Box("crack", 0.9, 1, 2, 3, 4)
     engine.dispose()
 
 

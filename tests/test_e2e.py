@@ -11,23 +11,9 @@ from linewatch.line import run_line
 from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
 from linewatch.pipeline.storage import database as storage
 from linewatch.schemas.tables import Alert, Detection
-from tests.helpers import make_settings
+from tests.helpers import defect_runs, make_settings
 
 FRAMES = 90  # defect runs of 8 frames start at frames 20 and 60
-
-
-def defect_runs(truth: list[str]) -> list[tuple[int, int, str]]:
-    """(first seq, last seq, label) of each run of defective frames; seq = frame index + 1."""
-    runs: list[tuple[int, int, str]] = []
-    for index, label in enumerate(truth):
-        seq = index + 1
-        if label == NORMAL_LABEL:
-            continue
-        if runs and runs[-1][1] == seq - 1 and runs[-1][2] == label:
-            runs[-1] = (runs[-1][0], seq, label)
-        else:
-            runs.append((seq, seq, label))
-    return runs
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from linewatch.pipeline import jobs
 from linewatch.pipeline.alerts import webhook
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import free_port
-from tests.test_cli import linewatch
+from tests.helpers import linewatch
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -9,13 +9,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from linewatch.demo import write_demo_video
 from linewatch.pipeline.redact import redact_text
-from tests.test_camera_state import wait_for
-from tests.test_cli import linewatch, video  # noqa: F401 (fixture)
+from tests.helpers import linewatch, wait_for
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "ok.mp4"
+    write_demo_video(path, 12, fps=10)
+    return path
 
 
 def test_ingest_worker_writes_json_lines_with_worker_and_camera(
-    video: Path,  # noqa: F811
+    video: Path,
     redis_url: str,
     line_name: str,
     tmp_path: Path,

@@ -13,38 +13,7 @@ from linewatch.schemas.messages import (
     MessageDecodeError,
     ResultMessage,
 )
-
-FRAME = FrameMessage(
-    camera_id="cam-1",
-    seq=7,
-    pts=0.5,
-    capture_ts=10,
-    ingest_ts=11,
-    width=4,
-    height=2,
-    encoding="jpeg",
-    image=b"\xff\xd8bytes",
-    live=True,
-)
-RESULT = ResultMessage(
-    camera_id="cam-1",
-    seq=7,
-    pts=0.7,
-    status="ok",
-    model_name="m",
-    model_version="v1",
-    label="crack",
-    score=0.9,
-    topk=(("crack", 0.9), ("free", 0.1)),
-    is_defect=True,
-    capture_ts=1,
-    ingest_ts=2,
-    dequeue_ts=3,
-    infer_start_ts=4,
-    infer_end_ts=5,
-    worker_id="w",
-    evidence=b"jpg",
-)
+from tests.helpers import FRAME, RESULT
 
 
 def test_frame_round_trip() -> None:

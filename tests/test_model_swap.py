@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
 from linewatch.pipeline.config import DEFAULT_MODEL_DIR
 from linewatch.pipeline.inference import switching as active_model
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.streams import broker
-from linewatch.pipeline.video.codec import encode_image
-from linewatch.schemas.messages import FrameMessage, ResultMessage
+from linewatch.schemas.messages import ResultMessage
 from linewatch.workers import inference
-from tests.helpers import make_settings
-from tests.test_camera_state import wait_for
+from tests.helpers import copy_with_version, frame, linewatch, make_settings, wait_for
 
 FRAMES = 120
 
@@ -29,22 +24,6 @@ def load(folder: Path) -> Classifier:
     model = Classifier(folder, threads=1, max_batch=8)
     model.warm_up()
     return model
-
-
-def copy_with_version(tmp_path: Path, version: str) -> Path:
-    folder = tmp_path / f"model-{version}"
-    shutil.copytree(DEFAULT_MODEL_DIR, folder)
-    config = yaml.safe_load((folder / "inference.yml").read_text())
-    config["Global"]["model_version"] = version
-    (folder / "inference.yml").write_text(yaml.safe_dump(config))
-    return folder
-
-
-def frame(seq: int) -> dict[bytes, bytes]:
-    image = np.full((120, 160, 3), 128, np.uint8)
-    now = time.time_ns()
-    message = FrameMessage("cam", seq, seq / 10, now, now, 160, 120, "jpeg", b"", False)
-    return FrameMessage(**{**message.__dict__, "image": encode_image(image, "jpeg")}).encode()
 
 
 @pytest.fixture()
@@ -117,7 +96,6 @@ def test_a_broken_model_folder_keeps_the_running_model(
 def test_model_use_refuses_a_broken_folder_and_show_reports_workers(
     redis_client, redis_url, line_name, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_cli import linewatch
 
     env = {"LINEWATCH_REDIS_URL": redis_url, "LINEWATCH_LINE": line_name}
     broken = copy_with_version(tmp_path, "broken")

@@ -17,7 +17,7 @@ from linewatch.pipeline.storage import migrate, reporting, retention
 from linewatch.pipeline.storage.reporting import Window
 from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.schemas.messages import ResultMessage
-from tests.test_cli import assert_clean_error, linewatch
+from tests.helpers import assert_clean_error, count_detections, linewatch
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
@@ -130,7 +130,7 @@ def test_reports_are_exact_and_survive_pruning(engine: Engine) -> None:
     assert reporting.top_hours(engine, WHOLE_DAY) == before.top_hours
     assert reporting.model_versions(engine, WHOLE_DAY) == before.model_versions
     prune(engine)
-    assert storage.count_detections(engine) == 7  # from 13:50 on
+    assert count_detections(engine) == 7  # from 13:50 on
     after = reporting.build_report(engine, WHOLE_DAY)
     assert_known_counts(after)
     assert after == before

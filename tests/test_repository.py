@@ -87,3 +87,9 @@ def test_the_sink_imports_rq_only_to_send_a_webhook() -> None:
 
     probe = "import sys, linewatch.workers.sink; assert 'rq' not in sys.modules, 'rq imported'"
     subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)
+
+
+def test_no_test_module_imports_another() -> None:
+    pattern = re.compile(r"^\s*(from tests\.test_\w+ import|import tests\.test_)", re.M)
+    for path in (ROOT / "tests").glob("*.py"):
+        assert not pattern.search(path.read_text()), f"{path.name}: use tests/helpers.py"

@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import retention
 from linewatch.schemas.tables import Detection, HourlySummary
-from tests.test_cli import linewatch
-from tests.test_storage import result
+from tests.helpers import linewatch, result
 
 HOUR_NS = 3600 * 10**9
 

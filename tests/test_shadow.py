@@ -17,10 +17,7 @@ from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection, ShadowDetection
 from linewatch.workers import inference, sink
-from tests.helpers import make_settings
-from tests.test_model_swap import copy_with_version, frame
-from tests.test_sink_worker import run_sink_until
-from tests.test_storage import result
+from tests.helpers import copy_with_version, frame, make_settings, result, run_sink_until
 
 
 def test_the_worker_runs_the_shadow_model_on_every_decoded_frame(

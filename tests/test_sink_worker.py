@@ -1,34 +1,14 @@
 """The sink against a real Redis and real databases: replays write nothing twice."""
 
-import threading
-import time
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection
 from linewatch.workers import sink
-from tests.helpers import make_settings
-from tests.test_storage import result
-
-
-def run_sink_until(client, engine, settings, consumer, done) -> sink.SinkCounters:  # type: ignore[no-untyped-def]
-    stop = StopFlag()
-    outcome: dict[str, sink.SinkCounters] = {}
-    thread = threading.Thread(
-        target=lambda: outcome.update(c=sink.run(client, engine, settings, consumer, stop))
-    )
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not done() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(10)
-    return outcome["c"]
+from tests.helpers import make_settings, result, run_sink_until
 
 
 def test_sink_restart_after_commit_before_ack_writes_nothing_twice(

@@ -32,24 +32,9 @@ from linewatch.pipeline.video.source import (
     redact_url,
 )
 from linewatch.pipeline.video.video_writer import write_video
+from tests.helpers import HEIGHT, WIDTH, numbered_frame, read_number
 
-WIDTH, HEIGHT, BITS, FPS, COUNT = 160, 120, 8, 16, 64
-
-
-def numbered_frame(number: int) -> np.ndarray:
-    """A frame whose number is written as 8 black/white stripes (survives H.264)."""
-    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    stripe = WIDTH // BITS
-    for bit in range(BITS):
-        if number >> bit & 1:
-            image[:, bit * stripe : (bit + 1) * stripe] = 255
-    return image
-
-
-def read_number(image: np.ndarray) -> int:
-    stripe = image.shape[1] // BITS
-    means = [image[:, b * stripe + 3 : (b + 1) * stripe - 3].mean() for b in range(BITS)]
-    return sum(1 << bit for bit, mean in enumerate(means) if mean > 128)
+FPS, COUNT = 16, 64
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +67,8 @@ def test_file_frames_arrive_in_order(video: Path) -> None:
     assert 0 < frames[0].capture_ts <= time.time_ns()
 
 
-def test_file_url_and_decode_threads(video: Path) -> None:
-    frames = list(open_frames(f"file://{video}", SourceOptions(decode_threads=1)))
+def test_file_url(video: Path) -> None:
+    frames = list(open_frames(f"file://{video}", SourceOptions()))
     assert [read_number(f.image) for f in frames] == list(range(COUNT))
 
 

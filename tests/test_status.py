@@ -7,7 +7,7 @@ import yaml
 from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
-from tests.test_cli import linewatch
+from tests.helpers import linewatch
 
 
 def test_status_shows_cameras_workers_streams_and_alerts(

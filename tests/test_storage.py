@@ -5,29 +5,8 @@ from sqlalchemy.orm import Session
 from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.storage import database as storage
-from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection
-
-
-def result(seq: int, label: str = "free", version: str = "v1") -> ResultMessage:
-    return ResultMessage(
-        camera_id="cam",
-        seq=seq,
-        pts=seq / 10,
-        status="ok",
-        model_name="m",
-        model_version=version,
-        label=label,
-        score=0.8,
-        topk=((label, 0.8),),
-        is_defect=label != "free",
-        capture_ts=seq * 10**9,
-        ingest_ts=0,
-        dequeue_ts=0,
-        infer_start_ts=0,
-        infer_end_ts=0,
-        worker_id="w",
-    )
+from tests.helpers import count_detections, result
 
 
 @pytest.fixture()
@@ -44,7 +23,7 @@ def test_replay_inserts_nothing_twice(engine) -> None:  # type: ignore[no-untype
     assert inserted == 1
     inserted, _ = storage.write_batch(engine, [result(3, version="v2")], [], sink_ts=7)
     assert inserted == 1, "another model version of the same frame is a new row"
-    assert storage.count_detections(engine) == 4
+    assert count_detections(engine) == 4
 
 
 def test_events_open_once_and_close(engine) -> None:  # type: ignore[no-untyped-def]

@@ -55,10 +55,10 @@ class _Track:
 class AlertEngine:
     """Feeds frame outcomes through the rule; returns events that opened or closed."""
 
-    def __init__(self, settings: AlertSettings, labels: Iterable[str] = ()) -> None:
+    def __init__(self, settings: AlertSettings) -> None:
         self.settings = settings
         self._tracks: dict[tuple[str, str], _Track] = {}
-        self._labels = set(labels)
+        self._labels: set[str] = set()  # defect classes seen (or resumed) so far
         self._seen: dict[str, set[int]] = {}
 
     def resume(self, open_events: Iterable[DefectEvent]) -> None:

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Engine,
     create_engine,
     event,
-    func,
     select,
     update,
 )
@@ -238,11 +237,6 @@ def open_events(engine: Engine) -> list[DefectEvent]:
         ]
 
 
-def count_detections(engine: Engine) -> int:
-    with Session(engine) as session:
-        return int(session.scalar(select(func.count()).select_from(Detection)) or 0)
-
-
 def camera_frames(engine: Engine, camera_id: str) -> list[tuple[int, float, str, bool]]:
     """(seq, pts, label, is_defect) of a camera's inferred frames, in seq order."""
     with Session(engine) as session:
@@ -260,19 +254,3 @@ def alert_open_seqs(engine: Engine, camera_id: str) -> list[int]:
             select(Alert.opened_seq).where(Alert.camera_id == camera_id).order_by(Alert.opened_seq)
         ).all()
     return [int(seq) for seq in rows]
-
-
-def frame_boxes(engine: Engine, camera_id: str, seq: int, model_version: str) -> list[Box]:
-    """A stored frame's boxes, best first."""
-    with Session(engine) as session:
-        rows = session.scalars(
-            select(DetectionBox)
-            .join(Detection, Detection.id == DetectionBox.detection_id)
-            .where(
-                Detection.camera_id == camera_id,
-                Detection.seq == seq,
-                Detection.model_version == model_version,
-            )
-            .order_by(DetectionBox.box_index)
-        ).all()
-    return [Box(r.label, r.score, r.x1, r.y1, r.x2, r.y2) for r in rows]

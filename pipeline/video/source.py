@@ -65,7 +65,6 @@ class SourceOptions:
     resize: tuple[int, int] | None = None
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
-    decode_threads: int = 0
 
 
 def is_live(url: str) -> bool:
@@ -176,8 +175,6 @@ def _open_container(url: str, options: SourceOptions) -> Any:
         raise SourceError(f"{redact_url(url)} has no video stream: it holds {what}")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    if options.decode_threads:
-        stream.thread_count = options.decode_threads
     return container
 
 
