@@ -1,0 +1,1 @@
+"""The face: the `linewatch` CLI, `linewatch run` (the line), status, reports, demo."""

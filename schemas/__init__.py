@@ -1,0 +1,1 @@
+"""Wire and table formats: messages (versioned dataclasses, no pickle), tables (SQLAlchemy)."""

@@ -93,3 +93,19 @@ def test_no_test_module_imports_another() -> None:
     pattern = re.compile(r"^\s*(from tests\.test_\w+ import|import tests\.test_)", re.M)
     for path in (ROOT / "tests").glob("*.py"):
         assert not pattern.search(path.read_text()), f"{path.name}: use tests/helpers.py"
+
+
+def test_readme_layout_is_the_folders_own_docstrings() -> None:
+    import ast
+
+    block = re.search(r"## Layout\n\n```\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README.md has a Layout block"
+    listed = {m[1]: m[2].strip() for m in re.finditer(r"^\s*([a-z_]+)/\s+(.*)$", block[1], re.M)}
+    folders = [ROOT / name for name in ("linewatch", "workers", "pipeline", "schemas")]
+    folders += [p for p in sorted((ROOT / "pipeline").iterdir()) if (p / "__init__.py").exists()]
+    for folder in folders:
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
+        assert doc, f"{folder.relative_to(ROOT)}/__init__.py says what the folder holds"
+        assert listed.get(folder.name) == doc.splitlines()[0], f"README Layout: {folder.name}/"
+    for name in listed:
+        assert (ROOT / name).is_dir() or (ROOT / "pipeline" / name).is_dir(), name

@@ -1,0 +1,1 @@
+"""Worker processes: ingest, inference, sink (`run(deps…)` + `main(settings)`); RQ jobs."""

@@ -1,1 +1,1 @@
-"""From results to the line: alert rules, reorder buffer, notifiers."""
+"""From results to the line: alert rules, reorder buffer, notifiers, webhook (HTTP + HMAC)."""
