@@ -2,7 +2,7 @@
 
 This module is the RQ plumbing (queue, enqueueing, job listing); what a job does
 lives with its concern: the webhook's HTTP + signature in alerts/webhook.py, file
-analysis in workers/ (named by path: pipeline does not import workers).
+analysis in workers/jobs.py (named by path: pipeline does not import workers).
 
 Jobs are stored with RQ's JSON serializer, never pickle, and get deliberate
 timeouts. The long-lived roles (ingest of cameras, inference, sink) are
@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 QUEUE = keys.RQ_QUEUE
 ANALYSIS_TIMEOUT_S = 6 * 3600  # a long file at real time; RQ's 180 s default is far too short
 WEBHOOK_RETRY = Retry(max=5, interval=[5, 15, 60, 300, 900])
-ANALYSIS_JOB = (
-    "linewatch.workers.analysis.analyze_file"  # by name: pipeline does not import workers
-)
+ANALYSIS_JOB = "linewatch.workers.jobs.analyze_file"  # by name: pipeline does not import workers
 
 
 def queue(client: broker.Client) -> Queue:

@@ -2,9 +2,7 @@
 
 import json
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,33 +12,13 @@ from linewatch.demo import write_demo_video
 from linewatch.pipeline import jobs
 from linewatch.pipeline.alerts import webhook
 from linewatch.pipeline.streams import broker
-from linewatch.pipeline.streams.embedded_redis import free_port
-from tests.helpers import linewatch
-
-
-class Receiver(BaseHTTPRequestHandler):
-    status = 200
-    delay_s = 0.0
-    received: list[tuple[dict, bytes]] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.received.append((dict(self.headers), body))
-        time.sleep(Receiver.delay_s)
-        self.send_response(Receiver.status)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.helpers import linewatch, webhook_receiver
 
 
 @pytest.fixture()
 def receiver():  # type: ignore[no-untyped-def]
-    Receiver.received, Receiver.status, Receiver.delay_s = [], 200, 0.0
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", Receiver
-    server.shutdown()
+    with webhook_receiver() as hook:
+        yield hook
 
 
 @pytest.fixture()

@@ -1,7 +1,14 @@
-"""Redis Streams: the only module that talks to Redis.
+"""Redis: the client (connect, retries) and the stream commands of the pipeline.
 
 Frames and results travel as stream entries read through consumer groups.
 Entries are acknowledged by the reader only after their effect is durable.
+
+Only pipeline/streams/ imports redis. Other modules send a few commands of their
+own on a client from here, each on the keys it owns (names in pipeline/keys.py):
+streams/consumer.py (worker heartbeats), streams/dead_letters.py (the dead-letter
+stream), video/camera_state.py (a camera's state history), inference/switching.py
+(the requested model), workers/ingest.py (seq numbers, per-camera counters), and,
+reading only, linewatch/line.py, status.py and cli.py (counters, heartbeats).
 """
 
 from __future__ import annotations
@@ -222,4 +229,5 @@ def live_keys(client: redis.Redis, pattern: str) -> list[str]:
 
 
 def publish(client: redis.Redis, channel: str, message: str) -> None:
+    """PUBLISH `message` on a pub/sub channel (alerts); stream entries are *added*."""
     client.publish(channel, message)

@@ -1,5 +1,8 @@
-"""RQ job: analyse one video file through the running line (ingest only; the inference
-and sink workers that serve the line do the rest)."""
+"""RQ job entry points: finite work that runs worker code, done by `linewatch worker rq`.
+
+analyze_file: one video file through the running line (ingest only; the inference
+and sink workers that serve the line do the rest). Enqueued by pipeline/jobs.py.
+"""
 
 from __future__ import annotations
 
