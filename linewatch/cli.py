@@ -103,17 +103,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from linewatch.pipeline.simulation.line_evaluation import FrameResult, score_line
     from linewatch.pipeline.simulation.simulator import read_truth
-    from linewatch.pipeline.storage import database as storage
+    from linewatch.pipeline.storage.database import alert_open_seqs, camera_frames, open_database
 
     try:
         truth = read_truth(args.truth)
     except (OSError, ValueError) as exc:
-        raise LinewatchError(f"cannot read truth file {args.truth}: {exc}") from None
-    engine = storage.open_database(_settings(args).resolved_database_url())
-    results = [FrameResult(*row) for row in storage.camera_frames(engine, args.camera)]
+        raise LinewatchError(f"cannot read truth file {args.truth}: {exc}") from exc
+    engine = open_database(_settings(args).resolved_database_url())
+    results = [FrameResult(*row) for row in camera_frames(engine, args.camera)]
     if not results:
         raise LinewatchError(f"no detections for camera {args.camera!r} in the database")
-    score = score_line(truth, results, storage.alert_open_seqs(engine, args.camera))
+    score = score_line(truth, results, alert_open_seqs(engine, args.camera))
     print(
         f"frames scored {score.frames_scored}/{score.frames_in_truth}: accuracy "
         f"{score.frame_accuracy:.3f}, defect recall {score.defect_frame_recall:.3f}, "
@@ -143,19 +143,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from linewatch.pipeline.redact import redact_url
-    from linewatch.pipeline.storage import database as storage
     from linewatch.pipeline.storage import migrate
+    from linewatch.pipeline.storage.database import create_database_engine, open_database
 
     url = _settings(args).resolved_database_url()
-    engine = storage.create_database_engine(url)
+    engine = create_database_engine(url)
     if args.action == "prune":
         from linewatch.pipeline.storage import retention
 
         try:
             age = retention.parse_age(args.older_than)
         except ValueError as exc:
-            raise LinewatchError(f"--older-than: {exc}") from None
-        removed = retention.prune(storage.open_database(url), age)
+            raise LinewatchError(f"--older-than: {exc}") from exc
+        removed = retention.prune(open_database(url), age)
         print(f"pruned {removed} detections older than {args.older_than} (kept hourly summaries)")
     elif args.action == "upgrade":
         before, after = migrate.upgrade(engine)
@@ -208,7 +208,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from linewatch.pipeline.inference import switching as active_model
+    from linewatch.pipeline.inference import switching
     from linewatch.pipeline.inference.detector import describe_model
     from linewatch.pipeline.streams import broker
 
@@ -217,10 +217,10 @@ def cmd_model(args: argparse.Namespace) -> int:
         if args.model_dir is None:
             raise LinewatchError("model use needs the model folder: linewatch model use DIR")
         info = describe_model(args.model_dir)  # a broken folder is refused here
-        active_model.use_model(client, settings, args.model_dir)
+        switching.use_model(client, settings, args.model_dir)
         print(f"line {settings.line}: inference workers switch to {info.name} {info.version}")
         return 0
-    requested = active_model.requested_model_dir(client, settings)
+    requested = switching.requested_model_dir(client, settings)
     print(f"requested: {requested or f'none (workers run {settings.inference.model_dir})'}")
     for key in broker.live_keys(client, settings.worker_key("*")):
         fields = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}

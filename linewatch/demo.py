@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from linewatch.line import LineStats, run_line
 from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL, line_labels, make_tile
-from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.tables import Alert, Detection
 
@@ -86,7 +86,7 @@ class DemoFigures:
 
 def _figures(settings: Settings, truth: list[str]) -> DemoFigures:
     """Read back what the line wrote: accuracy against the truth, speed and latency."""
-    engine = storage.open_database(settings.resolved_database_url())
+    engine = open_database(settings.resolved_database_url())
     with Session(engine) as session:
         rows = session.execute(
             select(

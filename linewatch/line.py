@@ -14,7 +14,7 @@ from linewatch.pipeline.errors import ConfigError, LinewatchError
 from linewatch.pipeline.inference.detector import describe_model
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
-from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 from linewatch.pipeline.video.source import SourceError, SourceOptions, is_live, open_frames
@@ -58,7 +58,7 @@ def check_line(settings: Settings, strict: bool = False) -> None:
     if not settings.cameras:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
     describe_model(settings.inference.model_dir)
-    storage.open_database(settings.resolved_database_url()).dispose()
+    open_database(settings.resolved_database_url()).dispose()
     for camera in settings.cameras:
         try:
             probe_camera(camera, settings)
@@ -85,7 +85,7 @@ def probe_camera(camera: CameraSettings, settings: Settings) -> None:
     except StopIteration:
         raise SourceError(f"camera {camera.id}: {redact_url(camera.url)} has no frames") from None
     except SourceError as exc:
-        raise SourceError(f"camera {camera.id}: {exc}") from None
+        raise SourceError(f"camera {camera.id}: {exc}") from exc
     finally:
         if frames is not None:
             frames.close()

@@ -248,7 +248,7 @@ def _parse(flag: str, text: str, now: datetime) -> datetime:
     try:
         return parse_time(text, now)
     except ValueError as exc:
-        raise LinewatchError(f"{flag}: {exc}") from None
+        raise LinewatchError(f"{flag}: {exc}") from exc
 
 
 def make_report(
@@ -267,7 +267,7 @@ def make_report(
     except OperationalError as exc:
         raise ServiceUnavailable(
             f"database {redact_url(url)} failed during the report: {one_line(exc.orig)}"
-        ) from None
+        ) from exc
     finally:
         engine.dispose()
     paths = write_report(report, fmt, out)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from linewatch.pipeline import keys
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video import camera_state
 from linewatch.schemas.tables import Alert
@@ -78,7 +78,7 @@ def alerts_table(settings: Settings, limit: int = 10) -> Table:
     table = Table(title=f"recent alerts (last {limit})")
     for column in ("id", "camera", "defect", "state", "opened seq", "closed seq", "peak"):
         table.add_column(column)
-    engine = storage.open_database(settings.resolved_database_url())
+    engine = open_database(settings.resolved_database_url())
     with Session(engine) as session:
         rows = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(limit)).all()
         for a in rows:

@@ -174,16 +174,16 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(
             f"invalid configuration in {source}: {_describe(exc, env_vars)}"
-        ) from None
+        ) from None  # the cause repeats the values, secrets included
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; pass an existing YAML file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file") from exc
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

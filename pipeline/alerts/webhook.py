@@ -38,8 +38,8 @@ def sign(body: bytes, secret: str) -> str:
 
 def post(url: str, body: str, signature: str | None, timeout_s: float) -> int:
     """POST the alert JSON with its signature (when signed); returns the HTTP status.
-    A receiver that does not answer within `timeout_s` fails the attempt (WebhookFailed).
-    Errors name the URL without its credentials and drop the cause, which names them."""
+    A receiver that does not answer within `timeout_s` fails the attempt (WebhookFailed);
+    errors name the URL without its credentials."""
     request = urllib.request.Request(url, data=body.encode(), method="POST")
     request.add_header("Content-Type", "application/json")
     if signature:
@@ -48,11 +48,11 @@ def post(url: str, body: str, signature: str | None, timeout_s: float) -> int:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
-        raise WebhookFailed(f"webhook {redact_url(url)} answered {exc.code}") from None
-    except TimeoutError:
+        raise WebhookFailed(f"webhook {redact_url(url)} answered {exc.code}") from exc
+    except TimeoutError as exc:
         raise WebhookFailed(
             f"webhook {redact_url(url)} did not answer within {timeout_s:g} s "
             "(alerts.webhook_timeout_s)"
-        ) from None
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise WebhookFailed(f"webhook {redact_url(url)} unreachable: {exc}") from None
+        raise WebhookFailed(f"webhook {redact_url(url)} unreachable: {exc}") from exc

@@ -57,7 +57,7 @@ def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
         preprocessor = Preprocessor.from_ops(config["PreProcess"]["transform_ops"])
         preprocessor.output_size  # noqa: B018 (raises for a model without a fixed input size)
     except (KeyError, TypeError, ValueError, OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{folder / CONFIG_FILE} is not a valid model config: {exc!r}") from None
+        raise ModelError(f"{folder / CONFIG_FILE} is not a valid model config: {exc!r}") from exc
     return info, preprocessor, model_file, folder / PARAMS_FILE
 
 
@@ -170,7 +170,7 @@ class Classifier:
                 f"model {folder} rejects a 1x3x{height}x{width} input, the size its "
                 f"{CONFIG_FILE} preprocessing makes ({reason}); export the model for 3-channel "
                 f"{width}x{height} RGB input or fix the PreProcess sizes"
-            ) from None
+            ) from exc
         if out.ndim != 2 or out.shape[1] != len(self.info.labels):
             raise ModelError(
                 f"model output shape {out.shape} does not match {len(self.info.labels)} labels "

@@ -75,7 +75,7 @@ def read_detector_folder(folder: Path) -> DetectorFolder:
         info = _detector_info(config, folder)
         preprocessor, padded = _preprocess(config["Preprocess"])
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path} is not a valid PaddleDetection config: {exc!r}") from None
+        raise ModelError(f"{path} is not a valid PaddleDetection config: {exc!r}") from exc
     return DetectorFolder(info, preprocessor, padded, model_file, params_file)
 
 
@@ -263,7 +263,7 @@ class Detector:
         except Exception as exc:  # paddle raises many types for a shape mismatch
             raise ModelError(
                 f"detection model rejects a 1x3x{height}x{width} input: {exc}"
-            ) from None
+            ) from exc
         if boxes.ndim != 2 or boxes.shape[1] != 6 or counts.shape != (1,):
             raise ModelError(
                 f"detection model outputs {boxes.shape} and {counts.shape}, expected boxes "

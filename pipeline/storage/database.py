@@ -51,7 +51,7 @@ def create_database_engine(url: str) -> Engine:
         raise ConfigError(
             f"bad database URL {redact_url(url)}: {exc}; expected e.g. "
             "sqlite:///path/linewatch.db or postgresql+psycopg://user@host/db"
-        ) from None
+        ) from exc
     if engine.dialect.name == "sqlite":
         _prepare_sqlite(engine)
     return engine
@@ -67,7 +67,7 @@ def open_database(url: str) -> Engine:
             f"cannot reach database {redact_url(url)} "
             f"({one_line(exc.orig)}); "
             "start it or fix database_url / LINEWATCH_DATABASE_URL"
-        ) from None
+        ) from exc
     return engine
 
 

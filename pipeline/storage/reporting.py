@@ -32,8 +32,8 @@ from sqlalchemy.sql import ColumnElement
 
 from linewatch.pipeline.errors import ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
-from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import migrate
+from linewatch.pipeline.storage.database import create_database_engine
 from linewatch.pipeline.storage.retention import parse_age
 from linewatch.schemas.tables import Detection, ShadowDetection
 
@@ -162,25 +162,25 @@ def parse_time(text: str, now: datetime) -> datetime:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid date: {exc}") from None
+            raise ValueError(f"{text!r} is not a valid date: {exc}") from exc
         return moment.replace(tzinfo=timezone.utc)
     try:
         return now - parse_age(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an age like 24h, 7d or a date like 2026-11-01") from None
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an age like 24h, 7d or a date like 2026-11-01") from exc
 
 
 def open_for_reports(url: str) -> Engine:
     """An engine on an existing database at this linewatch's schema (never creates one)."""
     safe = redact_url(url)
-    engine = storage.create_database_engine(url)
+    engine = create_database_engine(url)
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and not Path(database).exists():
         raise ServiceUnavailable(f"no database file at {database} ({safe})")
     try:
         current, head = migrate.current_revision(engine), migrate.head_revision()
     except OperationalError as exc:
-        raise ServiceUnavailable(f"cannot reach database {safe} ({one_line(exc.orig)})") from None
+        raise ServiceUnavailable(f"cannot reach database {safe} ({one_line(exc.orig)})") from exc
     if current != head:
         raise migrate.SchemaOutOfDate(
             f"database {safe} has schema revision {current or 'none'}, reports need {head}; "

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage.database import insert_for
 from linewatch.schemas.tables import Detection, HourlySummary, ShadowDetection
 
 _AGE = re.compile(r"^(\d+)([dhm])$")
@@ -62,7 +62,7 @@ def _add_to_summary(session: Session, engine: Engine, rows: list) -> None:  # ty
         defects[key] += int(row.is_defect)
     for key, count in frames.items():
         camera_id, hour, version, label = key
-        statement = storage.insert_for(engine, HourlySummary).values(
+        statement = insert_for(engine, HourlySummary).values(
             camera_id=camera_id,
             hour=hour,
             model_version=version,

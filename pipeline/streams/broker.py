@@ -81,7 +81,7 @@ def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:
             return client
         except redis.RedisError as exc:
             if attempt + 1 == attempts:
-                raise ServiceUnavailable(_connect_message(url, exc)) from None
+                raise ServiceUnavailable(_connect_message(url, exc)) from exc
             time.sleep(delay_s)
     raise AssertionError("unreachable")
 

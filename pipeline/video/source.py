@@ -168,7 +168,7 @@ def _open_container(url: str, options: SourceOptions) -> Any:
                 if live
                 else "is it a complete video file that ffmpeg can read?"
             )
-        ) from None
+        ) from None  # PyAV's error names the URL, password included
     if not container.streams.video:
         what = "only audio" if container.streams.audio else "no streams (truncated or not a video?)"
         container.close()
