@@ -209,7 +209,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from linewatch.pipeline.inference import switching
-    from linewatch.pipeline.inference.detector import describe_model
+    from linewatch.pipeline.inference.loading import describe_model
     from linewatch.pipeline.streams import broker
 
     settings, client = _redis(args, "model")

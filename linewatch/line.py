@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
-from linewatch.pipeline.inference.detector import describe_model
+from linewatch.pipeline.inference.loading import describe_model
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
 from linewatch.pipeline.storage.database import open_database

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from linewatch.pipeline.inference.classifier import batch_buckets
+from linewatch.pipeline.inference.predictor import batch_buckets
 from linewatch.pipeline.inference.preprocess import Preprocessor
 from linewatch.pipeline.video.codec import UndecodableImage, decode_image, encode_image
 

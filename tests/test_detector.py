@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 import linewatch.pipeline.training  # noqa: F401  (legacy export format: set before paddle loads)
 from linewatch.pipeline.errors import ModelError
 from linewatch.pipeline.inference.classifier import Classifier
-from linewatch.pipeline.inference.detector import Detector, DetectorInfo, describe_model, load_model
+from linewatch.pipeline.inference.detector import Detector, DetectorInfo
+from linewatch.pipeline.inference.loading import describe_model, load_model
 from linewatch.pipeline.inference.prediction import CLEAN_LABEL, detections, predict
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker

@@ -15,7 +15,7 @@ import numpy as np
 
 from linewatch.pipeline import metrics
 from linewatch.pipeline.config import InferenceSettings, Settings
-from linewatch.pipeline.inference.detector import Model, load_model
+from linewatch.pipeline.inference.loading import Model, load_model
 from linewatch.pipeline.inference.prediction import Prediction, predict
 from linewatch.pipeline.inference.switching import ModelSwitcher, requested_model_dir
 from linewatch.pipeline.runtime import StopFlag, run_worker

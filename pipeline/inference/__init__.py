@@ -1,1 +1,1 @@
-"""Paddle inference: models, preprocessing, predictions, model switching."""
+"""Paddle inference: predictor (once), classifier, detector, loading, predictions, switching."""

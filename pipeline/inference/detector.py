@@ -1,12 +1,11 @@
-"""PaddleDetection exported model folders, read without importing paddledet, and the
-factory that picks a Classifier or a Detector from a folder's files.
+"""PaddleDetection exported model folders, read without importing paddledet.
 
 A PaddleDetection export (`tools/export_model.py`) is `model.pdmodel` (or `model.json`)
 + `model.pdiparams` + `infer_cfg.yml`. The program takes `image` (N,3,H,W),
 `scale_factor` (N,2: resized / original, y then x) and sometimes `im_shape` (N,2: the
 resized h, w); with NMS in the program (the default export) it returns `bbox` (M,6:
 class, score, x1, y1, x2, y2 in the original image's pixels) and `bbox_num` (N,).
-Paddle itself is reached through pipeline/inference/classifier.py, the only module that imports it.
+Its predictor comes from predictor.py, shared with the classifier.
 """
 
 from __future__ import annotations
@@ -20,16 +19,12 @@ import numpy as np
 import yaml
 
 from linewatch.pipeline.errors import ModelError
-from linewatch.pipeline.inference.classifier import (
-    CONFIG_FILE,
-    MODEL_FILES,
-    Classifier,
-    ModelInfo,
+from linewatch.pipeline.inference.predictor import (
     TensorRT,
     batch_buckets,
     create_predictor,
+    pad_to_bucket,
     pick_device,
-    read_model_info,
 )
 from linewatch.pipeline.inference.preprocess import Preprocessor
 
@@ -233,10 +228,8 @@ class Detector:
 
     def _run_padded(self, batch: np.ndarray, scales: np.ndarray) -> list[np.ndarray]:
         count = len(batch)
-        size = next(b for b in self.buckets if b >= count)
-        if size > count:
-            batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), np.float32)])
-            scales = np.concatenate([scales, np.ones((size - count, 2), np.float32)])
+        batch = pad_to_bucket(batch, self.buckets)
+        scales = pad_to_bucket(scales, self.buckets, fill=1.0)
         return _split(*self._run(batch, scales))[:count]
 
     def _run(self, batch: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,40 +284,3 @@ def _clip(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     rows[:, [2, 4]] = np.clip(rows[:, [2, 4]], 0, width)
     rows[:, [3, 5]] = np.clip(rows[:, [3, 5]], 0, height)
     return rows
-
-
-Model = Classifier | Detector
-
-
-def is_detection_folder(folder: Path) -> bool:
-    """A PaddleDetection export (infer_cfg.yml or model.*) rather than a classifier
-    (inference.yml + inference.*: PaddleClas or `linewatch export`)."""
-    names = (DETECTION_CONFIG_FILE, *DETECTION_MODEL_FILES)
-    return any((folder / name).is_file() for name in names) and not (folder / CONFIG_FILE).is_file()
-
-
-def describe_model(folder: Path) -> ModelInfo | DetectorInfo:
-    """Check a classifier or detector folder without loading paddle; ModelError if broken."""
-    if is_detection_folder(folder):
-        return read_detector_folder(folder).info
-    if folder.is_dir() and not any((folder / n).is_file() for n in (CONFIG_FILE, *MODEL_FILES)):
-        raise ModelError(
-            f"model folder {folder} holds no model: expected a classifier ({CONFIG_FILE} + "
-            f"{' or '.join(MODEL_FILES)} + inference.pdiparams) or a detector "
-            f"({DETECTION_CONFIG_FILE} + {' or '.join(DETECTION_MODEL_FILES)} + "
-            f"{DETECTION_PARAMS_FILE})"
-        )
-    return read_model_info(folder)[0]
-
-
-def load_model(
-    folder: Path,
-    threads: int = 2,
-    device: str = "auto",
-    tensorrt: bool = False,
-    max_batch: int = 32,
-) -> Model:
-    """The Classifier or Detector the folder's files call for (not yet warmed)."""
-    describe_model(folder)
-    kind = Detector if is_detection_folder(folder) else Classifier
-    return kind(folder, threads, device, tensorrt, max_batch)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from linewatch.pipeline.inference.classifier import ModelInfo
-from linewatch.pipeline.inference.detector import Detector, DetectorInfo, Model
+from linewatch.pipeline.inference.detector import Detector, DetectorInfo
+from linewatch.pipeline.inference.loading import Model
 from linewatch.schemas.messages import Box
 
 CLEAN_LABEL = "clean"  # a detector's frame without any box
