@@ -28,7 +28,7 @@ from linewatch.schemas.messages import FrameMessage
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_S = 0.25  # how stale the backlog check and the published counters may be
+CHECK_EVERY_S = 0.25  # how stale the backlog check and the counters in Redis may be
 
 
 @dataclass
@@ -38,7 +38,7 @@ class IngestCounters:
     dropped: int = 0
 
 
-class FramePublisher:
+class FrameSender:
     """Turns decoded frames into stream entries with per-camera seq numbers."""
 
     def __init__(
@@ -53,7 +53,7 @@ class FramePublisher:
         self._backlog_checked = self._recorded = -CHECK_EVERY_S
         self._over_limit = False
 
-    def publish(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
+    def send(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
         """Send frames; Redis outages are waited out (a resend is deduplicated by seq)."""
         if not frames:
             return
@@ -119,7 +119,7 @@ class FramePublisher:
                 return
 
     def record(self, stop: StopFlag, done: bool = False, force: bool = False) -> None:
-        """Publish this camera's counters (read by `linewatch run` and status tools); between
+        """Write this camera's counters (read by `linewatch run` and status tools); between
         batches at most every CHECK_EVERY_S; always when forced, `done` or stopping."""
         now = time.monotonic()
         due = force or done or stop.is_set() or now - self._recorded >= CHECK_EVERY_S
@@ -138,25 +138,25 @@ class FramePublisher:
 
 def pump(
     frames: Iterable[DecodedFrame],
-    publisher: FramePublisher,
+    sender: FrameSender,
     batch_size: int,
     stop: StopFlag,
     on_batch: Callable[[IngestCounters], None] | None = None,
 ) -> None:
-    """Publish frames in batches of `batch_size` until the source ends or stop is set."""
+    """Send frames in batches of `batch_size` until the source ends or stop is set."""
     batch: list[DecodedFrame] = []
     for frame in frames:
-        publisher.counters.decoded += 1
+        sender.counters.decoded += 1
         batch.append(frame)
         if len(batch) >= batch_size:
-            publisher.publish(batch, stop)
-            publisher.record(stop)
+            sender.send(batch, stop)
+            sender.record(stop)
             if on_batch:
-                on_batch(publisher.counters)
+                on_batch(sender.counters)
             batch = []
         if stop.is_set():
             break
-    publisher.publish(batch, stop)
+    sender.send(batch, stop)
 
 
 def is_camera_live(camera: CameraSettings) -> bool:
@@ -194,21 +194,21 @@ def run(
         open_timeout_s=settings.ingest.open_timeout_s,
         read_timeout_s=settings.ingest.read_timeout_s,
     )
-    publisher = FramePublisher(client, camera, settings, live)
+    sender = FrameSender(client, camera, settings, live)
     states = camera_states(client, camera, settings, stop)
     reason = "shutdown"
     try:
         if is_live(camera.url):
-            _run_live(camera, options, publisher, stop, settings.ingest.reconnect_max_s, states)
+            _run_live(camera, options, sender, stop, settings.ingest.reconnect_max_s, states)
         else:
             states.enter(CameraState.CONNECTING, redact_url(camera.url))
             frames = announced(open_frames(camera.url, options), states)
             if camera.realtime:
                 frames = paced(frames)
-            pump(frames, publisher, 1 if live else settings.ingest.batch_size, stop, on_batch)
+            pump(frames, sender, 1 if live else settings.ingest.batch_size, stop, on_batch)
             if not stop.is_set():
                 reason = "file read to its end"
-        publisher.record(stop, done=not is_live(camera.url) and not stop.is_set())
+        sender.record(stop, done=not is_live(camera.url) and not stop.is_set())
     except SourceError as exc:
         reason = str(exc)
         raise
@@ -219,17 +219,17 @@ def run(
     log.info(
         "camera %s: decoded %d, sent %d, dropped %d",
         camera.id,
-        publisher.counters.decoded,
-        publisher.counters.sent,
-        publisher.counters.dropped,
+        sender.counters.decoded,
+        sender.counters.sent,
+        sender.counters.dropped,
     )
-    return publisher.counters
+    return sender.counters
 
 
 def _run_live(
     camera: CameraSettings,
     options: SourceOptions,
-    publisher: FramePublisher,
+    sender: FrameSender,
     stop: StopFlag,
     reconnect_max_s: float,
     states: CameraStateMachine,
@@ -239,7 +239,7 @@ def _run_live(
         started = time.monotonic()
         states.enter(CameraState.CONNECTING, redact_url(camera.url))
         try:
-            pump(announced(open_frames(camera.url, options), states), publisher, 1, stop)
+            pump(announced(open_frames(camera.url, options), states), sender, 1, stop)
             problem = None
         except SourceError as exc:
             problem = exc
@@ -247,7 +247,7 @@ def _run_live(
             backoff.reset()  # it streamed a while: this drop starts the waits over
         delay = backoff.next()
         if problem is not None:
-            publisher.record(stop, force=True)  # what was sent before the drop
+            sender.record(stop, force=True)  # what was sent before the drop
             if isinstance(problem, SourceStalled):
                 states.enter(CameraState.STALLED, str(problem))
             log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, problem, delay)
