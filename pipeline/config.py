@@ -12,10 +12,18 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from linewatch.pipeline import keys
 from linewatch.pipeline.errors import ConfigError
@@ -37,6 +45,104 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+PartMethod = Literal["none", "contrast", "background", "fixed"]
+PART_METHODS: tuple[str, ...] = get_args(PartMethod)
+Box = tuple[int, int, int, int]
+
+
+class PartsSettings(Strict):
+    """How a camera finds the parts on the belt (`none`: whole frames, the default).
+
+    Boxes and areas are in the pixels of the frame ingest decodes (after the camera's
+    `roi` / `resize`, when set)."""
+
+    method: PartMethod = Field(
+        default="none",
+        description="contrast: threshold + contours on a uniform belt; background: MOG2 on "
+        "a textured one; fixed: configured ROIs (a camera triggered once per part); none: "
+        "whole frames",
+    )
+    polarity: Literal["brighter", "darker"] = Field(
+        default="brighter", description="contrast: parts are brighter (or darker) than the belt"
+    )
+    threshold: int | None = Field(
+        default=None, ge=0, le=255, description="contrast: grey threshold; none = Otsu"
+    )
+    min_contrast: float = Field(
+        default=20.0,
+        ge=0,
+        description="contrast: grey levels between part and belt means below which the "
+        "frame counts as an empty belt",
+    )
+    blur: int = Field(default=5, ge=0, le=31, description="Gaussian blur kernel (odd; 0: off)")
+    morph_kernel: int = Field(
+        default=5, ge=0, le=31, description="opening + closing kernel of the mask (0: off)"
+    )
+    downscale: int = Field(default=2, ge=1, le=8, description="locate on a 1/n size image")
+    min_area: int = Field(default=1500, ge=1, description="smallest part area, px²")
+    max_area: int | None = Field(default=None, ge=1, description="largest part area, px²")
+    min_aspect: float = Field(default=0.2, gt=0, description="smallest box width / height")
+    max_aspect: float = Field(default=5.0, gt=0, description="largest box width / height")
+    history: int = Field(default=300, ge=2, description="background: MOG2 history, frames")
+    var_threshold: float = Field(default=25.0, gt=0, description="background: MOG2 threshold")
+    rois: tuple[Box, ...] = Field(default=(), description="fixed: part boxes x1, y1, x2, y2")
+    edge_margin: int = Field(
+        default=4, ge=1, description="px a box must keep from the frame edge to be a whole view"
+    )
+    min_frames: int = Field(
+        default=2, ge=1, description="frames a track must be seen in before it counts as a part"
+    )
+    max_unmatched: int = Field(
+        default=2, ge=0, description="sampled frames a part may go unseen before its track ends"
+    )
+    min_iou: float = Field(default=0.1, ge=0, le=1, description="box overlap that matches a track")
+    max_part_s: float = Field(
+        default=60.0, gt=0, description="a part in view longer ends as `stuck` (flagged)"
+    )
+    max_views: int = Field(default=4, ge=1, le=64, description="views sent per part, at most")
+    view_every: int = Field(
+        default=2, ge=1, description="every k-th whole view when the belt speed is unknown"
+    )
+    crop_margin: float = Field(
+        default=0.04, ge=0, le=1, description="margin around the box, of its larger side"
+    )
+
+    @field_validator("rois")
+    @classmethod
+    def _boxes_not_empty(cls, rois: tuple[Box, ...]) -> tuple[Box, ...]:
+        for index, (x1, y1, x2, y2) in enumerate(rois):
+            if min(x1, y1) < 0 or x1 >= x2 or y1 >= y2:
+                raise ValueError(
+                    f"parts.rois[{index}] {[x1, y1, x2, y2]} is not a box x1 < x2, y1 < y2 "
+                    "with x1, y1 >= 0"
+                )
+        return rois
+
+    @field_validator("blur")
+    @classmethod
+    def _odd_blur(cls, blur: int) -> int:
+        if blur and blur % 2 == 0:
+            raise ValueError(f"parts.blur ({blur}) must be odd (or 0 for no blur)")
+        return blur
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PartsSettings:
+        if self.max_area is not None and self.min_area >= self.max_area:
+            raise ValueError(
+                f"parts.min_area ({self.min_area}) must be below parts.max_area ({self.max_area})"
+            )
+        if self.min_aspect > self.max_aspect:
+            raise ValueError(
+                f"parts.min_aspect ({self.min_aspect}) must not exceed parts.max_aspect "
+                f"({self.max_aspect})"
+            )
+        if self.method == "fixed" and not self.rois:
+            raise ValueError("parts.method fixed needs parts.rois (boxes x1, y1, x2, y2)")
+        if self.rois and self.method != "fixed":
+            raise ValueError(f"parts.rois is only read with method fixed, not {self.method}")
+        return self
+
+
 class CameraSettings(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     url: str
@@ -47,6 +153,7 @@ class CameraSettings(Strict):
     resize: tuple[int, int] | None = None
     encoding: Literal["jpeg", "png", "raw-u8"] = "jpeg"
     jpeg_quality: int = Field(default=90, ge=10, le=100)
+    parts: PartsSettings = PartsSettings()
 
     @field_validator("url")
     @classmethod
