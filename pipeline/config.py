@@ -242,7 +242,7 @@ class Settings(Strict):
         return keys.dead_letter_stream(self.line)
 
     def camera_key(self, camera_id: str, kind: str) -> str:
-        """Per-camera Redis key of `kind`: keys.SEQ, keys.INGEST or keys.STATES."""
+        """Per-camera Redis key of `kind`: keys.SEQ, PART_ID, INGEST or STATES."""
         return keys.camera(self.line, camera_id, kind)
 
     def worker_key(self, worker_id: str) -> str:

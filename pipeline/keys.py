@@ -10,6 +10,7 @@ PREFIX = "lw"
 
 # Per-camera keys: camera(line, camera_id, kind).
 SEQ = "seq"  # string: the last frame seq reserved (INCRBY), survives reconnects
+PART_ID = "part_id"  # string: the last part id reserved (parts mode), never reused
 INGEST = "ingest"  # hash: decoded / sent / dropped / done counters and the camera's state
 STATES = "states"  # stream: the camera's state transitions (from, to, reason, ts)
 
@@ -38,7 +39,7 @@ def stats(line: str) -> str:
 
 
 def camera(line: str, camera_id: str, kind: str) -> str:
-    """A camera's key of `kind` (SEQ, INGEST, STATES)."""
+    """A camera's key of `kind` (SEQ, PART_ID, INGEST, STATES)."""
     return f"{PREFIX}:{kind}:{line}:{camera_id}"
 
 

@@ -207,6 +207,7 @@ class FrameBatchHandler:
             live=frame.live,
             boxes=prediction.boxes,
             shadow=shadow is not None,
+            view=frame.view,
         )
 
 

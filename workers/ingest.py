@@ -6,16 +6,26 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from linewatch.pipeline import defaults, keys, metrics
 from linewatch.pipeline.config import CameraSettings, Settings
-from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.errors import ConfigError, ModelError
+from linewatch.pipeline.inference.classifier import read_model_info
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.retry import Backoff
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video.camera_state import CameraState, CameraStateMachine, redis_recorder
 from linewatch.pipeline.video.codec import encode_image
+from linewatch.pipeline.video.parts import (
+    FrameViews,
+    Pick,
+    Selection,
+    WholeFrames,
+    make_frame_views,
+    part_end_message,
+)
 from linewatch.pipeline.video.source import (
     DecodedFrame,
     SourceError,
@@ -24,6 +34,7 @@ from linewatch.pipeline.video.source import (
     is_live,
     open_frames,
 )
+from linewatch.pipeline.video.tracking import PartRecord
 from linewatch.schemas.messages import FrameMessage
 
 log = logging.getLogger(__name__)
@@ -34,60 +45,98 @@ CHECK_EVERY_S = 0.25  # how stale the backlog check and the counters in Redis ma
 @dataclass
 class IngestCounters:
     decoded: int = 0
-    sent: int = 0
+    sent: int = 0  # messages: whole frames, or part views in parts mode
     dropped: int = 0
+    parts: int = 0  # part ends sent (parts mode)
+
+
+class NumberCounter:
+    """Numbers from a per-camera Redis counter (`seq`, `part_id`): monotonic, and never
+    repeated by this process even when Redis restarts without persistence."""
+
+    def __init__(self, client: broker.Client, key: str, what: str) -> None:
+        self.client = client
+        self.key = key
+        self.what = what
+        self.last = 0
+
+    def take(self, count: int, wait: Callable[[float], bool]) -> int:
+        """The first of `count` new numbers; Redis outages are waited out."""
+
+        def reserve() -> int:
+            return broker.reserve_numbers(self.client, self.key, count, self.last)
+
+        self.last = broker.with_retry(reserve, wait, f"{self.what} reservation")
+        return self.last - count + 1
 
 
 class FrameSender:
-    """Turns decoded frames into stream entries with per-camera seq numbers."""
+    """Turns decoded frames into stream entries with per-camera seq numbers: whole frames,
+    or (parts mode) one entry per part view plus a part-end entry when a part leaves."""
 
     def __init__(
-        self, client: broker.Client, camera: CameraSettings, settings: Settings, live: bool
+        self,
+        client: broker.Client,
+        camera: CameraSettings,
+        settings: Settings,
+        live: bool,
+        views: FrameViews | None = None,
     ) -> None:
         self.client = client
         self.camera = camera
         self.settings = settings
         self.live = live
+        self.views = views or WholeFrames()
         self.counters = IngestCounters()
-        self.last_seq = 0
+        self.seqs = NumberCounter(client, settings.camera_key(camera.id, keys.SEQ), "seq")
         self._backlog_checked = self._recorded = -CHECK_EVERY_S
         self._over_limit = False
 
     def send(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
-        """Send frames; Redis outages are waited out (a resend is deduplicated by seq)."""
+        """Send frames (or their part views); Redis outages are waited out (a resend is
+        deduplicated by seq). Part ends are sent even while a live camera sheds views."""
         if not frames:
             return
+        selection = self.views.select(frames)
         retry = lambda call, what: broker.with_retry(call, stop.wait, what)  # noqa: E731
         if self.live and retry(self._over_live_limit, "backlog check"):
-            self.counters.dropped += len(frames)
-            metrics.FRAMES.labels("ingest", "dropped").inc(len(frames))
+            self.counters.dropped += len(selection.picks)
+            metrics.FRAMES.labels("ingest", "dropped").inc(len(selection.picks))
+            self._send(Selection([], selection.ended), stop)
             return
         if not self.live:
             retry(lambda: self._wait_below_watermark(stop), "backlog check")
-        first_seq = retry(lambda: self._reserve_seqs(len(frames)), "seq reservation")
-        entries = [self._message(frame, first_seq + i).encode() for i, frame in enumerate(frames)]
-        maxlen = self.settings.ingest.max_stream_len
-        retry(
-            lambda: broker.add_entries(self.client, self.settings.frames_stream, entries, maxlen),
-            "XADD",
-        )
-        self.counters.sent += len(frames)
-        metrics.FRAMES.labels("ingest", "sent").inc(len(frames))
+        self._send(selection, stop)
+
+    def finish(self, reason: str, stop: StopFlag) -> None:
+        """End the open parts (the stream ended or dropped): they keep the views sent."""
+        self._send(Selection([], self.views.finish(reason)), stop)
+
+    def _send(self, selection: Selection, stop: StopFlag) -> None:
+        picks, ended = selection.picks, selection.ended
+        first_seq = self.seqs.take(len(picks), stop.wait) if picks else 0
+        entries = [self._message(pick, first_seq + i).encode() for i, pick in enumerate(picks)]
+        ends = [self._part_end(record) for record in ended]
+        if entries or ends:
+            batches = [
+                (self.settings.frames_stream, entries, self.settings.ingest.max_stream_len),
+                (self.settings.results_stream, ends, None),
+            ]
+            broker.with_retry(
+                lambda: broker.add_to_streams(self.client, batches), stop.wait, "XADD"
+            )
+        self.counters.sent += len(picks)
+        self.counters.parts += len(ended)
+        metrics.FRAMES.labels("ingest", "sent").inc(len(picks))
         metrics.mark_alive()
 
-    def _reserve_seqs(self, count: int) -> int:
-        """First of `count` new seq numbers. A counter lost with a Redis restart without
-        persistence is re-seeded from the last seq this process used, so seqs never repeat."""
-        key = self.settings.camera_key(self.camera.id, keys.SEQ)
-        last = int(self.client.incrby(key, count))
-        if last - count < self.last_seq:
-            self.client.set(key, self.last_seq)
-            last = int(self.client.incrby(key, count))
-        self.last_seq = last
-        return last - count + 1
+    def _part_end(self, record: PartRecord) -> dict[bytes, bytes]:
+        return part_end_message(self.camera.id, record).encode()
 
-    def _message(self, frame: DecodedFrame, seq: int) -> FrameMessage:
-        height, width = frame.image.shape[:2]
+    def _message(self, pick: Pick, seq: int) -> FrameMessage:
+        image = self.views.image(pick)
+        height, width = image.shape[:2]
+        frame = pick.frame
         return FrameMessage(
             camera_id=self.camera.id,
             seq=seq,
@@ -97,8 +146,9 @@ class FrameSender:
             width=width,
             height=height,
             encoding=self.camera.encoding,
-            image=encode_image(frame.image, self.camera.encoding, self.camera.jpeg_quality),
+            image=encode_image(image, self.camera.encoding, self.camera.jpeg_quality),
             live=self.live,
+            view=pick.sent_as(seq),
         )
 
     def _over_live_limit(self) -> bool:
@@ -131,6 +181,7 @@ class FrameSender:
             "decoded": self.counters.decoded,
             "sent": self.counters.sent,
             "dropped": self.counters.dropped,
+            "parts": self.counters.parts,
             "done": int(done),
         }
         broker.with_retry(lambda: self.client.hset(key, mapping=mapping), stop.wait, "counters")
@@ -194,7 +245,8 @@ def run(
         open_timeout_s=settings.ingest.open_timeout_s,
         read_timeout_s=settings.ingest.read_timeout_s,
     )
-    sender = FrameSender(client, camera, settings, live)
+    views = frame_views(client, camera, settings, stop)
+    sender = FrameSender(client, camera, settings, live, views)
     states = camera_states(client, camera, settings, stop)
     reason = "shutdown"
     try:
@@ -205,7 +257,10 @@ def run(
             frames = announced(open_frames(camera.url, options), states)
             if camera.realtime:
                 frames = paced(frames)
-            pump(frames, sender, 1 if live else settings.ingest.batch_size, stop, on_batch)
+            try:
+                pump(frames, sender, 1 if live else settings.ingest.batch_size, stop, on_batch)
+            finally:
+                sender.finish("stream-ended", stop)
             if not stop.is_set():
                 reason = "file read to its end"
         sender.record(stop, done=not is_live(camera.url) and not stop.is_set())
@@ -226,6 +281,32 @@ def run(
     return sender.counters
 
 
+def frame_views(
+    client: broker.Client, camera: CameraSettings, settings: Settings, stop: StopFlag
+) -> FrameViews:
+    """Whole frames, or (parts mode) part views at the model's input size with part ids
+    reserved in Redis like seq."""
+    part_ids = NumberCounter(client, settings.camera_key(camera.id, keys.PART_ID), "part id")
+    return make_frame_views(
+        camera.parts,
+        camera_id=camera.id,
+        view_size=lambda: model_view_size(settings.inference.model_dir, camera.id),
+        new_part_id=lambda: part_ids.take(1, stop.wait),
+    )
+
+
+def model_view_size(model_dir: Path, camera_id: str) -> tuple[int, int]:
+    """(width, height) views are resized to, from the model folder's inference.yml."""
+    try:
+        _, preprocessor, _, _ = read_model_info(model_dir)
+    except ModelError as exc:
+        raise ModelError(
+            f"camera {camera_id}: parts mode resizes each view to the model's input size, "
+            f"which cannot be read: {exc}"
+        ) from exc
+    return preprocessor.view_size
+
+
 def _run_live(
     camera: CameraSettings,
     options: SourceOptions,
@@ -243,6 +324,7 @@ def _run_live(
             problem = None
         except SourceError as exc:
             problem = exc
+            sender.finish("stream-ended", stop)  # parts in view keep the views they have
         if time.monotonic() - started > defaults.HEALTHY_STREAM_S:
             backoff.reset()  # it streamed a while: this drop starts the waits over
         delay = backoff.next()
@@ -253,6 +335,7 @@ def _run_live(
             log.warning("camera %s: %s; reconnecting in %.1f s", camera.id, problem, delay)
             states.enter(CameraState.BACKOFF, f"{problem}; retry in {delay:.1f} s")
         stop.wait(delay)
+    sender.finish("stream-ended", stop)
 
 
 def announced(frames: Iterable[DecodedFrame], states: CameraStateMachine) -> Iterator[DecodedFrame]:

@@ -60,13 +60,21 @@ class Preprocessor:
             raise ValueError("preprocess has neither a fixed resize nor a crop")
         return size
 
+    @property
+    def view_size(self) -> tuple[int, int]:
+        """(width, height) ingest resizes a part's view to: the fixed resize when there is
+        one (a crop after it still applies here, as in training), else the model input."""
+        return self.resize or self.output_size
+
     def image(self, rgb: np.ndarray) -> np.ndarray:
-        """One image resized and cropped, still HWC uint8."""
+        """One image resized and cropped, still HWC uint8. An image already at the resize
+        size (a part view made at ingest) is not resized again."""
         out = rgb
+        height, width = out.shape[:2]
         if self.resize is not None:
-            out = cv2.resize(out, self.resize, interpolation=self.interpolation)
-        elif self.resize_short is not None:
-            height, width = out.shape[:2]
+            if self.resize != (width, height):
+                out = cv2.resize(out, self.resize, interpolation=self.interpolation)
+        elif self.resize_short is not None and self.resize_short != min(height, width):
             scale = self.resize_short / min(height, width)
             size = (round(width * scale), round(height * scale))
             out = cv2.resize(out, size, interpolation=self.interpolation)

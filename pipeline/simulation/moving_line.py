@@ -221,7 +221,8 @@ class Belt:
 
     def _camera(self, canvas: np.ndarray, index: int) -> np.ndarray:
         drift = 1.0 + 0.1 * math.sin(index / 40.0)
-        out = canvas * drift + self.rng.normal(0, self.spec.noise, canvas.shape).astype(np.float32)
+        noise = self.rng.standard_normal(canvas.shape, dtype=np.float32)
+        out = canvas * drift + noise * np.float32(self.spec.noise)
         if self.rng.random() < 0.1:
             out = cv2.blur(out, (5, 1))
         grey = np.clip(out, 0, 255).astype(np.uint8)

@@ -119,6 +119,28 @@ def add_entries(
     return pipe.execute()
 
 
+def add_to_streams(
+    client: redis.Redis, batches: Sequence[tuple[str, Sequence[dict[bytes, bytes]], int | None]]
+) -> list[bytes]:
+    """XADD (stream, entries, maxlen) batches to several streams in one MULTI, all or none:
+    ingest adds part views to the frames stream and part ends to the results stream."""
+    pipe = client.pipeline(transaction=True)
+    for stream, entries, maxlen in batches:
+        add_to(pipe, stream, entries, maxlen)
+    return pipe.execute()
+
+
+def reserve_numbers(client: redis.Redis, key: str, count: int, floor: int) -> int:
+    """The last of `count` new numbers of the counter `key` (INCRBY). A counter behind
+    `floor` (the last number the caller used: it was lost with a Redis restart without
+    persistence) is first set to `floor`, so numbers never repeat."""
+    last = int(client.incrby(key, count))
+    if last - count < floor:
+        client.set(key, floor)
+        last = int(client.incrby(key, count))
+    return last
+
+
 def add_to(
     pipe: redis.client.Pipeline,
     stream: str,
