@@ -85,6 +85,13 @@ class PartsSettings(Strict):
     max_aspect: float = Field(default=5.0, gt=0, description="largest box width / height")
     history: int = Field(default=300, ge=2, description="background: MOG2 history, frames")
     var_threshold: float = Field(default=25.0, gt=0, description="background: MOG2 threshold")
+    background_ratio: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="background: weight share of a pixel's modes that counts as background "
+        "(MOG2 default 0.9 learns parts that pass often as background)",
+    )
     rois: tuple[Box, ...] = Field(default=(), description="fixed: part boxes x1, y1, x2, y2")
     edge_margin: int = Field(
         default=4, ge=1, description="px a box must keep from the frame edge to be a whole view"

@@ -152,6 +152,7 @@ class BackgroundLocator(MaskLocator):
         self.subtractor = cv2.createBackgroundSubtractorMOG2(
             history=settings.history, varThreshold=settings.var_threshold, detectShadows=False
         )
+        self.subtractor.setBackgroundRatio(settings.background_ratio)
 
     def mask(self, grey: np.ndarray) -> np.ndarray | None:
         return self.subtractor.apply(grey)

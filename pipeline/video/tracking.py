@@ -165,7 +165,9 @@ class BeltTracker:
 
     def finish(self, reason: str) -> list[PartRecord]:
         """End every open part with `reason` (the stream ended or dropped)."""
-        ended = [self._end(t, reason) for t in self.tracks if t.record and not t.ghost]
+        open_tracks = [t for t in self.tracks if t.record and not t.ghost]
+        ended = [self._end(t, reason) for t in open_tracks]
+        ended.sort(key=lambda record: record.part_id)
         self.discarded += sum(1 for t in self.tracks if t.record is None)
         self.tracks = []
         return ended
