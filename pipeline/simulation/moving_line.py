@@ -38,6 +38,7 @@ PART_COLUMNS = (
 )
 FRAME_COLUMNS = ("camera", "frame", "pts", "part_index", "x1", "y1", "x2", "y2", "whole")
 BELT_LEVEL = 40.0
+EDGE_ROOM = 12  # px between a part and the top and bottom of the frame
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,11 @@ def place_parts(
     for index in range(spec.parts):
         label = _label(spec, images, rng)
         height = round(spec.part_size * (1 + rng.uniform(-spec.size_jitter, spec.size_jitter)))
-        height = min(height, spec.height - 8)
+        height = min(height, spec.height - 2 * EDGE_ROOM)
         image, source = images.tile(label, height, rng)
         gap = _gap(spec, rng) if parts else spec.min_gap
         x0 = right_edge - gap - image.shape[1]
-        y = int(rng.integers(4, spec.height - height - 3))
+        y = int(rng.integers(EDGE_ROOM, spec.height - height - EDGE_ROOM + 1))
         parts.append(PlacedPart(index, label, image, x0, y, source))
         right_edge = x0
     return parts

@@ -17,9 +17,10 @@ A part ends (its record gets a reason) when:
 Views: only a box at least `edge_margin` px inside every frame edge is a whole view.
 Ingest only learns a track's length when it ends, so views are spaced by the belt speed
 measured when the part first becomes wholly visible: with E whole frames expected
-(distance to the far edge / speed), every (E / max_views)-th whole view is sent, at most
-`max_views`; when the speed is unknown (a part that does not move), every
-`view_every`-th whole view, at most `max_views`.
+(distance to the far edge / speed), the views sent are spaced E / max_views whole frames
+apart, centred in the E frames, at most `max_views`; when the speed is unknown (a part
+that does not move), every `view_every`-th whole view from the first, at most
+`max_views`.
 """
 
 from __future__ import annotations
@@ -240,9 +241,11 @@ class BeltTracker:
         settings = self.settings
         if track.whole_seen == 0:
             expected = _expected_whole_frames(track, frame, settings.edge_margin)
-            track.stride = (
-                max(1.0, expected / settings.max_views) if expected else float(settings.view_every)
-            )
+            if expected:
+                track.stride = max(1.0, expected / settings.max_views)
+                track.next_pick = (track.stride - 1) / 2  # centred: no view hugs the edges
+            else:
+                track.stride = float(settings.view_every)
         index = track.whole_seen
         track.whole_seen += 1
         if track.picked >= settings.max_views or index + 1e-9 < track.next_pick:

@@ -1,0 +1,222 @@
+"""Ingest in parts mode: generated moving-line videos (PyAV) into a real Redis."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linewatch.pipeline.config import DEFAULT_MODEL_DIR, Settings
+from linewatch.pipeline.errors import ConfigError, ModelError
+from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.inference.preprocess import Preprocessor
+from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.simulation.moving_line import (
+    Belt,
+    MovingLineSpec,
+    PlacedPart,
+    simulate_moving,
+)
+from linewatch.pipeline.simulation.synthetic import make_tile
+from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
+from linewatch.pipeline.video.codec import decode_image
+from linewatch.pipeline.video.video_writer import write_video
+from linewatch.schemas.messages import (
+    FrameMessage,
+    PartEndMessage,
+    ResultMessage,
+    decode_result_entry,
+)
+from linewatch.workers import ingest
+from linewatch.workers.inference import GROUP, FrameBatchHandler
+from tests.helpers import make_settings
+
+LINE = MovingLineSpec(width=320, height=240, part_size=90, frames_to_cross=24, parts=5, seed=2)
+CONTRAST = {"method": "contrast", "min_area": 800}
+
+
+@pytest.fixture(scope="module")
+def moving_line(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, str]]]:
+    out = tmp_path_factory.mktemp("moving")
+    ((video, parts_csv, _),) = simulate_moving(out, LINE)
+    with parts_csv.open() as source:
+        return video, list(csv.DictReader(source))
+
+
+@pytest.fixture(scope="module")
+def two_in_view(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two parts wholly in view from the first frame; the video ends with both in view."""
+    spec = MovingLineSpec(width=320, height=240, frames_to_cross=80)
+    rng = np.random.default_rng(0)
+    parts = [
+        PlacedPart(0, "free", make_tile(rng, "free", 80), 170, 60),
+        PlacedPart(1, "crack", make_tile(rng, "crack", 80), 40, 100),
+    ]
+    belt = Belt(spec, rng)
+    path = tmp_path_factory.mktemp("two") / "two.mp4"
+    return write_video(path, (belt.frame(parts, i) for i in range(6)), spec.fps)
+
+
+def camera_settings(tmp_path: Path, line: str, redis_url: str, video: Path, **camera) -> Settings:  # type: ignore[no-untyped-def]
+    parts = camera.pop("parts", CONTRAST)
+    cam = {"id": "cam", "url": str(video), "parts": parts, **camera}
+    return make_settings(tmp_path, line, redis_url, cameras=[cam])
+
+
+def stream(client: broker.Client, settings: Settings) -> tuple[list[FrameMessage], list]:
+    views = [FrameMessage.decode(f) for _, f in client.xrange(settings.frames_stream)]
+    ends = [decode_result_entry(f) for _, f in client.xrange(settings.results_stream)]
+    return views, ends
+
+
+def test_a_moving_line_gives_views_and_part_ends(
+    moving_line, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    video, truth = moving_line
+    settings = camera_settings(tmp_path, line_name, redis_url, video)
+    counters = ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
+    views, ends = stream(redis_client, settings)
+
+    assert (counters.sent, counters.parts, len(truth)) == (20, 5, 5)
+    assert [v.seq for v in views] == list(range(1, 21)), "one seq per view message"
+    assert all(isinstance(end, PartEndMessage) for end in ends)
+    assert [(e.part_id, e.views_sent, e.reason) for e in ends] == [
+        (i, 4, "left") for i in range(1, 6)
+    ]
+    by_part = Counter(v.view.part_id for v in views if v.view)
+    assert by_part == {i: 4 for i in range(1, 6)}
+    for end in ends:
+        mine = [v for v in views if v.view and v.view.part_id == end.part_id]
+        assert [v.view.view_index for v in mine] == [0, 1, 2, 3]
+        assert (end.first_seq, end.last_seq) == (mine[0].seq, mine[-1].seq)
+        assert end.first_pts < mine[0].pts and mine[-1].pts < end.last_pts
+        assert end.first_capture_ts <= end.last_capture_ts <= end.ended_ts
+    for part, end in zip(truth, ends, strict=True):
+        fps = LINE.fps
+        whole = (int(part["first_whole_frame"]) / fps, int(part["last_whole_frame"]) / fps)
+        mine = [v.pts for v in views if v.view and v.view.part_id == end.part_id]
+        assert whole[0] - 1e-6 <= min(mine) and max(mine) <= whole[1] + 1e-6, "whole views"
+        assert 0 <= end.first_pts - int(part["first_frame"]) / fps <= 2 / fps + 1e-6
+    first = views[0]
+    assert (first.width, first.height, first.encoding) == (224, 224, "jpeg")
+    assert decode_image(first.image, "jpeg", 224, 224).shape == (224, 224, 3)
+
+
+def test_two_parts_in_view_are_two_messages_and_end_with_the_stream(
+    two_in_view, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    parts = {**CONTRAST, "min_frames": 1, "view_every": 2}
+    settings = camera_settings(tmp_path, line_name, redis_url, two_in_view, parts=parts)
+    ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
+    views, ends = stream(redis_client, settings)
+    assert [(v.seq, v.pts, v.view.part_id) for v in views][:2] == [(1, 0.0, 1), (2, 0.0, 2)]
+    assert len(views) == 6, "6 frames, every 2nd whole view (the parts stand nearly still)"
+    assert [(e.part_id, e.views_sent, e.reason) for e in ends] == [
+        (1, 3, "stream-ended"),
+        (2, 3, "stream-ended"),
+    ]
+    left_part = [v.view for v in views if v.view.part_id == 1][0]  # boxes go left to right
+    assert abs(left_part.x1 - 40) <= 3 and abs(left_part.y1 - 100) <= 3
+
+
+def test_part_ids_continue_across_runs_and_a_redis_restart(
+    two_in_view, tmp_path: Path, line_name: str
+) -> None:
+    parts = {**CONTRAST, "min_frames": 1}
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = broker.connect(server.url)
+        settings = camera_settings(tmp_path, line_name, server.url, two_in_view, parts=parts)
+        for _ in range(2):  # a restarted ingest (a reconnect) takes new ids
+            ingest.run(client, settings.cameras[0], settings, StopFlag())
+        _, ends = stream(client, settings)
+        assert [e.part_id for e in ends] == [1, 2, 3, 4]
+        counter = ingest.NumberCounter(client, settings.camera_key("cam", "part_id"), "part id")
+        assert [counter.take(1, StopFlag().wait) for _ in range(2)] == [5, 6]
+        server.stop()  # no persistence: the counter is gone
+        server.start()
+        assert counter.take(1, StopFlag().wait) == 7, "re-seeded from the last id used"
+
+
+def test_a_shedding_live_camera_still_ends_its_parts(
+    two_in_view, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    parts = {**CONTRAST, "min_frames": 1}
+    settings = camera_settings(tmp_path, line_name, redis_url, two_in_view, parts=parts, live=True)
+    settings = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"max_stream_len": 10})}
+    )
+    filler = [{b"v": b"1", b"filler": b"1"}] * 5  # the backlog is at half the stream bound
+    broker.add_entries(redis_client, settings.frames_stream, filler)
+    counters = ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
+    ends = [decode_result_entry(f) for _, f in redis_client.xrange(settings.results_stream)]
+    assert (counters.sent, counters.dropped) == (0, 6), "every 2nd of 6 frames, 2 parts"
+    assert [(e.part_id, e.views_sent, e.reason) for e in ends] == [
+        (1, 0, "stream-ended"),
+        (2, 0, "stream-ended"),
+    ]
+
+
+def test_inference_copies_the_view_and_skips_the_resize(
+    two_in_view, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = camera_settings(tmp_path, line_name, redis_url, two_in_view)
+    ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
+    views, _ = stream(redis_client, settings)
+    broker.ensure_group(redis_client, settings.frames_stream, GROUP)
+    delivered = broker.read_group(redis_client, settings.frames_stream, GROUP, "w", 50, None)
+    model = Classifier(DEFAULT_MODEL_DIR, threads=1, max_batch=8)
+    FrameBatchHandler(redis_client, model, settings, "w").handle(delivered)
+    _, entries = stream(redis_client, settings)
+    results = [entry for entry in entries if isinstance(entry, ResultMessage)]
+    assert {r.status for r in results} == {"ok"}
+    assert [(r.seq, r.view) for r in results] == [(v.seq, v.view) for v in views]
+    view = decode_image(views[0].image, "jpeg", 224, 224)
+    assert model.preprocessor.image(view) is view, "already at the model's size"
+
+
+def test_parts_mode_needs_a_model_input_size(
+    two_in_view, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = camera_settings(tmp_path, line_name, redis_url, two_in_view)
+    empty = settings.model_copy(
+        update={"inference": settings.inference.model_copy(update={"model_dir": tmp_path})}
+    )
+    with pytest.raises(ModelError, match=r"camera cam: parts mode resizes each view .* missing"):
+        ingest.run(redis_client, empty.cameras[0], empty, StopFlag())
+    folder = tmp_path / "short"
+    folder.mkdir()
+    config = (DEFAULT_MODEL_DIR / "inference.yml").read_text()
+    (folder / "inference.yml").write_text(
+        config.replace("size:\n      - 224\n      - 224", "resize_short: 256")
+    )
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        (folder / name).symlink_to(DEFAULT_MODEL_DIR / name)
+    assert Preprocessor(resize_short=256).resize is None
+    with pytest.raises(ModelError, match=r"neither a fixed resize nor a crop"):
+        ingest.model_view_size(folder, "cam")
+
+
+def test_a_fixed_roi_outside_the_frame_stops_ingest_with_the_key(
+    two_in_view, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    parts = {"method": "fixed", "rois": [[0, 0, 100, 100], [200, 100, 330, 200]]}
+    settings = camera_settings(tmp_path, line_name, redis_url, two_in_view, parts=parts)
+    with pytest.raises(
+        ConfigError, match=r"parts.rois\[1\] \[200, 100, 330, 200\] lies outside the 320x240"
+    ):
+        ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
+
+
+def test_whole_frame_mode_is_unchanged(
+    two_in_view, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = camera_settings(tmp_path, line_name, redis_url, two_in_view, parts={})
+    counters = ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
+    views, ends = stream(redis_client, settings)
+    assert (counters.sent, counters.parts, ends) == (6, 0, [])
+    assert all(v.view is None and (v.width, v.height) == (320, 240) for v in views)
+    assert b"part_id" not in redis_client.xrange(settings.frames_stream)[0][1]
