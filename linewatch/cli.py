@@ -86,17 +86,42 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.layout == "moving":
+        return _simulate_moving(args)
+    if args.split_file:
+        raise LinewatchError("--split-file needs --layout moving")
     from linewatch.pipeline.simulation.simulator import LineSpec, simulate
 
     spec = LineSpec(
         parts=args.parts,
-        frames_per_part=args.frames_per_part,
+        frames_per_part=args.frames_per_part or 8,
         fps=args.fps,
         defect_rate=args.defect_rate,
         seed=args.seed,
     )
     for video, truth in simulate(args.out, spec, args.cameras, args.images):
         print(f"{video}  (truth: {truth})")
+    return 0
+
+
+def _simulate_moving(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.simulation import moving_line
+
+    if args.split_file:
+        items = moving_line.split_items(args.split_file, args.split, args.images)
+    else:
+        items = moving_line.folder_items(args.images) if args.images else []
+    spec = moving_line.MovingLineSpec(
+        parts=args.parts,
+        fps=args.fps,
+        frames_to_cross=args.frames_per_part or 16,
+        defect_rate=args.defect_rate,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+    )
+    for video, parts, frames in moving_line.simulate_moving(args.out, spec, args.cameras, items):
+        print(f"{video}  (parts: {parts}, frames: {frames})")
     return 0
 
 
@@ -319,10 +344,27 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", type=Path, required=True)
     simulate.add_argument("--cameras", type=int, default=1)
     simulate.add_argument("--parts", type=int, default=40)
-    simulate.add_argument("--frames-per-part", type=int, default=8)
+    simulate.add_argument(
+        "--layout",
+        choices=["moving", "stepped"],
+        default="moving",
+        help="moving: parts ride the belt through the view (parts mode); stepped: one part "
+        "per group of frames, centred (frame mode, truth for frame-level evaluate)",
+    )
+    simulate.add_argument(
+        "--frames-per-part",
+        type=int,
+        help="stepped: frames per part (8); moving: frames a part takes to cross (16)",
+    )
     simulate.add_argument("--fps", type=float, default=10.0)
     simulate.add_argument("--defect-rate", type=float, default=0.2)
     simulate.add_argument("--images", type=Path, help="ImageFolder of tiles (default: synthetic)")
+    simulate.add_argument(
+        "--split-file", type=Path, help="moving: a training run's split.json: its photos only"
+    )
+    simulate.add_argument("--split", choices=["val", "train"], default="val")
+    simulate.add_argument("--width", type=int, default=640, help="moving: frame width")
+    simulate.add_argument("--height", type=int, default=480, help="moving: frame height")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(func=cmd_simulate)
 

@@ -65,20 +65,33 @@ class PartsSettings(Strict):
     polarity: Literal["brighter", "darker"] = Field(
         default="brighter", description="contrast: parts are brighter (or darker) than the belt"
     )
-    threshold: int | None = Field(
-        default=None, ge=0, le=255, description="contrast: grey threshold; none = Otsu"
+    threshold: Literal["belt", "otsu"] | int = Field(
+        default="belt",
+        description="contrast: belt = the belt's grey level + min_contrast; otsu = Otsu's "
+        "threshold (a frame whose two sides differ by less than min_contrast is an empty "
+        "belt); a number = that grey level",
     )
     min_contrast: float = Field(
-        default=20.0,
-        ge=0,
-        description="contrast: grey levels between part and belt means below which the "
-        "frame counts as an empty belt",
+        default=12.0, gt=0, description="contrast: grey levels a part differs from the belt by"
+    )
+    belt_percentile: float = Field(
+        default=25.0,
+        gt=0,
+        lt=100,
+        description="contrast: the belt's grey level is this percentile of the frame (from "
+        "the bright end for darker parts): the belt must cover that share of the frame",
     )
     blur: int = Field(default=5, ge=0, le=31, description="Gaussian blur kernel (odd; 0: off)")
     morph_kernel: int = Field(
         default=5, ge=0, le=31, description="opening + closing kernel of the mask (0: off)"
     )
     downscale: int = Field(default=2, ge=1, le=8, description="locate on a 1/n size image")
+    merge_gap: int = Field(
+        default=0,
+        ge=0,
+        description="boxes closer than this (px, both ways) are one part: for parts whose "
+        "own dark bands split them; keep it below the smallest gap between parts",
+    )
     min_area: int = Field(default=1500, ge=1, description="smallest part area, px²")
     max_area: int | None = Field(default=None, ge=1, description="largest part area, px²")
     min_aspect: float = Field(default=0.2, gt=0, description="smallest box width / height")
@@ -124,6 +137,13 @@ class PartsSettings(Strict):
                     "with x1, y1 >= 0"
                 )
         return rois
+
+    @field_validator("threshold")
+    @classmethod
+    def _grey_level(cls, threshold: str | int) -> str | int:
+        if isinstance(threshold, int) and not 0 <= threshold <= 255:
+            raise ValueError(f"parts.threshold ({threshold}) must be a grey level 0..255")
+        return threshold
 
     @field_validator("blur")
     @classmethod

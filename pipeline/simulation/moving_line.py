@@ -51,9 +51,22 @@ class MovingLineSpec:
     height: int = 480
     part_size: int = 200  # part height in px; the width follows the photo's aspect
     size_jitter: float = 0.08
-    min_gap: int = 24  # px between parts, so that they never touch
+    min_gap: int = 96  # px between parts: more than a `parts.merge_gap` of 64
     noise: float = 3.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.width % 2 or self.height % 2 or min(self.width, self.height) < 64:
+            problems.append(f"frame {self.width}x{self.height} must be even and at least 64")
+        if not 16 <= self.part_size <= self.height - 2 * EDGE_ROOM:
+            problems.append(f"part size {self.part_size} must lie in 16..height - {2 * EDGE_ROOM}")
+        if self.parts < 1 or self.frames_to_cross < 1 or self.fps <= 0:
+            problems.append("parts, frames to cross and fps must be positive")
+        if not 0 <= self.defect_rate <= 1:
+            problems.append(f"defect rate {self.defect_rate} must lie in 0..1")
+        if problems:
+            raise LinewatchError("moving line: " + "; ".join(problems))
 
     @property
     def speed(self) -> float:

@@ -86,6 +86,8 @@ class MaskLocator(Locator):
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         height, width = frame.shape[:2]
         boxes = [self._box(cv2.boundingRect(c), width, height) for c in contours]
+        if self.settings.merge_gap:
+            boxes = merge_close(boxes, self.settings.merge_gap)
         return sorted((b for b in boxes if self._accepted(b)), key=lambda b: (b.x1, b.y1))
 
     def _grey(self, frame: np.ndarray) -> np.ndarray:
@@ -111,26 +113,64 @@ class MaskLocator(Locator):
         return settings.min_aspect <= box.width / box.height <= settings.max_aspect
 
 
+def merge_close(boxes: list[PixelBox], gap: int) -> list[PixelBox]:
+    """Boxes with less than `gap` px between them, both ways, merged into one."""
+    merged = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        for i, a in enumerate(merged):
+            for j in range(i + 1, len(merged)):
+                b = merged[j]
+                if max(b.x1 - a.x2, a.x1 - b.x2) < gap and max(b.y1 - a.y2, a.y1 - b.y2) < gap:
+                    merged[i] = PixelBox(
+                        min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2)
+                    )
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
 @register
 class ContrastLocator(MaskLocator):
-    """Parts brighter (or darker) than a uniform belt: Otsu or a fixed threshold. A frame
-    whose two sides differ by less than `min_contrast` grey levels is an empty belt."""
+    """Parts brighter (or darker) than a uniform belt, thresholded at the belt's own grey
+    level + `min_contrast` (so brightness drift moves the threshold with it), at Otsu's
+    threshold, or at a fixed grey level."""
 
     method = "contrast"
 
     def mask(self, grey: np.ndarray) -> np.ndarray | None:
         settings = self.settings
-        flag = cv2.THRESH_BINARY if settings.polarity == "brighter" else cv2.THRESH_BINARY_INV
-        if settings.threshold is None:
+        brighter = settings.polarity == "brighter"
+        flag = cv2.THRESH_BINARY if brighter else cv2.THRESH_BINARY_INV
+        if settings.threshold == "otsu":
             level, mask = cv2.threshold(grey, 0, 255, flag | cv2.THRESH_OTSU)
+            return mask if _contrast(grey, level) >= settings.min_contrast else None
+        if settings.threshold == "belt":
+            belt = _percentile(
+                grey, settings.belt_percentile if brighter else 100 - settings.belt_percentile
+            )
+            level = belt + settings.min_contrast if brighter else belt - settings.min_contrast
         else:
-            level, mask = cv2.threshold(grey, settings.threshold, 255, flag)
-        return mask if _contrast(grey, level) >= settings.min_contrast else None
+            level = float(settings.threshold)
+        return cv2.threshold(grey, level, 255, flag)[1]
+
+
+def _histogram(grey: np.ndarray) -> np.ndarray:
+    return cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
+
+
+def _percentile(grey: np.ndarray, percent: float) -> float:
+    cumulative = np.cumsum(_histogram(grey))
+    return float(np.searchsorted(cumulative, cumulative[-1] * percent / 100))
 
 
 def _contrast(grey: np.ndarray, level: float) -> float:
     """Mean grey above the threshold minus mean grey at or below it (0 when one is empty)."""
-    hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
+    hist = _histogram(grey)
     values = np.arange(256, dtype=np.float64)
     split = int(level) + 1
     low, high = hist[:split], hist[split:]
