@@ -118,6 +118,7 @@ def _simulate_moving(args: argparse.Namespace) -> int:
         defect_rate=args.defect_rate,
         width=args.width,
         height=args.height,
+        part_size=args.part_size or round(args.height * 5 / 12),
         seed=args.seed,
     )
     for video, parts, frames in moving_line.simulate_moving(args.out, spec, args.cameras, items):
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--split", choices=["val", "train"], default="val")
     simulate.add_argument("--width", type=int, default=640, help="moving: frame width")
     simulate.add_argument("--height", type=int, default=480, help="moving: frame height")
+    simulate.add_argument("--part-size", type=int, help="moving: part height (5/12 of the frame)")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(func=cmd_simulate)
 

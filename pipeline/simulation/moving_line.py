@@ -200,11 +200,12 @@ def _label(spec: MovingLineSpec, images: TileImages, rng: np.random.Generator) -
 
 def _gap(spec: MovingLineSpec, rng: np.random.Generator) -> float:
     """Short gaps (two parts in view), medium ones (one) and long ones (an empty belt)."""
+    short = max(spec.min_gap + 1.0, 0.4 * spec.width)
     draw = rng.random()
     if draw < 0.35:
-        return rng.uniform(spec.min_gap, 0.4 * spec.width)
+        return rng.uniform(spec.min_gap, short)
     if draw < 0.75:
-        return rng.uniform(0.4 * spec.width, spec.width)
+        return rng.uniform(short, max(short + 1.0, spec.width))
     return rng.uniform(spec.width, 1.6 * spec.width)
 
 
