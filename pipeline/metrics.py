@@ -52,6 +52,11 @@ REDIS_RETRIES = Counter(
     "linewatch_redis_retries_total", "Redis calls retried, by reason (unavailable, oom)", ["reason"]
 )
 ALERTS = Counter("linewatch_alerts_total", "Defect events opened", ["camera"])
+PARTS_ENDED = Counter(
+    "linewatch_parts_ended_total",
+    "Parts whose track ended at ingest, by reason (left, lost, stuck, stream-ended)",
+    ["camera", "reason"],
+)
 BACKLOG = Gauge("linewatch_stream_backlog", "Entries not yet done in a stream", ["stream"])
 CAMERA_STATE = Enum(
     "linewatch_camera_state",

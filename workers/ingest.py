@@ -131,6 +131,16 @@ class FrameSender:
         metrics.mark_alive()
 
     def _part_end(self, record: PartRecord) -> dict[bytes, bytes]:
+        metrics.PARTS_ENDED.labels(self.camera.id, record.reason).inc()
+        if record.reason == "stuck":
+            log.warning(
+                "camera %s: part %d in view for over %.0f s (parts.max_part_s): stuck on the "
+                "belt? It is ended as `stuck` with %d views",
+                self.camera.id,
+                record.part_id,
+                self.camera.parts.max_part_s,
+                record.views_sent,
+            )
         return part_end_message(self.camera.id, record).encode()
 
     def _message(self, pick: Pick, seq: int) -> FrameMessage:
