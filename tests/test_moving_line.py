@@ -39,6 +39,7 @@ def test_a_moving_line_and_its_truth_agree(tmp_path: Path) -> None:
         first, last = int(part["first_frame"]), int(part["last_frame"])
         assert first < int(part["first_whole_frame"]) <= int(part["last_whole_frame"]) < last
         assert part["is_defect"] == str(int(part["label"] != "free"))
+        assert float(part["first_pts"]) == pytest.approx(first / spec.fps)
     assert max(int(r["frame"]) for r in frames) < decoded
     in_view = Counter(Counter(r["frame"] for r in frames).values())
     empty = decoded - len({r["frame"] for r in frames})

@@ -34,6 +34,8 @@ PART_COLUMNS = (
     "last_frame",
     "first_whole_frame",
     "last_whole_frame",
+    "first_pts",
+    "last_pts",
     "source",
 )
 FRAME_COLUMNS = ("camera", "frame", "pts", "part_index", "x1", "y1", "x2", "y2", "whole")
@@ -302,13 +304,13 @@ def simulate_moving(
         frames = render(camera_spec, parts, frame_rows)
         video = write_video(out_dir / f"{name}.mp4", frames, spec.fps)
         truths = part_truths(parts, frame_rows)
-        parts_csv = write_part_truth(out_dir / f"{name}.parts.csv", name, truths)
+        parts_csv = write_part_truth(out_dir / f"{name}.parts.csv", name, truths, spec.fps)
         frames_csv = write_frame_truth(out_dir / f"{name}.frames.csv", name, frame_rows, spec.fps)
         outputs.append((video, parts_csv, frames_csv))
     return outputs
 
 
-def write_part_truth(path: Path, camera: str, truths: Sequence[PartTruth]) -> Path:
+def write_part_truth(path: Path, camera: str, truths: Sequence[PartTruth], fps: float) -> Path:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(PART_COLUMNS)
@@ -324,6 +326,8 @@ def write_part_truth(path: Path, camera: str, truths: Sequence[PartTruth]) -> Pa
                     truth.frames[-1],
                     whole[0] if whole else "",
                     whole[-1] if whole else "",
+                    f"{truth.frames[0] / fps:.6f}",
+                    f"{truth.frames[-1] / fps:.6f}",
                     part.source,
                 )
             )
