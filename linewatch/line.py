@@ -60,7 +60,7 @@ def check_line(settings: Settings, strict: bool = False) -> None:
     describe_model(settings.inference.model_dir)
     for camera in settings.cameras:
         if camera.parts.method != "none":  # views are resized to the model's input size
-            ingest.model_view_size(settings.inference.model_dir, camera.id)
+            ingest.model_view(settings.inference.model_dir, camera.id)
     open_database(settings.resolved_database_url()).dispose()
     for camera in settings.cameras:
         try:

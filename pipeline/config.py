@@ -123,8 +123,12 @@ class PartsSettings(Strict):
     view_every: int = Field(
         default=2, ge=1, description="every k-th whole view when the belt speed is unknown"
     )
-    crop_margin: float = Field(
-        default=0.04, ge=0, le=1, description="margin around the box, of its larger side"
+    crop_margin: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="margin around the box, of its larger side; none: the model folder's "
+        "Linewatch.crop_margin (what it was trained with), else 0 (tight crops)",
     )
 
     @field_validator("rois")

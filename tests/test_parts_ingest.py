@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linewatch.pipeline.config import DEFAULT_MODEL_DIR, Settings
+from linewatch.pipeline.config import DEFAULT_MODEL_DIR, PartsSettings, Settings
 from linewatch.pipeline.errors import ConfigError, ModelError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.inference.preprocess import Preprocessor
@@ -24,6 +24,7 @@ from linewatch.pipeline.simulation.synthetic import make_tile
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 from linewatch.pipeline.video.codec import decode_image
+from linewatch.pipeline.video.parts import ModelView, PartViews, make_frame_views
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.messages import (
     FrameMessage,
@@ -197,7 +198,30 @@ def test_parts_mode_needs_a_model_input_size(
         (folder / name).symlink_to(DEFAULT_MODEL_DIR / name)
     assert Preprocessor(resize_short=256).resize is None
     with pytest.raises(ModelError, match=r"neither a fixed resize nor a crop"):
-        ingest.model_view_size(folder, "cam")
+        ingest.model_view(folder, "cam")
+
+
+def test_the_crop_margin_comes_from_the_camera_else_the_model(tmp_path: Path) -> None:
+    assert ingest.model_view(DEFAULT_MODEL_DIR, "cam") == ModelView((224, 224), None)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = (DEFAULT_MODEL_DIR / "inference.yml").read_text()
+    (folder / "inference.yml").write_text(config + "  crop_margin: 0.04\n")
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        (folder / name).symlink_to(DEFAULT_MODEL_DIR / name)
+    model = ingest.model_view(folder, "cam")
+    assert model == ModelView((224, 224), 0.04)
+
+    def margin(settings: PartsSettings, view: ModelView) -> float:
+        views = make_frame_views(
+            settings, camera_id="cam", model_view=lambda: view, new_part_id=lambda: 1
+        )
+        assert isinstance(views, PartViews)
+        return views.margin
+
+    assert margin(PartsSettings(method="contrast"), model) == 0.04
+    assert margin(PartsSettings(method="contrast"), ModelView((224, 224))) == 0.0
+    assert margin(PartsSettings(method="contrast", crop_margin=0.1), model) == 0.1
 
 
 def test_a_fixed_roi_outside_the_frame_stops_ingest_with_the_key(

@@ -20,6 +20,7 @@ from linewatch.pipeline.video.camera_state import CameraState, CameraStateMachin
 from linewatch.pipeline.video.codec import encode_image
 from linewatch.pipeline.video.parts import (
     FrameViews,
+    ModelView,
     Pick,
     Selection,
     WholeFrames,
@@ -300,21 +301,21 @@ def frame_views(
     return make_frame_views(
         camera.parts,
         camera_id=camera.id,
-        view_size=lambda: model_view_size(settings.inference.model_dir, camera.id),
+        model_view=lambda: model_view(settings.inference.model_dir, camera.id),
         new_part_id=lambda: part_ids.take(1, stop.wait),
     )
 
 
-def model_view_size(model_dir: Path, camera_id: str) -> tuple[int, int]:
-    """(width, height) views are resized to, from the model folder's inference.yml."""
+def model_view(model_dir: Path, camera_id: str) -> ModelView:
+    """The size views are resized to and the model's crop margin, from its inference.yml."""
     try:
-        _, preprocessor, _, _ = read_model_info(model_dir)
+        info, preprocessor, _, _ = read_model_info(model_dir)
     except ModelError as exc:
         raise ModelError(
             f"camera {camera_id}: parts mode resizes each view to the model's input size, "
             f"which cannot be read: {exc}"
         ) from exc
-    return preprocessor.view_size
+    return ModelView(preprocessor.view_size, info.crop_margin)
 
 
 def _run_live(

@@ -40,6 +40,7 @@ class ModelInfo:
     normal_labels: tuple[str, ...]
     defect_threshold: float
     topk: int
+    crop_margin: float | None = None  # the part-view margin it was trained with (parts mode)
 
 
 def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
@@ -93,6 +94,7 @@ def _model_info(config: dict[str, Any], folder: Path) -> ModelInfo:
         normal_labels=tuple(str(label) for label in extra.get("normal_labels", ["free"])),
         defect_threshold=float(extra.get("defect_threshold", 0.5)),
         topk=int(post.get("topk", 5)),
+        crop_margin=float(extra["crop_margin"]) if "crop_margin" in extra else None,
     )
 
 

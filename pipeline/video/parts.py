@@ -43,6 +43,15 @@ class Pick:
         return PartView(part.part_id, part.note_sent(seq), box.x1, box.y1, box.x2, box.y2)
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """What the model expects of a view: its input size (width, height) and, when its
+    folder says, the crop margin it was trained with."""
+
+    size: tuple[int, int]
+    margin: float | None = None
+
+
 @dataclass
 class Selection:
     picks: list[Pick]
@@ -108,18 +117,21 @@ def make_frame_views(
     settings: PartsSettings,
     *,
     camera_id: str,
-    view_size: Callable[[], tuple[int, int]],
+    model_view: Callable[[], ModelView],
     new_part_id: Callable[[], int],
 ) -> FrameViews:
-    """Whole frames for `method: none`, else part views (`view_size` is read only then)."""
+    """Whole frames for `method: none`, else part views (`model_view` is read only then).
+    The crop margin is the camera's `crop_margin`, else the model's, else 0."""
     if settings.method == "none":
         return WholeFrames()
     locator = make_locator(settings, camera_id=camera_id)
+    model = model_view()
+    margin = settings.crop_margin if settings.crop_margin is not None else model.margin
     return PartViews(
         locator=locator,
         tracker=make_tracker(locator, settings, new_part_id=new_part_id),
-        view_size=view_size(),
-        margin=settings.crop_margin,
+        view_size=model.size,
+        margin=margin or 0.0,
     )
 
 
