@@ -1,1 +1,1 @@
-"""Development tools: line simulator, synthetic tiles, line evaluation."""
+"""Development tools: line simulators (stepped, moving belt), synthetic tiles, line evaluation."""

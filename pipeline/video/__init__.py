@@ -1,1 +1,1 @@
-"""Video in and out: PyAV sources, codecs, camera state, part crops, the video writer."""
+"""Video in and out: PyAV sources, codecs, camera state, parts (locate, track, view), writer."""
