@@ -255,6 +255,14 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from linewatch.api.server import serve
+
+    setup_logging("api", args.debug)
+    serve(_settings(args), args.host, args.port)
+    return 0
+
+
 def cmd_rq_worker(settings: Settings, debug: bool) -> None:
     from rq import Worker
 
@@ -340,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("model_dir", type=Path, nargs="?", help="use: the exported model folder")
     model.add_argument("--config", type=Path, help="line YAML file")
     model.set_defaults(func=cmd_model)
+
+    serve = commands.add_parser("serve", help="HTTP API and dashboard (FastAPI on uvicorn)")
+    serve.add_argument("--config", type=Path, help="line YAML file (api.*, database_url)")
+    serve.add_argument("--host", help="listen address (default api.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default api.port, 8000)")
+    serve.set_defaults(func=cmd_serve)
 
     simulate = commands.add_parser("simulate", help="write conveyor-line videos + ground truth")
     simulate.add_argument("--out", type=Path, required=True)

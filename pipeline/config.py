@@ -243,6 +243,21 @@ class AlertSettings(Strict):
         return n
 
 
+class ApiSettings(Strict):
+    """`linewatch serve`: the HTTP API and dashboard."""
+
+    enabled: bool = False  # also start it from `linewatch run` (not wired yet)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    token: SecretStr | None = None  # Bearer token; none: listen on 127.0.0.1 only, no auth
+    user: str = Field(default="operator", pattern=r"^[A-Za-z0-9_.@ -]{1,64}$")  # reviewer name
+    max_upload_mb: float = Field(default=5.0, gt=0, le=200)
+    max_side_px: int = Field(default=8192, ge=16, le=65_535)
+    max_files: int = Field(default=16, ge=1, le=256)
+    uncertainty_band: float = Field(default=0.15, ge=0, le=1)  # |score - threshold| queued first
+    threads: int = Field(default=1, ge=1, le=64)  # /v1/classify predictor threads
+
+
 class Settings(Strict):
     line: str = Field(default="demo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     redis_url: str | None = None
@@ -254,6 +269,7 @@ class Settings(Strict):
     inference: InferenceSettings = InferenceSettings()
     sink: SinkSettings = SinkSettings()
     alerts: AlertSettings = AlertSettings()
+    api: ApiSettings = ApiSettings()
 
     @property
     def frames_stream(self) -> str:
@@ -262,6 +278,11 @@ class Settings(Strict):
     @property
     def results_stream(self) -> str:
         return keys.results_stream(self.line)
+
+    @property
+    def verdicts_channel(self) -> str:
+        """Redis pub/sub channel of part verdicts (PartVerdict JSON), read by /v1/events."""
+        return f"lw:verdicts:{self.line}"
 
     @property
     def stats_key(self) -> str:

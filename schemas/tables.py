@@ -1,5 +1,6 @@
 """SQL tables (SQLAlchemy 2.x): one row per inferred frame or part view, one per part
-verdict, one per defect event, one per box of a detection model's frame."""
+verdict, one per defect event, one per box of a detection model's frame, one per review of
+a part by a person."""
 
 from __future__ import annotations
 
@@ -98,6 +99,31 @@ class Part(Base):
     x2: Mapped[int | None] = mapped_column(Integer)
     y2: Mapped[int | None] = mapped_column(Integer)
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # crop JPEG
+
+
+class PartReview(Base):
+    """A person's verdict on a part (migration 0009): every review is kept, the latest
+    one per part counts; the machine's verdict and label at review time are copied so
+    overkill and escape rates stay right if the part row is rewritten."""
+
+    __tablename__ = "part_reviews"
+    __table_args__ = (
+        Index("ix_part_reviews_part", "part_row_id"),
+        Index("ix_part_reviews_reviewed_at", "reviewed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    part_row_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("parts.id", ondelete="CASCADE"),
+    )
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verdict: Mapped[str] = mapped_column(String(16))  # ok | defect
+    label: Mapped[str] = mapped_column(String(64))
+    machine_verdict: Mapped[str] = mapped_column(String(16))
+    machine_label: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class ShadowDetection(Base):

@@ -1,0 +1,140 @@
+"""The FastAPI app: context (settings, database, Redis, model), open routes (/healthz,
+the dashboard's static shell), the authenticated /v1 routes, /metrics and /docs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+
+from linewatch.api import routes, routes_line
+from linewatch.api.auth import require_user
+from linewatch.api.classify import ModelHolder
+from linewatch.api.uploads import UploadError
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.inference import switching
+from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.streams import broker
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(str(resources.files("linewatch.api") / "static"))
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    engine: Engine
+    redis: broker.Client | None
+    models: ModelHolder
+
+
+def build_context(settings: Settings) -> ApiContext:
+    """Open the database (schema checked) and Redis (when configured) of the line."""
+    engine = storage.open_database(settings.resolved_database_url())
+    client = broker.connect(settings.redis_url) if settings.redis_url else None
+
+    def requested() -> Path | None:
+        return switching.requested_model_dir(client, settings) if client else None
+
+    return ApiContext(settings, engine, client, ModelHolder(settings, requested))
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="linewatch",
+        description="Defect inspection for factory line cameras: parts, verdicts, reviews.",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.ctx = context
+    app.add_exception_handler(UploadError, _upload_error)
+    _open_routes(app)
+    authed = [Depends(require_user)]
+    app.include_router(routes.router, dependencies=authed)
+    app.include_router(routes_line.router, dependencies=authed)
+    _docs_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def _upload_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UploadError)
+    return JSONResponse({"detail": exc.problem, "file": exc.filename}, status_code=exc.status)
+
+
+def _open_routes(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    def healthz(request: Request) -> JSONResponse:
+        ctx: ApiContext = request.app.state.ctx
+        checks = {"database": _database_ok(ctx.engine), "redis": _redis_ok(ctx.redis)}
+        healthy = all(value in ("ok", "not configured") for value in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", **checks},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _docs_routes(app: FastAPI) -> None:
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_user)])
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_user)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_user)])
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="linewatch API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    assets = _swagger_assets()
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+
+def _swagger_assets() -> Path | None:
+    try:
+        import swagger_ui_bundle
+    except ImportError:  # /docs then falls back to a page without its script
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _database_ok(engine: Engine) -> str:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return "ok"
+    except storage.DatabaseError as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+def _redis_ok(client: broker.Client | None) -> str:
+    if client is None:
+        return "not configured"
+    try:
+        client.ping()
+        return "ok"
+    except Exception as exc:  # any redis error: report, never raise from a health check
+        return f"unreachable ({type(exc).__name__})"

@@ -1,0 +1,184 @@
+"""/v1 routes for the line: cameras, alerts, report, hourly NG rate, live events."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from linewatch.api.routes import Cursor, Limit, When, parse_when
+from linewatch.pipeline.storage import parts_queries as queries
+from linewatch.pipeline.storage.reporting import Window, build_report
+from linewatch.pipeline.streams import broker, pubsub
+from linewatch.pipeline.video import camera_state
+
+router = APIRouter(prefix="/v1")
+Camera = Annotated[str | None, Query(max_length=128)]
+
+
+def _ctx(request: Request) -> Any:
+    return request.app.state.ctx
+
+
+@router.get("/cameras", summary="Cameras: state, parts/min, NG rate, model version")
+def cameras(
+    request: Request,
+    window_min: Annotated[float, Query(gt=0, le=1440, description="rate window")] = 10,
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    since = datetime.now(timezone.utc) - timedelta(minutes=window_min)
+    parts = queries.camera_parts(ctx.engine, since)
+    ids = [c.id for c in ctx.settings.cameras] + sorted(
+        set(parts) - {c.id for c in ctx.settings.cameras}
+    )
+    client = ctx.redis
+    backlog = broker.backlog(client, ctx.settings.frames_stream) if client else None
+    return {
+        "line": ctx.settings.line,
+        "window_min": window_min,
+        "backlog": backlog,
+        "cameras": [_camera(ctx, camera, parts.get(camera), window_min) for camera in ids],
+    }
+
+
+def _camera(ctx: Any, camera: str, parts: queries.CameraParts | None, window: float) -> dict:
+    state, since = _state(ctx, camera)
+    return {
+        "id": camera,
+        "configured": any(c.id == camera for c in ctx.settings.cameras),
+        "state": state,
+        "state_since": since,
+        "parts": parts.parts if parts else 0,
+        "rejected": parts.rejected if parts else 0,
+        "parts_per_min": (parts.parts / window) if parts else 0.0,
+        "ng_rate": parts.ng_rate if parts else 0.0,
+        "model_version": parts.model_version if parts else None,
+        "last_part_at": parts.last_part_at if parts else None,
+    }
+
+
+def _state(ctx: Any, camera: str) -> tuple[str | None, str | None]:
+    """The camera's ingest state and since when (from Redis; None without Redis)."""
+    if ctx.redis is None:
+        return None, None
+    state = ctx.redis.hget(ctx.settings.camera_key(camera, "ingest"), "state")
+    last = camera_state.history(ctx.redis, ctx.settings.camera_key(camera, "states"), 1)
+    since = None
+    if last:
+        since = datetime.fromtimestamp(int(last[0]["ts"]) / 1e9, timezone.utc).isoformat()
+    return (state.decode() if state else "not seen"), since
+
+
+@router.get("/alerts", summary="Alerts, newest first (keyset pages)")
+def alerts(
+    request: Request,
+    camera: Camera = None,
+    since: When = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    page = queries.list_alerts(
+        _ctx(request).engine, camera, parse_when("since", since), limit, cursor
+    )
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+@router.get("/report", summary="The defect report of a window, with review rates")
+def report(
+    request: Request,
+    since: Annotated[str, Query(description="UTC date, date-time or an age like 24h")],
+    until: When = None,
+    camera: Camera = None,
+) -> dict[str, Any]:
+    start = parse_when("since", since)
+    end = parse_when("until", until) or datetime.now(timezone.utc)
+    assert start is not None
+    if start >= end:
+        raise HTTPException(422, f"since ({start.isoformat()}) must be before until")
+    engine = _ctx(request).engine
+    built = build_report(engine, Window(start, end, camera))
+    return {
+        **_jsonable(built),
+        "frames": built.frames,
+        "defects": built.defects,
+        "parts_per_hour": queries.ng_rate_per_hour(engine, start, camera),
+        "reviews": queries.review_rates(engine, start),
+    }
+
+
+@router.get("/stats/hourly", summary="Parts and NG rate per UTC hour (the dashboard chart)")
+def hourly(request: Request, since: When = "24h", camera: Camera = None) -> dict[str, Any]:
+    start = parse_when("since", since)
+    assert start is not None
+    return {"hours": queries.ng_rate_per_hour(_ctx(request).engine, start, camera)}
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses (with their rate properties), datetimes and tuples as JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        for name in ("defect_rate", "agreement"):
+            if hasattr(value, name):
+                out[name] = getattr(value, name)
+        return out
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+@router.get(
+    "/events",
+    summary="Server-sent events: `verdict` (PartVerdict + row id) and `alert` (AlertMessage)",
+    response_class=StreamingResponse,
+)
+async def events(request: Request) -> StreamingResponse:
+    ctx = _ctx(request)
+    if not ctx.settings.redis_url:
+        raise HTTPException(503, "no redis_url configured: live events come from Redis pub/sub")
+    channels = {ctx.settings.verdicts_channel: "verdict", ctx.settings.alerts.channel: "alert"}
+    return StreamingResponse(
+        _event_stream(request, channels),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
+    ctx = _ctx(request)
+    yield "retry: 2000\n: connected\n\n"
+    async for message in pubsub.listen(ctx.settings.redis_url, list(channels)):
+        if await request.is_disconnected():
+            break
+        if message is None:
+            yield f": keep-alive {time.time():.0f}\n\n"
+            continue
+        channel, data = message
+        kind = channels.get(channel, "message")
+        if kind == "verdict":
+            data = await run_in_threadpool(_with_row, ctx.engine, data)
+        yield f"event: {kind}\ndata: {data}\n\n"
+
+
+def _with_row(engine: Any, data: str) -> str:
+    """A published verdict with its parts row id and evidence URL, when the row is there."""
+    try:
+        verdict = json.loads(data)
+        row = queries.get_part_by_key(
+            engine, verdict["camera_id"], int(verdict["part_id"]), verdict["model_version"]
+        )
+    except (ValueError, KeyError, TypeError):
+        return data.replace("\n", " ")
+    if row is not None:
+        verdict.update(
+            id=row["id"], evidence_url=row["evidence_url"], class_scores=row["class_scores"]
+        )
+    return json.dumps(verdict, sort_keys=True)
