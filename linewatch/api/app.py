@@ -13,10 +13,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
 from linewatch.api import routes, routes_line
-from linewatch.api.auth import require_user
+from linewatch.api.auth import COOKIE, require_user, session_value, user_for
 from linewatch.api.classify import ModelHolder
 from linewatch.api.uploads import UploadError
 from linewatch.pipeline.config import Settings
@@ -27,6 +28,10 @@ from linewatch.pipeline.streams import broker
 log = logging.getLogger(__name__)
 
 STATIC = Path(str(resources.files("linewatch.api") / "static"))
+
+
+class SignIn(BaseModel):
+    token: str = Field(max_length=4096)
 
 
 @dataclass
@@ -83,6 +88,29 @@ def _open_routes(app: FastAPI) -> None:
             {"status": "ok" if healthy else "degraded", **checks},
             status_code=200 if healthy else 503,
         )
+
+    @app.post("/v1/session", summary="Dashboard sign-in: token in, HttpOnly session cookie out")
+    def sign_in(request: Request, body: SignIn) -> JSONResponse:
+        settings = request.app.state.ctx.settings.api
+        user = user_for(settings, body.token)
+        if user is None:
+            return JSONResponse({"detail": "wrong token"}, status_code=401)
+        response = JSONResponse({"user": user})
+        if settings.token is not None:
+            response.set_cookie(
+                COOKIE,
+                session_value(settings.token.get_secret_value()),
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
+
+    @app.delete("/v1/session", summary="Sign out (drops the session cookie)")
+    def sign_out() -> JSONResponse:
+        response = JSONResponse({"signed_out": True})
+        response.delete_cookie(COOKIE)
+        return response
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

@@ -1,0 +1,504 @@
+"""HTTP API through FastAPI's TestClient on a real database (SQLite and PostgreSQL) and
+the real shipped model: uploads, auth, filters and pages, validation, reviews."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from linewatch.api.app import ApiContext, build_context, create_app
+from linewatch.api.classify import ModelHolder
+from linewatch.pipeline.config import Settings, load_settings
+from linewatch.pipeline.inference.detector import load_model
+from linewatch.pipeline.inference.prediction import predict
+from linewatch.schemas.tables import Detection, Part, ShadowDetection
+
+TOKEN = "tok-3f9a1c77e2"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "linewatch-tile"
+NOISE = np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def api_settings(database_url: str, redis_url: str | None = None, **api: Any) -> Settings:
+    return load_settings(
+        environ={},
+        overrides={
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "line": "apitest",
+            "cameras": [{"id": "cam-a", "url": "a.mp4"}, {"id": "cam-b", "url": "b.mp4"}],
+            "inference": {"model_dir": str(MODEL_DIR)},
+            "api": {"token": TOKEN, "user": "alice", **api},
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def models() -> ModelHolder:
+    """One loaded copy of the shipped model for every API test."""
+    return ModelHolder(api_settings("sqlite://"))
+
+
+def make_client(settings: Settings, models: ModelHolder) -> tuple[TestClient, ApiContext]:
+    context = build_context(settings)
+    context.models = models
+    return TestClient(create_app(context)), context
+
+
+@pytest.fixture()
+def api(database_url: str, models: ModelHolder) -> Iterator[tuple[TestClient, ApiContext]]:
+    client, context = make_client(api_settings(database_url), models)
+    with client:
+        yield client, context
+    context.engine.dispose()
+
+
+@pytest.fixture()
+def lite(sqlite_url: str, models: ModelHolder) -> Iterator[TestClient]:
+    client, context = make_client(api_settings(sqlite_url, max_upload_mb=0.05), models)
+    with client:
+        yield client
+    context.engine.dispose()
+
+
+def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image[:, :, ::-1])
+    assert ok
+    return data.tobytes()
+
+
+def tile(seed: int = 0, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.full((size, size, 3), 120, np.uint8)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def insert_part(engine: Engine, **values: Any) -> int:
+    """A parts row as the sink writes it; returns its id."""
+    part_id = values.pop("part_id")
+    captured = values.pop("captured_at", NOW)
+    ts = int(captured.timestamp() * 1e9)
+    row = {
+        "camera_id": "cam-a",
+        "part_id": part_id,
+        "first_seq": part_id * 10,
+        "last_seq": part_id * 10 + 3,
+        "first_pts": 0.0,
+        "last_pts": 0.3,
+        "first_capture_ts": ts,
+        "last_capture_ts": ts,
+        "captured_at": captured,
+        "views_sent": 4,
+        "views_inferred": 4,
+        "verdict": "ok",
+        "label": "free",
+        "score": 0.01,
+        "class_scores": json.dumps({"free": 0.99, "crack": 0.01}),
+        "model_version": "v1",
+        "end_reason": "left",
+        "decided_ts": ts,
+        "deadline_ts": ts,
+        "late": False,
+        "x1": 10,
+        "y1": 20,
+        "x2": 110,
+        "y2": 120,
+        "evidence": None,
+        **values,
+    }
+    with Session(engine) as session, session.begin():
+        part = Part(**row)
+        session.add(part)
+        session.flush()
+        return part.id
+
+
+def post_files(client: TestClient, *files: tuple[str, bytes, str]) -> Any:
+    return client.post("/v1/classify", headers=AUTH, files=[("file", f) for f in files])
+
+
+# --- /v1/classify -------------------------------------------------------------------
+
+
+def test_classify_png_and_jpeg_answer_as_the_inference_worker_would(lite: TestClient) -> None:
+    image = tile(1)
+    response = post_files(
+        lite, ("tile.png", png(image), "image/png"), ("tile.jpg", jpeg(image), "image/jpeg")
+    )
+    assert response.status_code == 200, response.text
+    by_png, by_jpeg = response.json()["results"]
+    worker_model = load_model(MODEL_DIR, threads=1, max_batch=2)
+    (expected,) = predict(worker_model, [image])  # the worker's own code path
+    assert expected is not None
+    assert by_png["label"] == expected.label
+    assert by_png["score"] == pytest.approx(expected.score, abs=1e-4)
+    assert by_png["is_defect"] == expected.is_defect
+    assert [t["label"] for t in by_png["topk"]] == [label for label, _ in expected.topk]
+    assert by_png["model_name"] == worker_model.info.name
+    assert by_png["model_version"] == worker_model.info.version
+    assert by_png["threshold"] == worker_model.info.defect_threshold
+    assert by_jpeg["file"] == "tile.jpg" and by_jpeg["label"] in worker_model.info.labels
+
+
+def test_classify_several_files_one_result_each_in_order(lite: TestClient) -> None:
+    files = [(f"t{i}.png", png(tile(i)), "image/png") for i in range(3)]
+    response = post_files(lite, *files)
+    assert response.status_code == 200
+    assert [r["file"] for r in response.json()["results"]] == ["t0.png", "t1.png", "t2.png"]
+
+
+def test_type_is_told_by_the_bytes_not_the_name(lite: TestClient) -> None:
+    response = post_files(lite, ("photo.png", jpeg(tile()), "image/png"))
+    assert response.status_code == 200  # JPEG bytes named .png are a JPEG
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "words"),
+    [
+        ("notes.txt", b"just some text, not an image", 415, "not a JPEG or PNG"),
+        ("renamed.jpg", b"GIF89a\x01\x00\x01\x00", 415, "not a JPEG or PNG"),
+        ("empty.png", b"", 415, "empty file"),
+        ("cut.jpg", jpeg(tile())[:400], 400, "truncated"),
+        ("cut.png", png(tile())[:20], 400, "truncated or corrupt"),
+        ("garbage.png", png(tile())[:40] + b"\x00" * 200, 400, "does not decode"),
+        ("huge.png", png(np.zeros((1, 20000, 3), np.uint8)), 413, "over 8192 px"),
+        (
+            "big.png",
+            png(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)),
+            413,
+            "MB limit",
+        ),
+    ],
+)
+def test_bad_uploads_are_refused_naming_the_problem(
+    lite: TestClient, name: str, data: bytes, status: int, words: str
+) -> None:
+    response = post_files(lite, (name, data, "application/octet-stream"))
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert words in body["detail"] and body["file"] == name
+
+
+def test_one_bad_file_among_good_ones_names_that_file(lite: TestClient) -> None:
+    response = post_files(lite, ("ok.png", png(tile()), "image/png"), ("bad.bin", b"xx", "x/y"))
+    assert response.status_code == 415 and response.json()["file"] == "bad.bin"
+
+
+def test_classify_without_a_file_is_422(lite: TestClient) -> None:
+    response = lite.post("/v1/classify", headers=AUTH, data={"other": "x"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "file"]
+
+
+# --- auth ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/parts", "/v1/cameras", "/v1/alerts", "/v1/report?since=1h", "/metrics", "/docs"]
+)
+def test_every_route_but_healthz_needs_the_token(lite: TestClient, path: str) -> None:
+    missing = lite.get(path)
+    wrong = lite.get(path, headers={"Authorization": "Bearer not-the-token"})
+    assert missing.status_code == 401 and "missing bearer token" in missing.json()["detail"]
+    assert wrong.status_code == 401 and "wrong token" in wrong.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert lite.get(path, headers=AUTH).status_code == 200
+
+
+def test_classify_needs_the_token(lite: TestClient) -> None:
+    response = lite.post("/v1/classify", files=[("file", ("a.png", png(tile()), "image/png"))])
+    assert response.status_code == 401
+
+
+def test_healthz_and_the_dashboard_shell_are_open(lite: TestClient) -> None:
+    health = lite.get("/healthz")
+    assert health.status_code == 200 and health.json()["database"] == "ok"
+    assert lite.get("/").status_code == 200 and "linewatch" in lite.get("/").text
+
+
+def test_sign_in_sets_a_session_cookie_that_is_not_the_token(lite: TestClient) -> None:
+    assert lite.post("/v1/session", json={"token": "nope"}).status_code == 401
+    response = lite.post("/v1/session", json={"token": TOKEN})
+    assert response.status_code == 200 and response.json()["user"] == "alice"
+    cookie = response.cookies.get("lw_session")
+    assert cookie and TOKEN not in cookie
+    assert "httponly" in response.headers["set-cookie"].lower()
+    assert lite.get("/v1/parts").status_code == 200  # the cookie now authenticates
+    lite.cookies.set("lw_session", "forged")
+    assert lite.get("/v1/parts").status_code == 401
+
+
+def test_the_openapi_document_lists_the_routes(lite: TestClient) -> None:
+    paths = lite.get("/openapi.json", headers=AUTH).json()["paths"]
+    assert {"/v1/classify", "/v1/parts", "/v1/parts/{part}/review", "/v1/events"} <= set(paths)
+    docs = lite.get("/docs", headers=AUTH).text
+    assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert lite.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+# --- parts: filters, pages, validation ----------------------------------------------
+
+
+def seed_parts(engine: Engine) -> dict[str, int]:
+    ids = {
+        "a1": insert_part(engine, part_id=1, captured_at=NOW - timedelta(hours=3)),
+        "a2": insert_part(
+            engine,
+            part_id=2,
+            verdict="defect",
+            label="crack",
+            score=0.9,
+            captured_at=NOW - timedelta(hours=2),
+            evidence=jpeg(tile(2)),
+        ),
+        "a3": insert_part(engine, part_id=3, verdict="uninspected", label="none", score=0.0),
+        "b1": insert_part(engine, camera_id="cam-b", part_id=1, verdict="defect", label="fray"),
+        "b2": insert_part(
+            engine, camera_id="cam-b", part_id=2, captured_at=NOW - timedelta(hours=1)
+        ),
+    }
+    return ids
+
+
+def items(response: Any) -> list[int]:
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+def test_parts_filter_by_camera_verdict_label_and_time(api: tuple[TestClient, ApiContext]) -> None:
+    client, context = api
+    ids = seed_parts(context.engine)
+    get = lambda query: items(client.get(f"/v1/parts?{query}", headers=AUTH))  # noqa: E731
+    assert set(get("camera=cam-b")) == {ids["b1"], ids["b2"]}
+    assert set(get("verdict=defect")) == {ids["a2"], ids["b1"]}
+    assert get("verdict=defect&camera=cam-a&label=crack") == [ids["a2"]]
+    since = (NOW - timedelta(minutes=150)).strftime("%Y-%m-%dT%H:%M")
+    until = (NOW - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert set(get(f"since={since}&until={until}")) == {ids["a2"], ids["b2"]}
+    assert set(get("since=90m")) == {ids["a3"], ids["b1"], ids["b2"]}
+    assert get("camera=%27%20OR%201%3D1%20--") == []  # an injection-like value matches nothing
+    assert len(get("")) == 5
+
+
+def test_parts_pages_with_a_cursor_cover_every_row_once(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    ids = set(seed_parts(context.engine).values())
+    seen: list[int] = []
+    cursor = None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(f"/v1/parts?{query}", headers=AUTH).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+
+
+def test_a_part_its_fields_and_its_evidence(api: tuple[TestClient, ApiContext]) -> None:
+    client, context = api
+    ids = seed_parts(context.engine)
+    part = client.get(f"/v1/parts/{ids['a2']}", headers=AUTH).json()
+    assert part["verdict"] == "defect" and part["label"] == "crack"
+    assert part["box"] == [10, 20, 110, 120] and part["reviews"] == []
+    assert part["class_scores"] == {"free": 0.99, "crack": 0.01}
+    assert part["evidence_url"] == f"/v1/parts/{ids['a2']}/evidence.jpg"
+    image = client.get(part["evidence_url"], headers=AUTH)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert image.content.startswith(b"\xff\xd8\xff")
+    assert client.get(f"/v1/parts/{ids['a1']}", headers=AUTH).json()["evidence_url"] is None
+    none = client.get(f"/v1/parts/{ids['a1']}/evidence.jpg", headers=AUTH)
+    assert none.status_code == 404 and "no evidence" in none.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [
+        ("/v1/parts?since=yesterday", 422, "is not an age like 24h"),
+        ("/v1/parts?until=2026-13-40", 422, "not a valid date"),
+        ("/v1/parts?limit=-1", 422, "greater than or equal to 1"),
+        ("/v1/parts?limit=100000", 422, "less than or equal to 500"),
+        ("/v1/parts?cursor=0", 422, "greater than or equal to 1"),
+        ("/v1/parts?verdict=maybe", 422, "'ok', 'defect' or 'uninspected'"),
+        ("/v1/parts/999999", 404, "no part with id 999999"),
+        ("/v1/parts/abc", 422, "valid integer"),
+        ("/v1/parts/999999/evidence.jpg", 404, "no part with id 999999"),
+        ("/v1/alerts?limit=0", 422, "greater than or equal to 1"),
+        ("/v1/report", 422, "Field required"),
+        ("/v1/report?since=2h&until=3h", 422, "must be before until"),
+        ("/v1/cameras?window_min=-5", 422, "greater than 0"),
+    ],
+)
+def test_bad_queries_answer_their_status_and_say_why(
+    lite: TestClient, path: str, status: int, words: str
+) -> None:
+    response = lite.get(path, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert words in json.dumps(response.json()), response.text
+
+
+def test_cameras_with_parts_per_minute_ng_rate_and_model(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    seed_parts(context.engine)
+    insert_part(context.engine, camera_id="cam-c", part_id=9, model_version="v2")
+    body = client.get("/v1/cameras?window_min=60", headers=AUTH).json()
+    cameras = {c["id"]: c for c in body["cameras"]}
+    assert list(cameras) == ["cam-a", "cam-b", "cam-c"]  # configured first, then seen
+    a = cameras["cam-a"]
+    assert a["parts"] == 1 and a["rejected"] == 1 and a["ng_rate"] == 1.0  # a3: uninspected
+    assert a["parts_per_min"] == pytest.approx(1 / 60)
+    assert cameras["cam-c"]["model_version"] == "v2" and not cameras["cam-c"]["configured"]
+    assert a["state"] is None  # no Redis configured here
+
+
+def test_report_and_hourly_rates_as_json(api: tuple[TestClient, ApiContext]) -> None:
+    client, context = api
+    seed_parts(context.engine)
+    report = client.get("/v1/report?since=24h", headers=AUTH).json()
+    assert {"camera_hours", "class_rates", "model_versions", "reviews"} <= set(report)
+    assert sum(hour["parts"] for hour in report["parts_per_hour"]) == 5
+    hours = client.get("/v1/stats/hourly?since=24h&camera=cam-a", headers=AUTH).json()["hours"]
+    assert sum(h["rejected"] for h in hours) == 2 and sum(h["parts"] for h in hours) == 3
+
+
+# --- reviews ------------------------------------------------------------------------
+
+
+def test_reviews_are_kept_as_history_with_the_tokens_user(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    ids = seed_parts(context.engine)
+    url = f"/v1/parts/{ids['a2']}/review"
+    first = client.post(url, headers=AUTH, json={"verdict": "defect", "label": "crack"})
+    assert first.status_code == 201, first.text
+    second = client.post(url, headers=AUTH, json={"verdict": "ok", "note": "dust, not a crack"})
+    assert second.status_code == 201
+    reviews = client.get(f"/v1/parts/{ids['a2']}", headers=AUTH).json()["reviews"]
+    assert [(r["verdict"], r["label"]) for r in reviews] == [("defect", "crack"), ("ok", "free")]
+    assert {r["reviewer"] for r in reviews} == {"alice"}
+    assert reviews[1]["machine_verdict"] == "defect" and reviews[1]["note"] == "dust, not a crack"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"verdict": "maybe"}, "'ok' or 'defect'"),
+        ({"verdict": "defect"}, "needs the defect class"),
+        ({"verdict": "defect", "label": "wobble"}, "unknown label 'wobble'"),
+        ({"verdict": "ok", "label": "crack"}, "does not match verdict"),
+        ({"verdict": "defect", "label": "x" * 65}, "at most 64 characters"),
+    ],
+)
+def test_bad_reviews_are_422(lite: TestClient, body: dict[str, Any], words: str) -> None:
+    response = lite.post("/v1/parts/1/review", headers=AUTH, json=body)
+    assert response.status_code == 422 and words in response.text
+
+
+def test_review_of_an_unknown_part_is_404(lite: TestClient) -> None:
+    response = lite.post("/v1/parts/424242/review", headers=AUTH, json={"verdict": "ok"})
+    assert response.status_code == 404 and "424242" in response.json()["detail"]
+
+
+def test_review_queue_puts_shadow_disagreements_then_near_threshold_first(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    engine = context.engine
+    threshold = client.get("/v1/reviews/queue", headers=AUTH).json()["threshold"]
+    far = insert_part(engine, part_id=1, score=0.99, verdict="defect", label="crack")
+    near = insert_part(engine, part_id=2, score=threshold + 0.01, verdict="defect", label="fray")
+    shadow = insert_part(engine, part_id=3, score=0.98, verdict="defect", label="break")
+    done = insert_part(engine, part_id=4, score=threshold, verdict="defect", label="crack")
+    add_shadow_disagreement(engine, "cam-a", part_id=3, seq=31)
+    client.post(f"/v1/parts/{done}/review", headers=AUTH, json={"verdict": "ok"})
+    queue = client.get("/v1/reviews/queue", headers=AUTH).json()["items"]
+    assert [item["id"] for item in queue] == [shadow, near, far]
+    assert queue[0]["queued_for"] == ["shadow disagrees"]
+    assert queue[1]["queued_for"] == ["near threshold"]
+
+
+def add_shadow_disagreement(engine: Engine, camera: str, part_id: int, seq: int) -> None:
+    ts = int(NOW.timestamp() * 1e9)
+    common = {"camera_id": camera, "seq": seq, "model_version": "v1", "captured_at": NOW}
+    with Session(engine) as session, session.begin():
+        session.add(
+            Detection(
+                **common,
+                pts=0.0,
+                status="ok",
+                model_name="m",
+                label="break",
+                score=0.98,
+                topk="break:0.98",
+                is_defect=True,
+                capture_ts=ts,
+                ingest_ts=ts,
+                dequeue_ts=ts,
+                infer_start_ts=ts,
+                infer_end_ts=ts,
+                sink_ts=ts,
+                worker_id="w",
+                part_id=part_id,
+                view_index=0,
+            )
+        )
+        session.add(
+            ShadowDetection(
+                **{**common, "model_version": "shadow"},
+                model_name="s",
+                status="ok",
+                label="free",
+                score=0.9,
+                is_defect=False,
+                sink_ts=ts,
+            )
+        )
+
+
+def test_report_gains_overkill_and_escape_rates_from_reviews(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    engine = context.engine
+    rejected = [
+        insert_part(engine, part_id=i, verdict="defect", label="crack", score=0.9) for i in range(4)
+    ]
+    passed = [insert_part(engine, part_id=10 + i) for i in range(5)]
+    review = lambda part, **body: client.post(  # noqa: E731
+        f"/v1/parts/{part}/review", headers=AUTH, json=body
+    )
+    review(rejected[0], verdict="ok")  # overkill
+    review(rejected[1], verdict="defect", label="crack")
+    review(passed[0], verdict="defect", label="fray")  # escape
+    review(passed[1], verdict="ok")
+    review(passed[2], verdict="defect", label="fray")  # corrected below: not an escape
+    review(passed[2], verdict="ok")
+    rates = client.get("/v1/report?since=24h", headers=AUTH).json()["reviews"]
+    assert rates["reviewed"] == 5
+    assert rates["overkill"] == 1 and rates["overkill_rate"] == pytest.approx(1 / 2)
+    assert rates["escapes"] == 1 and rates["escape_rate"] == pytest.approx(1 / 3)
+    per_class = {row["label"]: row for row in rates["per_class"]}
+    assert per_class["crack"]["overkill_rate"] == pytest.approx(0.5)
+    assert per_class["fray"]["escapes"] == 1
