@@ -3,6 +3,7 @@ the real shipped model: uploads, auth, filters and pages, validation, reviews.""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -44,10 +45,15 @@ def api_settings(database_url: str, redis_url: str | None = None, **api: Any) ->
     )
 
 
-@pytest.fixture(scope="session")
-def models() -> ModelHolder:
-    """One loaded copy of the shipped model for every API test."""
+@functools.cache
+def shared_models() -> ModelHolder:
+    """One loaded copy of the shipped model for every API and dashboard test."""
     return ModelHolder(api_settings("sqlite://"))
+
+
+@pytest.fixture()
+def models() -> ModelHolder:
+    return shared_models()
 
 
 def make_client(settings: Settings, models: ModelHolder) -> tuple[TestClient, ApiContext]:

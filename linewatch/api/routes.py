@@ -166,3 +166,15 @@ def review_queue(request: Request, limit: Limit = 20, since: When = None) -> dic
     band = ctx.settings.api.uncertainty_band
     items = queries.review_queue(ctx.engine, threshold, band, limit, parse_when("since", since))
     return {"threshold": threshold, "band": band, "items": items}
+
+
+@router.get("/model", summary="The line's model: name, version, labels, defect threshold")
+def model(request: Request) -> dict[str, Any]:
+    info = _ctx(request).models.info()
+    return {
+        "name": info.name,
+        "version": info.version,
+        "labels": list(info.labels),
+        "normal_labels": list(info.normal_labels),
+        "threshold": info.defect_threshold,
+    }

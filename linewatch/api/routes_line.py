@@ -154,8 +154,12 @@ async def events(request: Request) -> StreamingResponse:
 
 async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
     ctx = _ctx(request)
-    yield "retry: 2000\n: connected\n\n"
+    subscribed = False
     async for message in pubsub.listen(ctx.settings.redis_url, list(channels)):
+        if not subscribed:  # the first item: listening now, so nothing published is missed
+            subscribed = True
+            yield "retry: 2000\n: subscribed\n\n"
+            continue
         if await request.is_disconnected():
             break
         if message is None:

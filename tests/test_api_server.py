@@ -1,0 +1,183 @@
+"""The API on a real uvicorn server: server-sent events from real Redis pub/sub, and
+`linewatch serve` as a process (binds 127.0.0.1 when no token is configured)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from fastapi import FastAPI
+
+from linewatch.api.app import ApiContext, build_context, create_app
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.streams import broker
+from linewatch.schemas.messages import PartVerdict
+from tests.test_api import AUTH, api_settings, insert_part, jpeg, shared_models, tile
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: FastAPI) -> Iterator[str]:
+    """The app on uvicorn in a thread, on a free port; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def line_settings(database_url: str, redis_url: str, line: str) -> Settings:
+    base = api_settings(database_url, redis_url)
+    alerts = base.alerts.model_copy(update={"channel": f"lw:alerts:{line}"})
+    return base.model_copy(update={"line": line, "alerts": alerts})
+
+
+@pytest.fixture()
+def live_api(sqlite_url: str, redis_url: str, line_name: str) -> Iterator[tuple[str, ApiContext]]:
+    context = build_context(line_settings(sqlite_url, redis_url, line_name))
+    context.models = shared_models()
+    with running_server(create_app(context)) as url:
+        yield url, context
+    context.engine.dispose()
+
+
+def verdict_for(camera: str, part_id: int, verdict: str = "defect") -> PartVerdict:
+    now = time.time_ns()
+    return PartVerdict(
+        camera_id=camera,
+        part_id=part_id,
+        verdict=verdict,
+        label="crack",
+        score=0.93,
+        model_version="v1",
+        first_capture_ts=now,
+        last_capture_ts=now,
+        decided_ts=now,
+        deadline_ts=now,
+        views_sent=4,
+        views_inferred=4,
+    )
+
+
+def read_events(lines: Iterator[str], count: int) -> list[tuple[str, dict]]:
+    events, kind = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[len("event: ") :]
+        elif line.startswith("data: ") and kind:
+            events.append((kind, json.loads(line[len("data: ") :])))
+            if len(events) == count:
+                return events
+    raise AssertionError(f"stream ended after {events}")
+
+
+def wait_subscribed(lines: Iterator[str]) -> None:
+    for line in lines:
+        if line == ": subscribed":
+            return
+    raise AssertionError("the event stream never said it subscribed")
+
+
+def test_events_deliver_a_published_verdict_with_its_row_and_an_alert(
+    live_api: tuple[str, ApiContext], redis_client: broker.Client
+) -> None:
+    url, context = live_api
+    settings = context.settings
+    row = insert_part(context.engine, part_id=7, verdict="defect", evidence=jpeg(tile()))
+    with httpx.stream("GET", f"{url}/v1/events", headers=AUTH, timeout=20) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        wait_subscribed(lines)
+        redis_client.publish(settings.verdicts_channel, verdict_for("cam-a", 7).to_json())
+        redis_client.publish(settings.alerts.channel, json.dumps({"camera_id": "cam-a"}))
+        (kind, verdict), (alert_kind, alert) = read_events(lines, 2)
+    assert kind == "verdict" and verdict["part_id"] == 7 and verdict["verdict"] == "defect"
+    assert verdict["id"] == row and verdict["evidence_url"] == f"/v1/parts/{row}/evidence.jpg"
+    assert alert_kind == "alert" and alert == {"camera_id": "cam-a"}
+    image = httpx.get(f"{url}{verdict['evidence_url']}", headers=AUTH)
+    assert image.status_code == 200 and image.content.startswith(b"\xff\xd8")
+
+
+def test_events_need_the_token(live_api: tuple[str, ApiContext]) -> None:
+    url, _ = live_api
+    assert httpx.get(f"{url}/v1/events", timeout=5).status_code == 401
+
+
+def test_a_verdict_not_yet_in_sql_is_still_delivered(
+    live_api: tuple[str, ApiContext], redis_client: broker.Client
+) -> None:
+    url, context = live_api
+    with httpx.stream("GET", f"{url}/v1/events", headers=AUTH, timeout=20) as response:
+        lines = response.iter_lines()
+        wait_subscribed(lines)
+        redis_client.publish(context.settings.verdicts_channel, verdict_for("cam-z", 1).to_json())
+        ((kind, verdict),) = read_events(lines, 1)
+    assert kind == "verdict" and verdict["camera_id"] == "cam-z" and "id" not in verdict
+
+
+def test_serve_without_a_token_listens_on_loopback_only_and_says_so(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "line.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"database_url": f"sqlite:///{tmp_path / 'lw.db'}", "api": {"host": "0.0.0.0"}}
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
+    command = [sys.executable, "-m", "linewatch.cli", "serve", "--config", str(config)]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        health = _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        assert health == {"status": "ok", "database": "ok", "redis": "not configured"}
+        parts = httpx.get(f"http://127.0.0.1:{port}/v1/parts")  # no token configured: open
+        assert parts.status_code == 200
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "listens on 127.0.0.1 only, not 0.0.0.0" in stderr
+
+
+def _wait_healthy(url: str, process: subprocess.Popen) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"linewatch serve exited {process.returncode}"
+        try:
+            return httpx.get(url, timeout=2).json()
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("linewatch serve did not answer /healthz within 60 s")
