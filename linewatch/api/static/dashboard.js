@@ -93,22 +93,31 @@ async function loadChart() {
   drawChart($("ng-chart"), data.hours);
 }
 
+const HOUR_MS = 3600 * 1000;
+
+function lastDay(hours) {
+  // 24 hourly slots ending with the current UTC hour; hours without parts are empty
+  const byHour = new Map(hours.map((h) => [Date.parse(h.hour), h]));
+  const now = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
+  return Array.from({ length: 24 }, (_, i) => {
+    const at = now - (23 - i) * HOUR_MS;
+    return byHour.get(at) || { hour: new Date(at).toISOString(), parts: 0, rejected: 0, ng_rate: 0 };
+  });
+}
+
 function drawChart(canvas, hours) {
   const ctx = canvas.getContext("2d");
   const { width, height } = canvas;
-  const pad = { left: 44, right: 8, top: 10, bottom: 22 };
+  const pad = { left: 48, right: 8, top: 10, bottom: 22 };
+  const slots = lastDay(hours);
   ctx.clearRect(0, 0, width, height);
   ctx.font = "11px system-ui, sans-serif";
-  ctx.fillStyle = "#666";
-  if (!hours.length) {
-    ctx.fillText("no parts in the last 24 h", pad.left, height / 2);
-    return;
-  }
-  const top = Math.max(0.05, ...hours.map((h) => h.ng_rate));
+  const top = Math.max(0.05, ...slots.map((h) => h.ng_rate));
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
-  const barW = Math.max(2, plotW / hours.length - 2);
+  const slotW = plotW / slots.length;
   ctx.strokeStyle = "#ddd";
+  ctx.fillStyle = "#666";
   for (const frac of [0, 0.5, 1]) {
     const y = pad.top + plotH * (1 - frac);
     ctx.beginPath();
@@ -117,16 +126,20 @@ function drawChart(canvas, hours) {
     ctx.stroke();
     ctx.fillText(pct(top * frac), 2, y + 4);
   }
-  hours.forEach((h, i) => {
-    const x = pad.left + i * (plotW / hours.length) + 1;
+  slots.forEach((h, i) => {
+    const x = pad.left + i * slotW + 1;
     const barH = plotH * (h.ng_rate / top);
-    ctx.fillStyle = "#c62828";
-    ctx.fillRect(x, pad.top + plotH - barH, barW, barH);
-    if (i % Math.ceil(hours.length / 8) === 0) {
+    ctx.fillStyle = h.parts ? "#c62828" : "#eee";
+    ctx.fillRect(x, pad.top + plotH - Math.max(barH, h.parts ? 1 : 0), slotW - 2, Math.max(barH, h.parts ? 1 : 0));
+    if (i % 3 === 0) {
       ctx.fillStyle = "#666";
-      ctx.fillText(new Date(h.hour).getUTCHours().toString().padStart(2, "0"), x, height - 6);
+      ctx.fillText(`${new Date(h.hour).getUTCHours().toString().padStart(2, "0")}h`, x, height - 6);
     }
   });
+  if (!hours.length) {
+    ctx.fillStyle = "#666";
+    ctx.fillText("no parts in the last 24 h", pad.left + 8, pad.top + plotH / 2);
+  }
   canvas.dataset.hours = String(hours.length);
 }
 
