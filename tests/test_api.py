@@ -508,3 +508,11 @@ def test_report_gains_overkill_and_escape_rates_from_reviews(
     per_class = {row["label"]: row for row in rates["per_class"]}
     assert per_class["crack"]["overkill_rate"] == pytest.approx(0.5)
     assert per_class["fray"]["escapes"] == 1
+
+
+def test_metrics_count_requests_by_route_and_classified_images(lite: TestClient) -> None:
+    post_files(lite, ("a.png", png(tile()), "image/png"))
+    lite.get("/v1/parts/12345", headers=AUTH)
+    text = lite.get("/metrics", headers=AUTH).text
+    assert 'linewatch_api_requests_total{route="/v1/parts/{part}",status="404"}' in text
+    assert "linewatch_api_classified_images_total" in text

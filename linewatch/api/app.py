@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
-from linewatch.api import routes, routes_line
+from linewatch.api import metrics, routes, routes_line
 from linewatch.api.auth import COOKIE, require_user, session_value, user_for
 from linewatch.api.classify import ModelHolder
 from linewatch.api.uploads import UploadError
@@ -63,6 +63,7 @@ def create_app(context: ApiContext) -> FastAPI:
         openapi_url=None,
     )
     app.state.ctx = context
+    app.add_middleware(metrics.RecordRequests)
     app.add_exception_handler(UploadError, _upload_error)
     _open_routes(app)
     authed = [Depends(require_user)]
@@ -119,7 +120,7 @@ def _open_routes(app: FastAPI) -> None:
 
 def _docs_routes(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_user)])
-    def metrics() -> Response:
+    def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_user)])

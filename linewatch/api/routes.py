@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from linewatch.api.auth import require_user
 from linewatch.api.classify import answer
+from linewatch.api.metrics import CLASSIFIED
 from linewatch.api.uploads import Limits, UploadError, decode_upload
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import parse_time
@@ -69,6 +70,7 @@ def classify(
         for name, upload in zip(names, file, strict=True)
     ]
     model, predictions = _ctx(request).models.predict(images)
+    CLASSIFIED.inc(len(images))
     return {"results": [answer(model, p, n) for p, n in zip(predictions, names, strict=True)]}
 
 

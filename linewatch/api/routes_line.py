@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from linewatch.api.metrics import EVENT_CLIENTS
 from linewatch.api.routes import Cursor, Limit, When, parse_when
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import Window, build_report
@@ -153,6 +154,15 @@ async def events(request: Request) -> StreamingResponse:
 
 
 async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
+    EVENT_CLIENTS.inc()
+    try:
+        async for chunk in _events(request, channels):
+            yield chunk
+    finally:
+        EVENT_CLIENTS.dec()
+
+
+async def _events(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
     ctx = _ctx(request)
     subscribed = False
     async for message in pubsub.listen(ctx.settings.redis_url, list(channels)):
@@ -169,7 +179,8 @@ async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIter
         kind = channels.get(channel, "message")
         if kind == "verdict":
             data = await run_in_threadpool(_with_row, ctx.engine, data)
-        yield f"event: {kind}\ndata: {data}\n\n"
+        lines = "\ndata: ".join(data.splitlines())  # SSE: a data line may not hold a newline
+        yield f"event: {kind}\ndata: {lines}\n\n"
 
 
 def _with_row(engine: Any, data: str) -> str:
@@ -180,7 +191,7 @@ def _with_row(engine: Any, data: str) -> str:
             engine, verdict["camera_id"], int(verdict["part_id"]), verdict["model_version"]
         )
     except (ValueError, KeyError, TypeError):
-        return data.replace("\n", " ")
+        return data
     if row is not None:
         verdict.update(
             id=row["id"], evidence_url=row["evidence_url"], class_scores=row["class_scores"]
