@@ -76,6 +76,9 @@ def test_wheel_carries_every_subpackage_and_the_model(tmp_path: Path) -> None:
         "linewatch/workers/sink.py",
         "linewatch/models/linewatch-tile/inference.yml",
         "linewatch/models/linewatch-tile/inference.pdiparams",
+        "linewatch/api/static/index.html",
+        "linewatch/api/static/dashboard.js",
+        "linewatch/api/static/dashboard.css",
     ):
         assert expected in names, expected
     assert not any(name.startswith(("pipeline/", "schemas/", "workers/")) for name in names)
