@@ -516,3 +516,21 @@ def test_metrics_count_requests_by_route_and_classified_images(lite: TestClient)
     text = lite.get("/metrics", headers=AUTH).text
     assert 'linewatch_api_requests_total{route="/v1/parts/{part}",status="404"}' in text
     assert "linewatch_api_classified_images_total" in text
+
+
+def test_a_body_over_every_file_limit_is_refused_before_parsing(lite: TestClient) -> None:
+    too_much = b"\xff\xd8\xff" + b"\x00" * (16 * 50_000 + 70_000)  # 16 files x 0.05 MB + slack
+    response = post_files(lite, ("huge.jpg", too_much, "image/jpeg"))
+    assert response.status_code == 413 and "upload limit" in response.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b"--b\r\nContent-Disposition: form-data; name=file; filename=x.jpg\r\n\r\n"
+        for _ in range(100):
+            yield b"\x00" * 10_000
+
+    streamed = lite.post(
+        "/v1/classify",
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+        content=chunks(),
+    )
+    assert streamed.status_code == 413

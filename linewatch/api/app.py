@@ -19,6 +19,7 @@ from sqlalchemy import Engine, text
 from linewatch.api import metrics, routes, routes_line
 from linewatch.api.auth import COOKIE, require_user, session_value, user_for
 from linewatch.api.classify import ModelHolder
+from linewatch.api.limits import LimitUploads
 from linewatch.api.uploads import UploadError
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.inference import switching
@@ -63,6 +64,9 @@ def create_app(context: ApiContext) -> FastAPI:
         openapi_url=None,
     )
     app.state.ctx = context
+    api = context.settings.api
+    upload_bytes = int(api.max_upload_mb * 1_000_000) * api.max_files
+    app.add_middleware(LimitUploads, paths=("/v1/classify",), max_bytes=upload_bytes)
     app.add_middleware(metrics.RecordRequests)
     app.add_exception_handler(UploadError, _upload_error)
     _open_routes(app)

@@ -162,7 +162,7 @@ def _review_label(request: Request, review: ReviewIn) -> str:
 
 
 @router.get("/reviews/queue", summary="Parts to review: shadow disagreements, near threshold")
-def review_queue(request: Request, limit: Limit = 20, since: When = None) -> dict[str, Any]:
+def review_queue(request: Request, limit: Limit = 20, since: When = "24h") -> dict[str, Any]:
     ctx = _ctx(request)
     threshold = ctx.models.info().defect_threshold
     band = ctx.settings.api.uncertainty_band

@@ -218,26 +218,34 @@ def camera_parts(engine: Engine, since: datetime) -> dict[str, CameraParts]:
     }
 
 
+def _hour_of(engine: Engine) -> ColumnElement[Any]:
+    """Part.captured_at truncated to its UTC hour, in the database's own dialect."""
+    if engine.dialect.name == "postgresql":
+        return func.date_trunc("hour", func.timezone("UTC", Part.captured_at))
+    return func.strftime("%Y-%m-%d %H:00:00", Part.captured_at)  # stored as naive UTC text
+
+
 def ng_rate_per_hour(
     engine: Engine, since: datetime, camera: str | None = None
 ) -> list[dict[str, Any]]:
-    """Parts and rejected parts per UTC hour since `since` (hours bucketed in Python, the
-    same on SQLite and PostgreSQL)."""
-    query = select(Part.captured_at, Part.verdict).where(Part.captured_at >= since)
+    """Parts and rejected parts per UTC hour since `since`, grouped in SQL."""
+    hour = _hour_of(engine).label("hour")
+    rejected = func.sum(case((Part.verdict.in_(REJECTED), 1), else_=0))
+    query = select(hour, func.count(), rejected).where(Part.captured_at >= since)
     if camera is not None:
         query = query.where(Part.camera_id == camera)
-    hours: dict[datetime, list[int]] = {}
+    query = query.group_by(hour).order_by(hour)
     with engine.connect() as connection:
-        for captured_at, verdict in connection.execute(query):
-            moment = captured_at.replace(tzinfo=captured_at.tzinfo or timezone.utc)
-            hour = moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-            counts = hours.setdefault(hour, [0, 0])
-            counts[0] += 1
-            counts[1] += verdict in REJECTED
+        rows = connection.execute(query).all()
     return [
-        {"hour": hour.isoformat(), "parts": n, "rejected": r, "ng_rate": r / n}
-        for hour, (n, r) in sorted(hours.items())
+        {"hour": _hour_text(at), "parts": n, "rejected": int(r), "ng_rate": int(r) / n}
+        for at, n, r in rows
     ]
+
+
+def _hour_text(value: datetime | str) -> str:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment.replace(tzinfo=timezone.utc).isoformat()
 
 
 def add_review(
