@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from linewatch.pipeline.config import Settings, load_settings
@@ -263,6 +264,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.storage import database
+    from linewatch.pipeline.storage.reporting import parse_time
+    from linewatch.pipeline.storage.review_export import export_reviewed
+
+    if not args.reviewed:
+        raise LinewatchError("dataset export writes reviewed parts only: pass --reviewed")
+    try:
+        since = parse_time(args.since, datetime.now(timezone.utc)) if args.since else None
+    except ValueError as exc:
+        raise LinewatchError(f"--since: {exc}") from exc
+    engine = database.open_database(_settings(args).resolved_database_url())
+    done = export_reviewed(engine, args.out, since)
+    classes = ", ".join(f"{label} {count}" for label, count in done.per_class.items())
+    print(
+        f"wrote {done.files} reviewed crops to {args.out} ({classes or 'none'}); "
+        f"{done.without_crop} reviewed parts had no crop"
+    )
+    return 0
+
+
 def cmd_rq_worker(settings: Settings, debug: bool) -> None:
     from rq import Worker
 
@@ -354,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default api.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default api.port, 8000)")
     serve.set_defaults(func=cmd_serve)
+
+    dataset = commands.add_parser("dataset", help="export reviewed part crops as an ImageFolder")
+    dataset.add_argument("action", choices=["export"])
+    dataset.add_argument("--reviewed", action="store_true", help="reviewed parts (required)")
+    dataset.add_argument("--out", type=Path, required=True, help="ImageFolder root to write")
+    dataset.add_argument("--since", help="only parts captured since: 30d or a UTC date")
+    dataset.add_argument("--config", type=Path, help="line YAML file (database_url)")
+    dataset.set_defaults(func=cmd_dataset)
 
     simulate = commands.add_parser("simulate", help="write conveyor-line videos + ground truth")
     simulate.add_argument("--out", type=Path, required=True)
