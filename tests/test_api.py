@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from linewatch.api.app import ApiContext, build_context, create_app
 from linewatch.api.classify import ModelHolder
 from linewatch.pipeline.config import Settings, load_settings
+from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.inference.detector import load_model
 from linewatch.pipeline.inference.prediction import predict
 from linewatch.schemas.tables import Detection, Part, ShadowDetection
@@ -534,3 +535,15 @@ def test_a_body_over_every_file_limit_is_refused_before_parsing(lite: TestClient
         content=chunks(),
     )
     assert streamed.status_code == 413
+
+
+def test_api_settings_from_the_environment_keep_the_token_secret() -> None:
+    settings = load_settings(
+        environ={"LINEWATCH_API__TOKEN": "env-secret", "LINEWATCH_API__MAX_UPLOAD_MB": "2"}
+    )
+    assert settings.api.token is not None
+    assert settings.api.token.get_secret_value() == "env-secret"
+    assert settings.api.max_upload_mb == 2
+    assert "env-secret" not in settings.model_dump_json() and "env-secret" not in repr(settings)
+    with pytest.raises(ConfigError, match="unknown key 'api.tokn'"):
+        load_settings(environ={}, overrides={"api": {"tokn": "x"}})

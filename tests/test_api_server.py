@@ -181,3 +181,50 @@ def _wait_healthy(url: str, process: subprocess.Popen) -> dict:  # type: ignore[
         except httpx.HTTPError:
             time.sleep(0.2)
     raise AssertionError("linewatch serve did not answer /healthz within 60 s")
+
+
+def test_cameras_show_the_ingest_state_recorded_in_redis(
+    live_api: tuple[str, ApiContext], redis_client: broker.Client
+) -> None:
+    from linewatch.pipeline.video.camera_state import CameraState, redis_recorder
+
+    url, context = live_api
+    settings = context.settings
+    record = redis_recorder(
+        redis_client,
+        settings.camera_key("cam-a", "states"),
+        settings.camera_key("cam-a", "ingest"),
+        lambda _s: False,
+    )
+    record(None, CameraState.CONNECTING, "start")
+    record(CameraState.CONNECTING, CameraState.STREAMING, "first frame")
+    cameras = httpx.get(f"{url}/v1/cameras", headers=AUTH).json()
+    by_id = {c["id"]: c for c in cameras["cameras"]}
+    assert by_id["cam-a"]["state"] == "streaming" and by_id["cam-a"]["state_since"]
+    assert by_id["cam-b"]["state"] == "not seen" and cameras["backlog"] == 0
+
+
+def test_serve_never_logs_the_token(tmp_path: Path) -> None:
+    port, token = free_port(), "very-secret-token-4711"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
+    env |= {
+        "LINEWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'lw.db'}",
+        "LINEWATCH_API__TOKEN": token,
+        "LINEWATCH_LOG_LEVEL": "DEBUG",
+    }
+    command = [sys.executable, "-m", "linewatch.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/v1/parts", headers={"Authorization": "Bearer x"}).is_error
+        assert httpx.get(
+            f"{base}/v1/parts", headers={"Authorization": f"Bearer {token}"}
+        ).is_success
+    finally:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=30)
+    assert token not in stdout + stderr
+    assert "serving the API and dashboard on http://127.0.0.1:" in stderr
