@@ -547,3 +547,17 @@ def test_api_settings_from_the_environment_keep_the_token_secret() -> None:
     assert "env-secret" not in settings.model_dump_json() and "env-secret" not in repr(settings)
     with pytest.raises(ConfigError, match="unknown key 'api.tokn'"):
         load_settings(environ={}, overrides={"api": {"tokn": "x"}})
+
+
+def test_a_model_folder_that_does_not_load_is_503_with_the_reason(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = api_settings(sqlite_url)
+    broken = settings.model_copy(
+        update={"inference": settings.inference.model_copy(update={"model_dir": tmp_path})}
+    )
+    client, context = make_client(broken, ModelHolder(broken))
+    with client:
+        response = post_files(client, ("a.png", png(tile()), "image/png"))
+    context.engine.dispose()
+    assert response.status_code == 503 and "holds no model" in response.json()["detail"]

@@ -22,6 +22,7 @@ from linewatch.api.classify import ModelHolder
 from linewatch.api.limits import LimitUploads
 from linewatch.api.uploads import UploadError
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference import switching
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
@@ -69,6 +70,8 @@ def create_app(context: ApiContext) -> FastAPI:
     app.add_middleware(LimitUploads, paths=("/v1/classify",), max_bytes=upload_bytes)
     app.add_middleware(metrics.RecordRequests)
     app.add_exception_handler(UploadError, _upload_error)
+    app.add_exception_handler(LinewatchError, _unavailable)
+    app.add_exception_handler(storage.DatabaseError, _database_error)
     _open_routes(app)
     authed = [Depends(require_user)]
     app.include_router(routes.router, dependencies=authed)
@@ -81,6 +84,18 @@ def create_app(context: ApiContext) -> FastAPI:
 async def _upload_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UploadError)
     return JSONResponse({"detail": exc.problem, "file": exc.filename}, status_code=exc.status)
+
+
+async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """A model folder that does not load, Redis or the database down: 503, the reason."""
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database error: %s", type(exc).__name__)
+    return JSONResponse(
+        {"detail": f"database unavailable ({type(exc).__name__}); try again"}, status_code=503
+    )
 
 
 def _open_routes(app: FastAPI) -> None:

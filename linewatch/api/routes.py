@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -15,6 +15,9 @@ from linewatch.api.metrics import CLASSIFIED
 from linewatch.api.uploads import Limits, UploadError, decode_upload
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import parse_time
+
+if TYPE_CHECKING:  # app.py imports this module
+    from linewatch.api.app import ApiContext
 
 router = APIRouter(prefix="/v1")
 
@@ -46,8 +49,8 @@ def parse_when(name: str, value: str | None) -> datetime | None:
     return moment.astimezone(timezone.utc)
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
+def _ctx(request: Request) -> ApiContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
 
 
 def _limits(request: Request) -> Limits:

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -20,12 +20,15 @@ from linewatch.pipeline.storage.reporting import Window, build_report
 from linewatch.pipeline.streams import broker, pubsub
 from linewatch.pipeline.video import camera_state
 
+if TYPE_CHECKING:  # app.py imports this module
+    from linewatch.api.app import ApiContext
+
 router = APIRouter(prefix="/v1")
 Camera = Annotated[str | None, Query(max_length=128)]
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
+def _ctx(request: Request) -> ApiContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
 
 
 @router.get("/cameras", summary="Cameras: state, parts/min, NG rate, model version")
@@ -49,7 +52,9 @@ def cameras(
     }
 
 
-def _camera(ctx: Any, camera: str, parts: queries.CameraParts | None, window: float) -> dict:
+def _camera(
+    ctx: ApiContext, camera: str, parts: queries.CameraParts | None, window: float
+) -> dict[str, Any]:
     state, since = _state(ctx, camera)
     return {
         "id": camera,
@@ -65,7 +70,7 @@ def _camera(ctx: Any, camera: str, parts: queries.CameraParts | None, window: fl
     }
 
 
-def _state(ctx: Any, camera: str) -> tuple[str | None, str | None]:
+def _state(ctx: ApiContext, camera: str) -> tuple[str | None, str | None]:
     """The camera's ingest state and since when (from Redis; None without Redis)."""
     if ctx.redis is None:
         return None, None
