@@ -13,6 +13,7 @@ from linewatch.api.auth import require_user
 from linewatch.api.classify import answer
 from linewatch.api.metrics import CLASSIFIED
 from linewatch.api.uploads import Limits, UploadError, decode_upload
+from linewatch.pipeline.inference.prediction import CLEAN_LABEL
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import parse_time
 
@@ -152,14 +153,14 @@ def review_part(
 
 def _review_label(request: Request, review: ReviewIn) -> str:
     info = _ctx(request).models.info()
-    normal = info.normal_labels[0] if info.normal_labels else "ok"
-    label = review.label or (normal if review.verdict == "ok" else None)
+    normal = tuple(info.normal_labels) or (CLEAN_LABEL,)  # a detector may name none
+    label = review.label or (normal[0] if review.verdict == "ok" else None)
     if label is None:
         raise HTTPException(422, "a defect review needs the defect class in `label`")
-    if label not in (*info.labels, *info.normal_labels):
-        known = ", ".join(sorted({*info.labels, *info.normal_labels}))
+    if label not in (*info.labels, *normal):
+        known = ", ".join(sorted({*info.labels, *normal}))
         raise HTTPException(422, f"unknown label {label!r}; the model knows {known}")
-    if (label in info.normal_labels) != (review.verdict == "ok"):
+    if (label in normal) != (review.verdict == "ok"):
         raise HTTPException(422, f"label {label!r} does not match verdict {review.verdict!r}")
     return label
 
