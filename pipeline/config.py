@@ -281,8 +281,7 @@ class Settings(Strict):
 
     @property
     def verdicts_channel(self) -> str:
-        """Redis pub/sub channel of part verdicts (PartVerdict JSON), read by /v1/events."""
-        return f"lw:verdicts:{self.line}"
+        return keys.verdicts_channel(self.line)
 
     @property
     def stats_key(self) -> str:

@@ -3,14 +3,12 @@ the real shipped model: uploads, auth, filters and pages, validation, reviews.""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -21,35 +19,23 @@ from linewatch.api.app import ApiContext, build_context, create_app
 from linewatch.api.classify import ModelHolder
 from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.errors import ConfigError
-from linewatch.pipeline.inference.detector import load_model
+from linewatch.pipeline.inference.loading import load_model
 from linewatch.pipeline.inference.prediction import predict
-from linewatch.schemas.tables import Detection, Part, ShadowDetection
+from linewatch.schemas.tables import Detection, ShadowDetection
+from tests.api_helpers import (
+    AUTH,
+    MODEL_DIR,
+    NOW,
+    TOKEN,
+    api_settings,
+    insert_part,
+    jpeg,
+    png,
+    shared_models,
+    tile,
+)
 
-TOKEN = "tok-3f9a1c77e2"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "linewatch-tile"
 NOISE = np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
-
-
-def api_settings(database_url: str, redis_url: str | None = None, **api: Any) -> Settings:
-    return load_settings(
-        environ={},
-        overrides={
-            "database_url": database_url,
-            "redis_url": redis_url,
-            "line": "apitest",
-            "cameras": [{"id": "cam-a", "url": "a.mp4"}, {"id": "cam-b", "url": "b.mp4"}],
-            "inference": {"model_dir": str(MODEL_DIR)},
-            "api": {"token": TOKEN, "user": "alice", **api},
-        },
-    )
-
-
-@functools.cache
-def shared_models() -> ModelHolder:
-    """One loaded copy of the shipped model for every API and dashboard test."""
-    return ModelHolder(api_settings("sqlite://"))
 
 
 @pytest.fixture()
@@ -77,64 +63,6 @@ def lite(sqlite_url: str, models: ModelHolder) -> Iterator[TestClient]:
     with client:
         yield client
     context.engine.dispose()
-
-
-def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return data.tobytes()
-
-
-def png(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", image[:, :, ::-1])
-    assert ok
-    return data.tobytes()
-
-
-def tile(seed: int = 0, size: int = 96) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = np.full((size, size, 3), 120, np.uint8)
-    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-
-
-def insert_part(engine: Engine, **values: Any) -> int:
-    """A parts row as the sink writes it; returns its id."""
-    part_id = values.pop("part_id")
-    captured = values.pop("captured_at", NOW)
-    ts = int(captured.timestamp() * 1e9)
-    row = {
-        "camera_id": "cam-a",
-        "part_id": part_id,
-        "first_seq": part_id * 10,
-        "last_seq": part_id * 10 + 3,
-        "first_pts": 0.0,
-        "last_pts": 0.3,
-        "first_capture_ts": ts,
-        "last_capture_ts": ts,
-        "captured_at": captured,
-        "views_sent": 4,
-        "views_inferred": 4,
-        "verdict": "ok",
-        "label": "free",
-        "score": 0.01,
-        "class_scores": json.dumps({"free": 0.99, "crack": 0.01}),
-        "model_version": "v1",
-        "end_reason": "left",
-        "decided_ts": ts,
-        "deadline_ts": ts,
-        "late": False,
-        "x1": 10,
-        "y1": 20,
-        "x2": 110,
-        "y2": 120,
-        "evidence": None,
-        **values,
-    }
-    with Session(engine) as session, session.begin():
-        part = Part(**row)
-        session.add(part)
-        session.flush()
-        return part.id
 
 
 def post_files(client: TestClient, *files: tuple[str, bytes, str]) -> Any:

@@ -10,10 +10,10 @@ import yaml
 from sqlalchemy import Engine
 
 from linewatch.cli import main
-from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import database
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.training.data import scan_image_folder
-from tests.test_api import insert_part, jpeg, tile
+from tests.api_helpers import insert_part, jpeg, tile
 
 
 def reviewed_line(engine: Engine) -> dict[str, int]:
@@ -33,7 +33,7 @@ def reviewed_line(engine: Engine) -> dict[str, int]:
 def test_export_writes_the_latest_reviews_as_an_imagefolder(
     sqlite_url: str, tmp_path: Path, capsys
 ) -> None:  # type: ignore[no-untyped-def]
-    engine = storage.open_database(sqlite_url)
+    engine = database.open_database(sqlite_url)
     ids = reviewed_line(engine)
     config = tmp_path / "line.yaml"
     config.write_text(yaml.safe_dump({"database_url": sqlite_url}))

@@ -5,59 +5,30 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import yaml
-from fastapi import FastAPI
 
 from linewatch.api.app import ApiContext, build_context, create_app
-from linewatch.pipeline.config import Settings
+from linewatch.pipeline import keys
 from linewatch.pipeline.streams import broker
-from linewatch.schemas.messages import PartVerdict
-from tests.test_api import AUTH, api_settings, insert_part, jpeg, shared_models, tile
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_server(app: FastAPI) -> Iterator[str]:
-    """The app on uvicorn in a thread, on a free port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def line_settings(database_url: str, redis_url: str, line: str) -> Settings:
-    base = api_settings(database_url, redis_url)
-    alerts = base.alerts.model_copy(update={"channel": f"lw:alerts:{line}"})
-    return base.model_copy(update={"line": line, "alerts": alerts})
+from tests.api_helpers import (
+    AUTH,
+    free_port,
+    insert_part,
+    jpeg,
+    line_settings,
+    running_server,
+    shared_models,
+    tile,
+    verdict_for,
+)
 
 
 @pytest.fixture()
@@ -67,24 +38,6 @@ def live_api(sqlite_url: str, redis_url: str, line_name: str) -> Iterator[tuple[
     with running_server(create_app(context)) as url:
         yield url, context
     context.engine.dispose()
-
-
-def verdict_for(camera: str, part_id: int, verdict: str = "defect") -> PartVerdict:
-    now = time.time_ns()
-    return PartVerdict(
-        camera_id=camera,
-        part_id=part_id,
-        verdict=verdict,
-        label="crack",
-        score=0.93,
-        model_version="v1",
-        first_capture_ts=now,
-        last_capture_ts=now,
-        decided_ts=now,
-        deadline_ts=now,
-        views_sent=4,
-        views_inferred=4,
-    )
 
 
 def read_events(lines: Iterator[str], count: int) -> list[tuple[str, dict]]:
@@ -192,8 +145,8 @@ def test_cameras_show_the_ingest_state_recorded_in_redis(
     settings = context.settings
     record = redis_recorder(
         redis_client,
-        settings.camera_key("cam-a", "states"),
-        settings.camera_key("cam-a", "ingest"),
+        settings.camera_key("cam-a", keys.STATES),
+        settings.camera_key("cam-a", keys.INGEST),
         lambda _s: False,
     )
     record(None, CameraState.CONNECTING, "start")

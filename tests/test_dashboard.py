@@ -19,8 +19,16 @@ from sqlalchemy.orm import Session
 from linewatch.api.app import ApiContext, build_context, create_app
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.tables import PartReview
-from tests.test_api import TOKEN, insert_part, jpeg, shared_models, tile
-from tests.test_api_server import line_settings, running_server, verdict_for
+from tests.api_helpers import (
+    TOKEN,
+    insert_part,
+    jpeg,
+    line_settings,
+    running_server,
+    shared_models,
+    tile,
+    verdict_for,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -24,7 +24,7 @@ from linewatch.api.uploads import UploadError
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference import switching
-from linewatch.pipeline.storage import database as storage
+from linewatch.pipeline.storage import database
 from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class ApiContext:
 
 def build_context(settings: Settings) -> ApiContext:
     """Open the database (schema checked) and Redis (when configured) of the line."""
-    engine = storage.open_database(settings.resolved_database_url())
+    engine = database.open_database(settings.resolved_database_url())
     client = broker.connect(settings.redis_url) if settings.redis_url else None
 
     def requested() -> Path | None:
@@ -71,7 +71,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.add_middleware(metrics.RecordRequests)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(LinewatchError, _unavailable)
-    app.add_exception_handler(storage.DatabaseError, _database_error)
+    app.add_exception_handler(database.DatabaseError, _database_error)
     _open_routes(app)
     authed = [Depends(require_user)]
     app.include_router(routes.router, dependencies=authed)
@@ -174,7 +174,7 @@ def _database_ok(engine: Engine) -> str:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         return "ok"
-    except storage.DatabaseError as exc:
+    except database.DatabaseError as exc:
         return f"unreachable ({type(exc).__name__})"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.pipeline.config import Settings
-from linewatch.pipeline.inference.detector import Model, describe_model, load_model
+from linewatch.pipeline.inference.loading import Model, describe_model, load_model
 from linewatch.pipeline.inference.prediction import Prediction, predict
 
 log = logging.getLogger(__name__)

@@ -42,10 +42,10 @@ def parse_when(name: str, value: str | None) -> datetime | None:
         problem = str(exc)
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+    except ValueError as exc:
         raise HTTPException(
             422, [{"loc": ["query", name], "msg": problem, "type": "value_error"}]
-        ) from None
+        ) from exc
     moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
 

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from linewatch.api.metrics import EVENT_CLIENTS
 from linewatch.api.routes import Cursor, Limit, When, parse_when
+from linewatch.pipeline import keys
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import Window, build_report
 from linewatch.pipeline.streams import broker, pubsub
@@ -74,8 +75,8 @@ def _state(ctx: ApiContext, camera: str) -> tuple[str | None, str | None]:
     """The camera's ingest state and since when (from Redis; None without Redis)."""
     if ctx.redis is None:
         return None, None
-    state = ctx.redis.hget(ctx.settings.camera_key(camera, "ingest"), "state")
-    last = camera_state.history(ctx.redis, ctx.settings.camera_key(camera, "states"), 1)
+    state = ctx.redis.hget(ctx.settings.camera_key(camera, keys.INGEST), "state")
+    last = camera_state.history(ctx.redis, ctx.settings.camera_key(camera, keys.STATES), 1)
     since = None
     if last:
         since = datetime.fromtimestamp(int(last[0]["ts"]) / 1e9, timezone.utc).isoformat()

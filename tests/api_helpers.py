@@ -1,0 +1,156 @@
+"""Builders shared by the API and dashboard tests (tests/test_api*.py, test_dashboard.py):
+settings with a token, the shipped model loaded once, images, parts rows, a real uvicorn
+server. Test modules import these, never each other."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from linewatch.api.classify import ModelHolder
+from linewatch.pipeline.config import Settings, load_settings
+from linewatch.pipeline.streams.embedded_redis import free_port
+from linewatch.schemas.messages import PartVerdict
+from linewatch.schemas.tables import Part
+
+TOKEN = "tok-3f9a1c77e2"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "linewatch-tile"
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def api_settings(database_url: str, redis_url: str | None = None, **api: Any) -> Settings:
+    return load_settings(
+        environ={},
+        overrides={
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "line": "apitest",
+            "cameras": [{"id": "cam-a", "url": "a.mp4"}, {"id": "cam-b", "url": "b.mp4"}],
+            "inference": {"model_dir": str(MODEL_DIR)},
+            "api": {"token": TOKEN, "user": "alice", **api},
+        },
+    )
+
+
+@functools.cache
+def shared_models() -> ModelHolder:
+    """One loaded copy of the shipped model for every API and dashboard test."""
+    return ModelHolder(api_settings("sqlite://"))
+
+
+def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image[:, :, ::-1])
+    assert ok
+    return data.tobytes()
+
+
+def tile(seed: int = 0, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.full((size, size, 3), 120, np.uint8)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def insert_part(engine: Engine, **values: Any) -> int:
+    """A parts row as the sink writes it; returns its id."""
+    part_id = values.pop("part_id")
+    captured = values.pop("captured_at", NOW)
+    ts = int(captured.timestamp() * 1e9)
+    row = {
+        "camera_id": "cam-a",
+        "part_id": part_id,
+        "first_seq": part_id * 10,
+        "last_seq": part_id * 10 + 3,
+        "first_pts": 0.0,
+        "last_pts": 0.3,
+        "first_capture_ts": ts,
+        "last_capture_ts": ts,
+        "captured_at": captured,
+        "views_sent": 4,
+        "views_inferred": 4,
+        "verdict": "ok",
+        "label": "free",
+        "score": 0.01,
+        "class_scores": json.dumps({"free": 0.99, "crack": 0.01}),
+        "model_version": "v1",
+        "end_reason": "left",
+        "decided_ts": ts,
+        "deadline_ts": ts,
+        "late": False,
+        "x1": 10,
+        "y1": 20,
+        "x2": 110,
+        "y2": 120,
+        "evidence": None,
+        **values,
+    }
+    with Session(engine) as session, session.begin():
+        part = Part(**row)
+        session.add(part)
+        session.flush()
+        return part.id
+
+
+@contextmanager
+def running_server(app: FastAPI) -> Iterator[str]:
+    """The app on uvicorn in a thread, on a free port; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def line_settings(database_url: str, redis_url: str, line: str) -> Settings:
+    base = api_settings(database_url, redis_url)
+    alerts = base.alerts.model_copy(update={"channel": f"lw:alerts:{line}"})
+    return base.model_copy(update={"line": line, "alerts": alerts})
+
+
+def verdict_for(camera: str, part_id: int, verdict: str = "defect") -> PartVerdict:
+    now = time.time_ns()
+    return PartVerdict(
+        camera_id=camera,
+        part_id=part_id,
+        verdict=verdict,
+        label="crack",
+        score=0.93,
+        model_version="v1",
+        first_capture_ts=now,
+        last_capture_ts=now,
+        decided_ts=now,
+        deadline_ts=now,
+        views_sent=4,
+        views_inferred=4,
+    )
