@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from linewatch.api.metrics import EVENT_CLIENTS
 from linewatch.api.routes import Cursor, Limit, When, parse_when
 from linewatch.pipeline import keys
+from linewatch.pipeline.storage import database
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import Window, build_report
 from linewatch.pipeline.streams import broker, pubsub
@@ -24,6 +27,7 @@ from linewatch.pipeline.video import camera_state
 if TYPE_CHECKING:  # app.py imports this module
     from linewatch.api.app import ApiContext
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 Camera = Annotated[str | None, Query(max_length=128)]
 
@@ -170,23 +174,27 @@ async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIter
 
 async def _events(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
     ctx = _ctx(request)
-    subscribed = False
-    async for message in pubsub.listen(ctx.settings.redis_url, list(channels)):
-        if not subscribed:  # the first item: listening now, so nothing published is missed
-            subscribed = True
-            yield "retry: 2000\n: subscribed\n\n"
-            continue
-        if await request.is_disconnected():
-            break
-        if message is None:
-            yield f": keep-alive {time.time():.0f}\n\n"
-            continue
-        channel, data = message
-        kind = channels.get(channel, "message")
-        if kind == "verdict":
-            data = await run_in_threadpool(_with_row, ctx.engine, data)
-        lines = "\ndata: ".join(data.splitlines())  # SSE: a data line may not hold a newline
-        yield f"event: {kind}\ndata: {lines}\n\n"
+    assert ctx.settings.redis_url is not None
+    listening = pubsub.listen(ctx.settings.redis_url, list(channels))
+    async with aclosing(listening) as messages:  # unsubscribes as soon as the client goes
+        await anext(messages)  # subscribed now, so nothing published from here is missed
+        yield "retry: 2000\n: subscribed\n\n"
+        async for message in messages:
+            if await request.is_disconnected():
+                break
+            yield await _event(ctx, channels, message)
+
+
+async def _event(ctx: ApiContext, channels: dict[str, str], message: tuple[str, str] | None) -> str:
+    """One SSE frame: a keep-alive comment, or `event: verdict|alert` with its JSON."""
+    if message is None:
+        return f": keep-alive {time.time():.0f}\n\n"
+    channel, data = message
+    kind = channels.get(channel, "message")
+    if kind == "verdict":
+        data = await run_in_threadpool(_with_row, ctx.engine, data)
+    lines = "\ndata: ".join(data.splitlines())  # SSE: a data line may not hold a newline
+    return f"event: {kind}\ndata: {lines}\n\n"
 
 
 def _with_row(engine: Any, data: str) -> str:
@@ -196,7 +204,10 @@ def _with_row(engine: Any, data: str) -> str:
         row = queries.get_part_by_key(
             engine, verdict["camera_id"], int(verdict["part_id"]), verdict["model_version"]
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # not a PartVerdict: passed on as it came
+        return data
+    except database.DatabaseError as exc:  # the live feed goes on without the row
+        log.warning("verdict not matched to its parts row: %s", type(exc).__name__)
         return data
     if row is not None:
         verdict.update(
