@@ -30,7 +30,11 @@ from linewatch.schemas.tables import Part
 TOKEN = "tok-3f9a1c77e2"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "linewatch-tile"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def utc_now() -> datetime:
+    """Now, per call: a module-level constant would go stale in a long test session."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def api_settings(database_url: str, redis_url: str | None = None, **api: Any) -> Settings:
@@ -74,7 +78,7 @@ def tile(seed: int = 0, size: int = 96) -> np.ndarray:
 def insert_part(engine: Engine, **values: Any) -> int:
     """A parts row as the sink writes it; returns its id."""
     part_id = values.pop("part_id")
-    captured = values.pop("captured_at", NOW)
+    captured = values.pop("captured_at", None) or utc_now()
     ts = int(captured.timestamp() * 1e9)
     row = {
         "camera_id": "cam-a",

@@ -25,7 +25,6 @@ from linewatch.schemas.tables import Detection, ShadowDetection
 from tests.api_helpers import (
     AUTH,
     MODEL_DIR,
-    NOW,
     TOKEN,
     api_settings,
     insert_part,
@@ -33,6 +32,7 @@ from tests.api_helpers import (
     png,
     shared_models,
     tile,
+    utc_now,
 )
 
 NOISE = np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)
@@ -192,21 +192,22 @@ def test_the_openapi_document_lists_the_routes(lite: TestClient) -> None:
 
 
 def seed_parts(engine: Engine) -> dict[str, int]:
+    now = utc_now()
     ids = {
-        "a1": insert_part(engine, part_id=1, captured_at=NOW - timedelta(hours=3)),
+        "a1": insert_part(engine, part_id=1, captured_at=now - timedelta(hours=3)),
         "a2": insert_part(
             engine,
             part_id=2,
             verdict="defect",
             label="crack",
             score=0.9,
-            captured_at=NOW - timedelta(hours=2),
+            captured_at=now - timedelta(hours=2),
             evidence=jpeg(tile(2)),
         ),
         "a3": insert_part(engine, part_id=3, verdict="uninspected", label="none", score=0.0),
         "b1": insert_part(engine, camera_id="cam-b", part_id=1, verdict="defect", label="fray"),
         "b2": insert_part(
-            engine, camera_id="cam-b", part_id=2, captured_at=NOW - timedelta(hours=1)
+            engine, camera_id="cam-b", part_id=2, captured_at=now - timedelta(hours=1)
         ),
     }
     return ids
@@ -224,8 +225,9 @@ def test_parts_filter_by_camera_verdict_label_and_time(api: tuple[TestClient, Ap
     assert set(get("camera=cam-b")) == {ids["b1"], ids["b2"]}
     assert set(get("verdict=defect")) == {ids["a2"], ids["b1"]}
     assert get("verdict=defect&camera=cam-a&label=crack") == [ids["a2"]]
-    since = (NOW - timedelta(minutes=150)).strftime("%Y-%m-%dT%H:%M")
-    until = (NOW - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = utc_now()
+    since = (now - timedelta(minutes=150)).strftime("%Y-%m-%dT%H:%M")
+    until = (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert set(get(f"since={since}&until={until}")) == {ids["a2"], ids["b2"]}
     assert set(get("since=90m")) == {ids["a3"], ids["b1"], ids["b2"]}
     assert get("camera=%27%20OR%201%3D1%20--") == []  # an injection-like value matches nothing
@@ -375,8 +377,9 @@ def test_review_queue_puts_shadow_disagreements_then_near_threshold_first(
 
 
 def add_shadow_disagreement(engine: Engine, camera: str, part_id: int, seq: int) -> None:
-    ts = int(NOW.timestamp() * 1e9)
-    common = {"camera_id": camera, "seq": seq, "model_version": "v1", "captured_at": NOW}
+    now = utc_now()
+    ts = int(now.timestamp() * 1e9)
+    common = {"camera_id": camera, "seq": seq, "model_version": "v1", "captured_at": now}
     with Session(engine) as session, session.begin():
         session.add(
             Detection(

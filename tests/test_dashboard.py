@@ -106,8 +106,8 @@ def camera_rows(driver: Any) -> dict[str, list[str]]:
 
 
 def test_dashboard_shows_cameras_a_live_ng_part_and_takes_a_review(
-    browser: Any, line: tuple[str, ApiContext], redis_client: broker.Client, tmp_path: Path
-) -> None:
+    line: tuple[str, ApiContext], browser: Any, redis_client: broker.Client, tmp_path: Path
+) -> None:  # the server first, so the browser (and its event stream) goes before it stops
     url, context = line
     engine = context.engine
     insert_part(engine, part_id=1)
@@ -154,7 +154,7 @@ def check_screenshot(driver: Any, path: Path) -> None:
     assert np.count_nonzero(image.reshape(-1, 3).std(axis=1) > 30) > 50  # coloured pixels
 
 
-def test_dashboard_refuses_a_wrong_token(browser: Any, line: tuple[str, ApiContext]) -> None:
+def test_dashboard_refuses_a_wrong_token(line: tuple[str, ApiContext], browser: Any) -> None:
     url, _ = line
     browser.get(url + "/")
     wait_for(lambda: browser.find_element(By.ID, "sign-in").is_displayed(), "the sign-in form")
