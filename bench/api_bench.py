@@ -120,10 +120,11 @@ def section(args: argparse.Namespace, rows: list[str]) -> str:
             "|---|---|---|---|---|",
             *rows,
             "",
-            "- One predictor per `serve` process, its calls serialised: concurrent clients overlap",
-            "  only upload, decode and preprocessing with it, so throughput rises a little and",
-            "  latency grows with the queue. Several images in one request share a batch; more",
-            "  throughput takes more `serve` processes (or a GPU).",
+            "- One predictor per `serve` process, its calls serialised, on 2 shared cores: 8",
+            "  concurrent clients get about one client's throughput (upload and decode overlap",
+            "  the predictor, but compete for the same cores) and queue for it, so latency grows",
+            "  ~8x. Several images in one request share a batch; more throughput takes more",
+            "  `serve` processes on more cores (or a GPU).",
             END,
         ]
     )
