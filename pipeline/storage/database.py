@@ -189,10 +189,12 @@ def _store_event(
         Alert.camera_id == event.camera_id,
         Alert.label == event.label,
         Alert.opened_seq == event.opened_seq,
+        Alert.part_id.is_(None),
     )
     if event.state == "open":
         statement = insert_for(engine, Alert).on_conflict_do_nothing(
-            index_elements=["camera_id", "label", "opened_seq"]
+            index_elements=["camera_id", "label", "opened_seq"],
+            index_where=Alert.part_id.is_(None),
         )
         values = {**_event_values(event), "evidence": evidence or None, "raised_ts": sink_ts}
         new_id = session.execute(statement.values(values).returning(Alert.id)).scalar()
@@ -222,7 +224,9 @@ def _event_values(event: DefectEvent) -> dict[str, object]:
 
 def open_events(engine: Engine) -> list[DefectEvent]:
     with Session(engine) as session:
-        rows = session.scalars(select(Alert).where(Alert.state == "open")).all()
+        rows = session.scalars(
+            select(Alert).where(Alert.state == "open", Alert.kind == "frame")
+        ).all()
         return [
             DefectEvent(
                 r.camera_id,
