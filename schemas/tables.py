@@ -55,6 +55,7 @@ class Detection(Base):
     worker_id: Mapped[str] = mapped_column(String(128))
     part_id: Mapped[int | None] = mapped_column(BigInteger)  # part views only (migration 0006)
     view_index: Mapped[int | None] = mapped_column(Integer)
+    view_box: Mapped[str | None] = mapped_column(String(64))  # JSON [x1, y1, x2, y2] (0007)
     # a defect view's crop JPEG, kept until its part is decided (migration 0007)
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 

@@ -8,6 +8,7 @@ neither the frame nor any box again: exactly once in effect, as for frames."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,8 +28,8 @@ from sqlalchemy.orm import Session
 from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
-from linewatch.pipeline.storage import migrate
-from linewatch.schemas.messages import Box, ResultMessage
+from linewatch.pipeline.storage import migrate, parts
+from linewatch.schemas.messages import Box, PartEndMessage, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox, ShadowDetection
 
 DatabaseError = SQLAlchemyError
@@ -111,6 +112,20 @@ def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:
         "infer_end_ts": result.infer_end_ts,
         "sink_ts": sink_ts,
         "worker_id": result.worker_id,
+        **_view_columns(result),
+    }
+
+
+def _view_columns(result: ResultMessage) -> dict[str, object]:
+    """A part view's id, index, box and crop (defect views); None for a whole frame."""
+    view = result.view
+    if view is None:
+        return dict.fromkeys(("part_id", "view_index", "view_box", "evidence"))
+    return {
+        "part_id": view.part_id,
+        "view_index": view.view_index,
+        "view_box": json.dumps([view.x1, view.y1, view.x2, view.y2]),
+        "evidence": result.evidence or None,
     }
 
 
@@ -119,9 +134,12 @@ def write_batch(
     results: Sequence[ResultMessage],
     events: Sequence[tuple[DefectEvent, bytes]],
     sink_ts: int,
+    part_ends: Sequence[PartEndMessage] = (),
+    deadline_ns: int = 0,
 ) -> tuple[int, list[StoredEvent]]:
-    """Insert results and events in one transaction; replays insert nothing twice.
-    Shadow-model results go to `shadow_detections`.
+    """Insert results, events and part ends in one transaction; replays insert nothing
+    twice. Shadow-model results go to `shadow_detections`; a part end's verdict is due
+    `deadline_ns` after it left view.
 
     Returns the number of new (live model) detection rows and the stored events."""
     live = [r for r in results if not r.shadow]
@@ -131,6 +149,7 @@ def write_batch(
         if shadow:
             _insert_shadow(session, engine, shadow, sink_ts)
         stored = [_store_event(session, engine, ev, evidence, sink_ts) for ev, evidence in events]
+        parts.store_part_ends(session, part_ends, deadline_ns, sink_ts)
     return inserted, stored
 
 

@@ -2,7 +2,8 @@
 
 `part_ends` holds the part ends the sink has received and not yet finished deciding
 (its restart state: a part end is acknowledged on the stream once stored here).
-`detections.evidence` keeps a defect view's crop until its part is decided.
+`detections.view_box` is a view's part box in frame pixels; `detections.evidence` keeps a
+defect view's crop until its part is decided.
 `alerts.kind` (frame | part | line) and `alerts.part_id`: a part alert is unique per
 (camera_id, part_id); frame and line alerts keep their (camera_id, label, opened_seq).
 
@@ -43,6 +44,7 @@ def upgrade() -> None:
         sa.Column("announced", sa.Boolean(), nullable=False),
         sa.UniqueConstraint("camera_id", "part_id", name="uq_part_end"),
     )
+    op.add_column("detections", sa.Column("view_box", sa.String(64), nullable=True))
     op.add_column("detections", sa.Column("evidence", sa.LargeBinary(), nullable=True))
     with op.batch_alter_table("alerts") as batch:  # SQLite rebuilds the table
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="frame"))
@@ -68,4 +70,5 @@ def downgrade() -> None:
         batch.create_unique_constraint("uq_alert_event", ["camera_id", "label", "opened_seq"])
     with op.batch_alter_table("detections") as batch:
         batch.drop_column("evidence")
+        batch.drop_column("view_box")
     op.drop_table("part_ends")
