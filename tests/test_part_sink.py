@@ -200,3 +200,91 @@ def test_replayed_entries_and_a_restarted_sink_write_no_part_twice(
     assert alerts(engine) == [("part", 1, "crack", "raised")]
     assert count(engine, Detection) == 3 and count(engine, PartEnd) == 0
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def classifier():  # type: ignore[no-untyped-def]
+    from linewatch.pipeline.config import DEFAULT_MODEL_DIR
+    from linewatch.pipeline.inference.classifier import Classifier
+
+    model = Classifier(DEFAULT_MODEL_DIR, threads=2, max_batch=8)
+    model.warm_up()
+    return model
+
+
+def view_frame(part_id: int, index: int, seq: int, image, age_s: float = 0.0):  # type: ignore[no-untyped-def]
+    from linewatch.pipeline.video.codec import encode_image
+    from linewatch.schemas.messages import FrameMessage, PartView
+
+    now = time.time_ns()
+    height, width = image.shape[:2]
+    view = PartView(part_id, index, 100 + index * 40, 50, 324 + index * 40, 274)
+    return FrameMessage(
+        "cam",
+        seq,
+        seq / 10,
+        now - int(age_s * 1e9),
+        now,
+        width,
+        height,
+        "jpeg",
+        encode_image(image, "jpeg"),
+        age_s > 0,
+        view,
+    )
+
+
+def test_views_inferred_by_the_shipped_model_give_the_rule_verdict(
+    classifier, database_url, tmp_path, redis_client, redis_url, line_name
+) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from linewatch.pipeline.simulation.synthetic import make_tile
+    from linewatch.workers.inference import GROUP, FrameBatchHandler
+
+    settings = make_settings(
+        tmp_path, line_name, redis_url, database_url=database_url, inference={"freshness_s": 1.0}
+    )
+    rng = np.random.default_rng(5)
+    tiles = {
+        label: np.repeat(make_tile(rng, label, 224)[..., None], 3, axis=2)
+        for label in ("free", "crack")
+    }
+    frames = [view_frame(1, i, 1 + i, tiles["free"]) for i in range(3)]
+    frames += [view_frame(2, i, 4 + i, tiles["crack"]) for i in range(3)]
+    frames.append(view_frame(2, 3, 7, tiles["crack"], age_s=10.0))  # stale: counted, not scored
+    broker.ensure_group(redis_client, settings.frames_stream, GROUP)
+    broker.add_entries(redis_client, settings.frames_stream, [f.encode() for f in frames])
+    delivered = broker.read_group(redis_client, settings.frames_stream, GROUP, "w1", 10, None)
+    FrameBatchHandler(redis_client, classifier, settings, "w1").handle(delivered)
+    add(redis_client, settings, part_end(1, 3, 1, 3), part_end(2, 4, 4, 7))
+    engine = storage.open_database(database_url)
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: count(engine, Part) == 2)
+
+    info = classifier.info
+    for row in parts(engine):
+        with Session(engine) as session:
+            views = session.execute(
+                select(Detection.status, Detection.topk, Detection.is_defect, Detection.view_box)
+                .where(Detection.part_id == row.part_id)
+                .order_by(Detection.view_index)
+            ).all()
+        assert row.views_inferred == row.views_sent == len(views)
+        assert row.model_version == info.version and not row.late
+        scores = sorted(defect_score(v.topk, info.labels) for v in views if v.status == "ok")
+        expected = sum(scores[-2:]) / 2
+        assert row.score == pytest.approx(expected, abs=1e-3)
+        assert row.verdict == ("defect" if expected >= info.defect_threshold else "ok")
+        assert (row.evidence is not None) == any(v.is_defect for v in views)
+        assert all(json.loads(v.view_box)[1] == 50 for v in views)
+    assert [s for s, *_ in views] == ["ok", "ok", "ok", "stale"]
+    engine.dispose()
+
+
+def defect_score(topk: str, labels: tuple[str, ...]) -> float:
+    """1 - P(free) from a stored top-k (`free` left out: what the top-k leaves over)."""
+    pairs = dict((label, float(p)) for label, p in (item.split(":") for item in topk.split(",")))
+    if "free" in pairs:
+        return 1 - pairs["free"]
+    rest = (1 - sum(pairs.values())) / (len(labels) - len(pairs))
+    return 1 - rest
