@@ -290,3 +290,27 @@ def captured_at(ts: int) -> datetime:
 
 def class_scores_json(scores: dict[str, float]) -> str:
     return json.dumps(scores, sort_keys=True)
+
+
+def camera_parts(engine: Engine, camera_id: str, model_version: str | None = None) -> list:  # type: ignore[type-arg]
+    """A camera's part rows for scoring (of `model_version`; default the version with the
+    most rows), as StoredPart."""
+    from linewatch.pipeline.simulation.line_evaluation import StoredPart
+
+    with Session(engine) as session:
+        if model_version is None:
+            model_version = session.scalar(
+                select(Part.model_version)
+                .where(Part.camera_id == camera_id)
+                .group_by(Part.model_version)
+                .order_by(func.count().desc())
+                .limit(1)
+            )
+        rows = session.execute(
+            select(Part.part_id, Part.first_pts, Part.last_pts, Part.verdict, Part.label, Part.late)
+            .where(Part.camera_id == camera_id, Part.model_version == model_version)
+            .order_by(Part.part_id)
+        ).all()
+    return [
+        StoredPart(int(p), float(a), float(b), v, lb, bool(late)) for p, a, b, v, lb, late in rows
+    ]
