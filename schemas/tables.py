@@ -191,6 +191,27 @@ class PartEnd(Base):
     announced: Mapped[bool]  # sent as uninspected at the deadline; waiting for late views
 
 
+class OutboxEntry(Base):
+    """A part verdict or a part/line alert to announce, written in the transaction that
+    decided it (migration 0007); each notifier is given the entries after its cursor."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # verdict | alert
+    payload: Mapped[str] = mapped_column(Text)  # PartVerdict or AlertMessage JSON
+    created_ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class OutboxCursor(Base):
+    """The last outbox entry given to a notifier (by its name)."""
+
+    __tablename__ = "outbox_cursors"
+
+    notifier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+
+
 class HourlySummary(Base):
     """Detections rolled up per camera, hour, model version and label (kept after pruning)."""
 

@@ -27,7 +27,7 @@ def settings_for(tmp_path, line_name, redis_url, url, **verdict):  # type: ignor
         line_name,
         redis_url,
         database_url=url,
-        verdict={"defect_threshold": 0.5, **verdict},
+        verdict={"defect_threshold": 0.5, "deadline_ms": 60_000, **verdict},  # a busy CI
         alerts={
             "channel": f"{line_name}:alerts",
             "verdict_channel": f"{line_name}:verdicts",
@@ -288,3 +288,28 @@ def defect_score(topk: str, labels: tuple[str, ...]) -> float:
         return 1 - pairs["free"]
     rest = (1 - sum(pairs.values())) / (len(labels) - len(pairs))
     return 1 - rest
+
+
+def test_decisions_committed_before_a_kill_are_announced_on_restart(
+    database_url, tmp_path, redis_client, redis_url, line_name
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(tmp_path, line_name, redis_url, database_url)
+    engine = storage.open_database(database_url)
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: True)  # cursors exist
+    batch = [view_result(1, 0, 1, CRACK), part_end(1, 1, 1, 1), view_result(2, 0, 2, FREE)]
+    storage.write_batch(
+        engine, [batch[0], batch[2]], [], 1, [batch[1], part_end(2, 1, 2, 2)], 10**9
+    )
+    # a sink decides both parts, commits, and is killed before it announces anything
+    done = sink.part_judge(engine, settings).decide_due(time.time_ns())
+    assert len(done.verdicts) == 2 and len(done.alerts) == 1
+    listener = ChannelListener(redis_client, f"{line_name}:alerts", f"{line_name}:verdicts")
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: False, timeout_s=1.5)
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: False, timeout_s=1.0)
+    listener.close()
+    verdicts = listener.messages[f"{line_name}:verdicts"]
+    assert [(v["part_id"], v["verdict"]) for v in verdicts] == [(1, "defect"), (2, "ok")]
+    assert [(a["kind"], a["part_id"]) for a in listener.messages[f"{line_name}:alerts"]] == [
+        ("part", 1)
+    ]
+    engine.dispose()

@@ -19,6 +19,7 @@ from linewatch.pipeline.alerts.notifiers import (
     PubSubNotifier,
     WebhookNotifier,
 )
+from linewatch.pipeline.alerts.outbox import Outbox
 from linewatch.pipeline.alerts.parts import DEADLINE, LATE, PartJudge, Round
 from linewatch.pipeline.alerts.reorder import ReorderBuffer
 from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
@@ -71,6 +72,7 @@ class ResultBatchHandler:
         notifiers: list[Notifier],
         settings: Settings,
         judge: PartJudge | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -78,6 +80,7 @@ class ResultBatchHandler:
         self.notifiers = notifiers
         self.settings = settings
         self.judge = judge  # decides parts (parts mode); None: frames only
+        self.outbox = outbox  # announces what the judge decided, after its commit
         self.counters = SinkCounters()
         self.reorder = ReorderBuffer()
         self._evidence: dict[tuple[str, int], bytes] = {}
@@ -106,20 +109,16 @@ class ResultBatchHandler:
     def decide_parts(self, stop: StopFlag) -> bool:
         """Decide the parts that are due (after every batch and when idle), then announce
         them; False when stopped while the database was down."""
-        if self.judge is None:
+        if self.judge is None or self.outbox is None:
             return True
-        judge = self.judge
+        judge, outbox = self.judge, self.outbox
         done = self._with_retry(lambda: judge.decide_due(time.time_ns()), stop)
         if done is None:
             return False
         observe_parts(done)
         self.counters.parts += len(done.verdicts)
         self.counters.alerts += len(done.alerts)
-        for verdict in done.verdicts:
-            self._each_notifier("verdict", verdict, f"part {verdict.part_id}")
-        for alert in done.alerts:
-            self._each_notifier("notify", alert, f"alert {alert.alert_id}")
-        return True
+        return self._with_retry(outbox.deliver, stop) is not None
 
     def status(self) -> dict[str, str | int]:
         """This sink's heartbeat fields (`linewatch status`)."""
@@ -297,8 +296,17 @@ def run(
             settings.alerts.webhook_timeout_s,
         )
         notifiers.append(WebhookNotifier(client, webhook))
+    outbox = Outbox(engine=engine, notifiers=notifiers)
+    outbox.open()
+    outbox.deliver()  # what a killed sink committed and had not announced yet
     handler = ResultBatchHandler(
-        client, engine, alerts, notifiers, settings, judge=part_judge(engine, settings)
+        client,
+        engine,
+        alerts,
+        notifiers,
+        settings,
+        judge=part_judge(engine, settings),
+        outbox=outbox,
     )
     size = settings.sink.batch_size
     ConsumerLoop(

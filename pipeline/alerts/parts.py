@@ -15,8 +15,9 @@ acts on those that are due, all in one transaction:
   part end is dropped and the row stays `uninspected`.
 
 Every NG part (defect, or uninspected with `on_uninspected: reject`) gets one part alert
-in the same transaction as its row. Announcements are returned to the caller, which
-sends them after the commit.
+in the same transaction as its row. What a decision announces (the part's verdict, its
+alert, a line alarm) goes to the outbox in that transaction; the sink delivers it to the
+notifiers after the commit (pipeline/alerts/outbox.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline.alerts.line_alarm import LINE_LABEL, LineAlarm, LineEvent, PartOutcome
+from linewatch.pipeline.alerts.outbox import ALERT, VERDICT
 from linewatch.pipeline.alerts.verdict import (
     UNINSPECTED_LABEL,
     ModelLabels,
@@ -35,6 +37,7 @@ from linewatch.pipeline.alerts.verdict import (
     decide,
 )
 from linewatch.pipeline.config import LineAlarmSettings, VerdictSettings
+from linewatch.pipeline.storage import outbox
 from linewatch.pipeline.storage import parts as store
 from linewatch.pipeline.storage.parts import PendingPart
 from linewatch.schemas.messages import AlertMessage, PartVerdict
@@ -132,6 +135,9 @@ class PartJudge:
             return None  # decided before (a replayed part end)
         announce = self._announcement(pending, row, now, sent_uninspected=late)
         alert = self._part_alert(session, pending, announce, verdict, now)
+        outbox.add(session, VERDICT, announce.to_json(), now)
+        if alert is not None:
+            outbox.add(session, ALERT, alert.to_json(), now)
         return Decided(pending, action, verdict, announce, alert)
 
     def _row(self, pending: PendingPart, verdict: Verdict, now: int, late: bool) -> dict:  # type: ignore[type-arg]
@@ -248,7 +254,10 @@ class PartJudge:
             return []
         with Session(self.engine) as session, session.begin():
             ids = [store.store_line_event(session, self.engine, e, now) for e in events]
-        return [_line_message(alert_id, event) for alert_id, event in zip(ids, events, strict=True)]
+            messages = [_line_message(i, event) for i, event in zip(ids, events, strict=True)]
+            for message in messages:
+                outbox.add(session, ALERT, message.to_json(), now)
+        return messages
 
 
 def _line_message(alert_id: int, event: LineEvent) -> AlertMessage:

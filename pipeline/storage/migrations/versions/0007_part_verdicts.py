@@ -6,6 +6,8 @@
 defect view's crop until its part is decided.
 `alerts.kind` (frame | part | line) and `alerts.part_id`: a part alert is unique per
 (camera_id, part_id); frame and line alerts keep their (camera_id, label, opened_seq).
+`outbox` holds each part verdict and part or line alert to announce, written with the
+decision; `outbox_cursors` says how far each notifier has been given them.
 
 Revision ID: 0007
 Revises: 0006
@@ -52,6 +54,18 @@ def upgrade() -> None:
         batch.drop_constraint("uq_alert_event", type_="unique")
     _partial_unique("uq_alert_event", ["camera_id", "label", "opened_seq"], NOT_A_PART)
     _partial_unique("uq_alert_part", ["camera_id", "part_id"], A_PART)
+    op.create_table(
+        "outbox",
+        sa.Column("id", BIGINT, primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_ts", sa.BigInteger(), nullable=False),
+    )
+    op.create_table(
+        "outbox_cursors",
+        sa.Column("notifier", sa.String(64), primary_key=True),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
+    )
 
 
 def _partial_unique(name: str, columns: list[str], where: sa.TextClause) -> None:
@@ -61,6 +75,8 @@ def _partial_unique(name: str, columns: list[str], where: sa.TextClause) -> None
 
 
 def downgrade() -> None:
+    op.drop_table("outbox_cursors")
+    op.drop_table("outbox")
     op.drop_index("uq_alert_part", "alerts")
     op.drop_index("uq_alert_event", "alerts")
     op.execute("DELETE FROM alerts WHERE kind != 'frame'")
