@@ -174,14 +174,18 @@ def _evaluate_frames(engine: Engine, path: Path, camera: str) -> float:
 def _evaluate_parts(
     engine: Engine, path: Path, camera: str, fps: float | None, reject: bool
 ) -> None:
-    from linewatch.pipeline.simulation.line_evaluation import read_part_truth, score_parts
+    from linewatch.pipeline.simulation.line_evaluation import (
+        StoredPart,
+        read_part_truth,
+        score_parts,
+    )
     from linewatch.pipeline.storage.parts import camera_parts
 
     try:
         truth = read_part_truth(path, camera)
     except (OSError, ValueError, KeyError) as exc:
         raise LinewatchError(f"cannot read part truth file {path}: {exc}") from None
-    stored = camera_parts(engine, camera)
+    stored = [StoredPart(*row) for row in camera_parts(engine, camera)]
     if not stored:
         raise LinewatchError(f"no parts for camera {camera!r} in the database")
     try:

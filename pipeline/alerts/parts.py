@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -140,7 +141,7 @@ class PartJudge:
             outbox.add(session, ALERT, alert.to_json(), now)
         return Decided(pending, action, verdict, announce, alert)
 
-    def _row(self, pending: PendingPart, verdict: Verdict, now: int, late: bool) -> dict:  # type: ignore[type-arg]
+    def _row(self, pending: PendingPart, verdict: Verdict, now: int, late: bool) -> dict[str, Any]:
         end, best = pending.end, verdict.best
         box = best.box if best and best.box else (None, None, None, None)
         return {
@@ -175,9 +176,9 @@ class PartJudge:
     def _announcement(
         self,
         pending: PendingPart,
-        row: dict,
+        row: dict[str, Any],
         now: int,
-        sent_uninspected: bool,  # type: ignore[type-arg]
+        sent_uninspected: bool,
     ) -> PartVerdict:
         uninspected = sent_uninspected or row["verdict"] == "uninspected"
         return PartVerdict(
@@ -185,14 +186,14 @@ class PartJudge:
             part_id=pending.end.part_id,
             verdict="uninspected" if uninspected else str(row["verdict"]),
             label=UNINSPECTED_LABEL if uninspected else str(row["label"]),
-            score=float(row["score"]),  # type: ignore[arg-type]
+            score=float(row["score"]),
             model_version=str(row["model_version"]),
             first_capture_ts=pending.end.first_capture_ts,
             last_capture_ts=pending.end.last_capture_ts,
             decided_ts=now,
             deadline_ts=pending.deadline_ts,
             views_sent=pending.end.views_sent,
-            views_inferred=int(row["views_inferred"]),  # type: ignore[call-overload]
+            views_inferred=int(row["views_inferred"]),
         )
 
     def is_ng(self, announced: PartVerdict) -> bool:
@@ -211,7 +212,7 @@ class PartJudge:
         if not self.is_ng(announced):
             return None
         end = pending.end
-        values = {
+        values: dict[str, Any] = {
             "camera_id": end.camera_id,
             "kind": "part",
             "part_id": end.part_id,
@@ -231,7 +232,7 @@ class PartJudge:
             return None
         values.pop("evidence")
         values.pop("raised_ts")
-        return AlertMessage(alert_id=int(alert_id), **values)  # type: ignore[arg-type]
+        return AlertMessage(alert_id=int(alert_id), **values)
 
     def _line_alarm(self, decided: Sequence[Decided], now: int) -> list[AlertMessage]:
         events: list[LineEvent] = []

@@ -21,7 +21,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -29,6 +28,7 @@ from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage import migrate, parts
+from linewatch.pipeline.storage.upsert import insert_for
 from linewatch.schemas.messages import Box, PartEndMessage, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox, ShadowDetection
 
@@ -85,11 +85,6 @@ def _prepare_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")  # pruning a detection deletes its boxes
         cursor.close()
-
-
-def insert_for(engine: Engine, table):  # type: ignore[no-untyped-def]
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
 
 
 def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:

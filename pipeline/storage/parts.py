@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, undefer
 
 from linewatch.pipeline.alerts.line_alarm import LINE_LABEL, LineEvent, PartOutcome
 from linewatch.pipeline.alerts.verdict import ViewResult, parse_topk
+from linewatch.pipeline.storage.upsert import insert_for
 from linewatch.schemas.messages import PartEndMessage
 from linewatch.schemas.tables import Alert, Detection, Part, PartEnd
 
@@ -55,9 +56,12 @@ def store_part_ends(
     return len(rows)
 
 
-def _existing(session: Session, table: type[Part] | type[PartEnd], keys: list[tuple[str, int]]):  # type: ignore[no-untyped-def]
+def _existing(
+    session: Session, table: type[Part] | type[PartEnd], keys: list[tuple[str, int]]
+) -> list[tuple[str, int]]:
     match = or_(*(and_(table.camera_id == c, table.part_id == p) for c, p in keys))
-    return session.execute(select(table.camera_id, table.part_id).where(match)).all()
+    rows = session.execute(select(table.camera_id, table.part_id).where(match)).all()
+    return [(camera, int(part)) for camera, part in rows]
 
 
 def _end_row(end: PartEndMessage, deadline_ns: int, now: int) -> dict[str, object]:
@@ -163,8 +167,6 @@ def claim(session: Session, pending: PendingPart, final: bool) -> bool:
 
 def insert_part(session: Session, engine: Engine, row: dict[str, object]) -> int | None:
     """The new part row's id; None when the part already has one (a replay)."""
-    from linewatch.pipeline.storage.database import insert_for
-
     statement = insert_for(engine, Part).on_conflict_do_nothing(
         index_elements=["camera_id", "part_id", "model_version"]
     )
@@ -198,8 +200,6 @@ def drop_evidence(session: Session, camera_id: str, part_id: int) -> None:
 
 def insert_part_alert(session: Session, engine: Engine, values: dict[str, object]) -> int | None:
     """One alert per NG part (unique per camera and part); None on a replay."""
-    from linewatch.pipeline.storage.database import insert_for
-
     statement = insert_for(engine, Alert).on_conflict_do_nothing(
         index_elements=["camera_id", "part_id"], index_where=Alert.part_id.is_not(None)
     )
@@ -208,8 +208,6 @@ def insert_part_alert(session: Session, engine: Engine, values: dict[str, object
 
 def store_line_event(session: Session, engine: Engine, event: LineEvent, now: int) -> int:
     """Insert an opened line alarm or close the stored one; returns its alert id."""
-    from linewatch.pipeline.storage.database import insert_for
-
     key = (
         Alert.camera_id == event.camera_id,
         Alert.kind == "line",
@@ -292,11 +290,11 @@ def class_scores_json(scores: dict[str, float]) -> str:
     return json.dumps(scores, sort_keys=True)
 
 
-def camera_parts(engine: Engine, camera_id: str, model_version: str | None = None) -> list:  # type: ignore[type-arg]
-    """A camera's part rows for scoring (of `model_version`; default the version with the
-    most rows), as StoredPart."""
-    from linewatch.pipeline.simulation.line_evaluation import StoredPart
-
+def camera_parts(
+    engine: Engine, camera_id: str, model_version: str | None = None
+) -> list[tuple[int, float, float, str, str, bool]]:
+    """(part_id, first_pts, last_pts, verdict, label, late) of a camera's part rows, of
+    `model_version` (default: the version with the most rows), in part order."""
     with Session(engine) as session:
         if model_version is None:
             model_version = session.scalar(
@@ -311,6 +309,4 @@ def camera_parts(engine: Engine, camera_id: str, model_version: str | None = Non
             .where(Part.camera_id == camera_id, Part.model_version == model_version)
             .order_by(Part.part_id)
         ).all()
-    return [
-        StoredPart(int(p), float(a), float(b), v, lb, bool(late)) for p, a, b, v, lb, late in rows
-    ]
+    return [(int(p), float(a), float(b), v, lb, bool(late)) for p, a, b, v, lb, late in rows]
