@@ -128,6 +128,24 @@ def test_uninspected_at_deadline_then_late_verdict_is_recorded_not_announced(
     engine.dispose()
 
 
+def test_views_after_the_late_window_change_nothing(
+    sqlite_url, tmp_path, redis_client, redis_url, line_name
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(
+        tmp_path, line_name, redis_url, sqlite_url, deadline_ms=100, late_window_s=0.3
+    )
+    engine = storage.open_database(sqlite_url)
+    add(redis_client, settings, part_end(3, 1, 30, 30, ended_ts=time.time_ns() - 10**9))
+    expired = lambda: count(engine, Part) == 1 and count(engine, PartEnd) == 0  # noqa: E731
+    run_sink_until(redis_client, engine, settings, "sink-a", expired)
+    add(redis_client, settings, view_result(3, 0, 30, CRACK))
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: count(engine, Detection) == 1)
+    [row] = parts(engine)
+    assert (row.verdict, row.late, row.views_inferred) == ("uninspected", False, 0)
+    assert alerts(engine) == [("part", 3, "uninspected", "raised")]
+    engine.dispose()
+
+
 def test_stale_views_count_and_a_part_without_inferred_views_is_uninspected(
     sqlite_url, tmp_path, redis_client, redis_url, line_name
 ) -> None:  # type: ignore[no-untyped-def]

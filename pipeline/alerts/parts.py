@@ -119,12 +119,12 @@ class PartJudge:
         if not store.claim(session, pending, final=action != DEADLINE):
             return None  # another sink took it
         end = pending.end
-        views = store.part_views(session, end.camera_id, end.part_id)
-        verdict = decide(views, self.model, self.settings)
-        if action != DEADLINE:
+        views = store.part_views(session, end.camera_id, end.part_id)  # with their crops
+        if action != DEADLINE:  # final: the part row keeps the one crop it needs
             store.drop_evidence(session, end.camera_id, end.part_id)
         if action == EXPIRE:
             return None
+        verdict = decide(views, self.model, self.settings)
         late = action == LATE or (action == FINAL and now > pending.deadline_ts)
         row = self._row(pending, verdict, now, late)
         if action == LATE:
