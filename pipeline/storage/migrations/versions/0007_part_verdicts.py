@@ -84,7 +84,6 @@ def downgrade() -> None:
         batch.drop_column("part_id")
         batch.drop_column("kind")
         batch.create_unique_constraint("uq_alert_event", ["camera_id", "label", "opened_seq"])
-    with op.batch_alter_table("detections") as batch:
-        batch.drop_column("evidence")
-        batch.drop_column("view_box")
+    for column in ("evidence", "view_box"):  # SQLite >= 3.35 drops a column in place (the
+        op.execute(f"ALTER TABLE detections DROP COLUMN {column}")  # report views use detections)
     op.drop_table("part_ends")
