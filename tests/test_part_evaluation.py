@@ -81,6 +81,16 @@ def write_truth(path: Path, camera: str = "cam") -> Path:
 def test_part_truth_csv_columns_and_errors(tmp_path: Path) -> None:
     parts = read_part_truth(write_truth(tmp_path / "parts.csv"), "cam")
     assert [p.part for p in parts] == [0, 1, 2, 3, 4] and parts[1].is_defect
+    simulated = tmp_path / "cam1.parts.csv"  # as `linewatch simulate` writes it
+    simulated.write_text(
+        "camera,part_index,label,is_defect,first_frame,last_frame,first_whole_frame,"
+        "last_whole_frame,first_pts,last_pts,source\n"
+        "cam1,0,crack,1,3,18,5,16,0.300000,1.800000,a.jpg\n"
+        "cam1,1,free,0,20,35,,,2.000000,3.500000,b.jpg\n"
+    )
+    first, second = read_part_truth(simulated, "cam1")
+    assert (first.part, first.is_defect, first.span(None)) == (0, True, (0.3, 1.8))
+    assert (second.label, second.is_defect) == ("free", False)
     bad = tmp_path / "bad.csv"
     bad.write_text("part,label\n1,free\n")
     with pytest.raises(ValueError, match="no column first_frame, last_frame"):
