@@ -74,7 +74,8 @@ class Verdict:
 
 def model_labels(folder: Path) -> ModelLabels:
     """The rule's view of a classifier or detector folder (read without paddle)."""
-    from linewatch.pipeline.inference.detector import DetectorInfo, describe_model
+    from linewatch.pipeline.inference.detector import DetectorInfo
+    from linewatch.pipeline.inference.loading import describe_model
 
     info = describe_model(folder)
     return ModelLabels(
