@@ -9,10 +9,14 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.errors import LinewatchError, one_line
 from linewatch.pipeline.runtime import setup_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -128,19 +132,35 @@ def _simulate_moving(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from linewatch.pipeline.simulation.line_evaluation import FrameResult, score_line
+    from linewatch.pipeline.storage import database as storage
+
+    if not args.truth and not args.parts_truth:
+        raise LinewatchError("evaluate needs --truth (frames) and/or --parts-truth (parts)")
+    settings = _settings(args)
+    engine = storage.open_database(settings.resolved_database_url())
+    fps = args.fps
+    if args.truth:
+        fps = fps or _evaluate_frames(engine, args.truth, args.camera)
+    if args.parts_truth:
+        reject = settings.verdict.on_uninspected == "reject"
+        _evaluate_parts(engine, args.parts_truth, args.camera, fps, reject)
+    return 0
+
+
+def _evaluate_frames(engine: Engine, path: Path, camera: str) -> float:
+    """Print the frame-level figures; returns the truth's fps."""
+    from linewatch.pipeline.simulation.line_evaluation import FrameResult, score_line, truth_fps
     from linewatch.pipeline.simulation.simulator import read_truth
-    from linewatch.pipeline.storage.database import alert_open_seqs, camera_frames, open_database
+    from linewatch.pipeline.storage import database as storage
 
     try:
-        truth = read_truth(args.truth)
+        truth = read_truth(path)
     except (OSError, ValueError) as exc:
-        raise LinewatchError(f"cannot read truth file {args.truth}: {exc}") from exc
-    engine = open_database(_settings(args).resolved_database_url())
-    results = [FrameResult(*row) for row in camera_frames(engine, args.camera)]
+        raise LinewatchError(f"cannot read truth file {path}: {exc}") from exc
+    results = [FrameResult(*row) for row in storage.camera_frames(engine, camera)]
     if not results:
-        raise LinewatchError(f"no detections for camera {args.camera!r} in the database")
-    score = score_line(truth, results, alert_open_seqs(engine, args.camera))
+        raise LinewatchError(f"no detections for camera {camera!r} in the database")
+    score = score_line(truth, results, storage.alert_open_seqs(engine, camera))
     print(
         f"frames scored {score.frames_scored}/{score.frames_in_truth}: accuracy "
         f"{score.frame_accuracy:.3f}, defect recall {score.defect_frame_recall:.3f}, "
@@ -149,7 +169,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"(event recall {score.event_recall:.3f}); {score.alerts_on_defective_parts}/"
         f"{score.alerts} alerts on defective parts (event precision {score.event_precision:.3f})"
     )
-    return 0
+    return truth_fps(truth)
+
+
+def _evaluate_parts(
+    engine: Engine, path: Path, camera: str, fps: float | None, reject: bool
+) -> None:
+    from linewatch.pipeline.simulation.line_evaluation import (
+        StoredPart,
+        read_part_truth,
+        score_parts,
+    )
+    from linewatch.pipeline.storage.parts import camera_parts
+
+    try:
+        truth = read_part_truth(path, camera)
+    except (OSError, ValueError, KeyError) as exc:
+        raise LinewatchError(f"cannot read part truth file {path}: {exc}") from None
+    stored = [StoredPart(*row) for row in camera_parts(engine, camera)]
+    if not stored:
+        raise LinewatchError(f"no parts for camera {camera!r} in the database")
+    try:
+        s = score_parts(truth, stored, fps, reject)
+    except ValueError as exc:
+        raise LinewatchError(f"{exc} (--fps, or --truth with the frame truth)") from None
+    print(
+        f"parts counted {s.parts_counted} (in truth {s.parts_in_truth}, matched "
+        f"{s.parts_matched}, missed {s.parts_in_truth - s.parts_matched}, ghosts "
+        f"{s.ghost_parts}, reported twice {s.reported_twice}, uninspected {s.uninspected})\n"
+        f"defective parts rejected {s.defective_rejected}/{s.defective_parts} (recall "
+        f"{s.defective_recall:.3f}); good parts rejected {s.good_rejected}/{s.good_parts} "
+        f"(false-reject rate {s.false_reject_rate:.3f}); class accuracy "
+        f"{s.class_accuracy:.3f} ({s.class_correct}/{s.class_scored} inspected parts)"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -414,8 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(func=cmd_simulate)
 
-    evaluate = commands.add_parser("evaluate", help="score a camera's results against a truth CSV")
-    evaluate.add_argument("--truth", type=Path, required=True)
+    evaluate = commands.add_parser("evaluate", help="score a camera's results against truth CSVs")
+    evaluate.add_argument("--truth", type=Path, help="truth per frame (frame-level figures)")
+    evaluate.add_argument("--parts-truth", type=Path, help="truth per part (part figures)")
+    evaluate.add_argument("--fps", type=float, help="video fps (when --truth is not given)")
     evaluate.add_argument("--camera", required=True)
     evaluate.add_argument("--config", type=Path, help="line YAML (for database_url)")
     evaluate.set_defaults(func=cmd_evaluate)

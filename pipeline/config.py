@@ -224,15 +224,41 @@ class SinkSettings(Strict):
     block_ms: int = Field(default=200, ge=1)
 
 
-class AlertSettings(Strict):
+class LineAlarmSettings(Strict):
+    """A line alarm (alert kind `line`) per camera in parts mode, on its last parts."""
+
+    n: int = Field(default=20, ge=1, description="parts in the window the NG rate is taken over")
+    open_rate: float = Field(
+        default=0.3, gt=0, le=1, description="NG rate over the last n parts that opens the alarm"
+    )
+    close_rate: float = Field(
+        default=0.1, ge=0, lt=1, description="NG rate at or below which an open alarm closes"
+    )
+    run: int = Field(default=5, ge=0, description="k NG parts in a row also open it (0: off)")
+
+    @field_validator("close_rate")
+    @classmethod
+    def _hysteresis(cls, close_rate: float, info: Any) -> float:
+        open_rate = info.data.get("open_rate", 1.0)
+        if close_rate >= open_rate:
+            raise ValueError(
+                f"alerts.line.close_rate ({close_rate}) must be below "
+                f"alerts.line.open_rate ({open_rate})"
+            )
+        return close_rate
+
+
+class AlertSettings(Strict):  # k, n, m, cooldown_s: the frame rule (frame mode)
     k: int = Field(default=3, ge=1)
     n: int = Field(default=5, ge=1)
     m: int = Field(default=5, ge=1)
-    cooldown_s: float = Field(default=10.0, ge=0)
+    cooldown_s: float = Field(default=10.0, ge=0)  # frame mode only; parts have no cooldown
     channel: str = keys.ALERTS_CHANNEL
+    verdict_channel: str = keys.VERDICTS_CHANNEL  # every part's verdict (OK too), PartVerdict JSON
     webhook_url: str | None = None  # delivered by RQ jobs (`linewatch worker rq`)
     webhook_secret: SecretStr | None = None  # HMAC-SHA256 signature header when set
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)  # then the attempt is retried
+    line: LineAlarmSettings = LineAlarmSettings()
 
     @field_validator("n")
     @classmethod
@@ -258,6 +284,35 @@ class ApiSettings(Strict):
     threads: int = Field(default=1, ge=1, le=64)  # /v1/classify predictor threads
 
 
+class VerdictSettings(Strict):
+    """How the sink turns a part's view results into one verdict (parts mode)."""
+
+    top_views: int = Field(
+        default=2, ge=1, le=64, description="defect when the mean of the top views' scores..."
+    )
+    defect_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="...reaches this; None: the model folder's Linewatch.defect_threshold",
+    )
+    on_uninspected: Literal["reject", "accept"] = Field(
+        default="reject",
+        description="reject: a part without an inferred view is NG (alert, line alarm)",
+    )
+    deadline_ms: int = Field(
+        default=3000,
+        ge=1,
+        le=3_600_000,
+        description="the verdict is due this long after the part left view (verdict_deadline_ms)",
+    )
+    late_window_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="after the deadline, views still arriving are recorded as a late verdict",
+    )
+
+
 class Settings(Strict):
     line: str = Field(default="demo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     redis_url: str | None = None
@@ -270,6 +325,7 @@ class Settings(Strict):
     sink: SinkSettings = SinkSettings()
     alerts: AlertSettings = AlertSettings()
     api: ApiSettings = ApiSettings()
+    verdict: VerdictSettings = VerdictSettings()
 
     @property
     def frames_stream(self) -> str:

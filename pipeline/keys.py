@@ -15,6 +15,7 @@ INGEST = "ingest"  # hash: decoded / sent / dropped / done counters and the came
 STATES = "states"  # stream: the camera's state transitions (from, to, reason, ts)
 
 ALERTS_CHANNEL = f"{PREFIX}:alerts"  # pub/sub channel of alert JSON (alerts.channel default)
+VERDICTS_CHANNEL = f"{PREFIX}:verdicts"  # pub/sub: every part's PartVerdict JSON
 RQ_QUEUE = "linewatch"  # the RQ queue; RQ names its own keys rq:queue:<name>, rq:job:<id>
 
 

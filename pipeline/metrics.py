@@ -57,6 +57,24 @@ PARTS_ENDED = Counter(
     "Parts whose track ended at ingest, by reason (left, lost, stuck, stream-ended)",
     ["camera", "reason"],
 )
+PARTS = Counter(
+    "linewatch_parts_total", "Parts decided, by the verdict sent to the line", ["camera", "verdict"]
+)
+PARTS_AT_DEADLINE = Counter(
+    "linewatch_parts_uninspected_at_deadline_total",
+    "Parts sent as uninspected at their verdict deadline, views still missing",
+    ["camera"],
+)
+PARTS_LATE = Counter(
+    "linewatch_parts_late_total",
+    "Part verdicts reached after the deadline (recorded, not announced again)",
+    ["camera"],
+)
+CAPTURE_TO_VERDICT = Histogram(
+    "linewatch_capture_to_verdict_seconds",
+    "A part's last capture to its verdict being written",
+    buckets=LATENCY_BUCKETS,
+)
 BACKLOG = Gauge("linewatch_stream_backlog", "Entries not yet done in a stream", ["stream"])
 CAMERA_STATE = Enum(
     "linewatch_camera_state",

@@ -283,7 +283,9 @@ def _decode_topk(text: str) -> tuple[tuple[str, float], ...]:
 
 @dataclass(frozen=True)
 class AlertMessage:
-    """A defect event as announced to notifiers (opened or closed)."""
+    """An alert as announced to notifiers: a frame-mode defect event (kind `frame`, opened
+    or closed), an NG part (kind `part`, state `raised`, once per part) or a line alarm
+    on a camera's NG rate (kind `line`, opened or closed)."""
 
     alert_id: int
     camera_id: str
@@ -294,7 +296,9 @@ class AlertMessage:
     closed_seq: int | None
     closed_ts: int | None
     peak_score: float
-    frames: int
+    frames: int  # frames of the event; a part: its views inferred; a line alarm: NG parts
+    kind: str = "frame"  # frame | part | line
+    part_id: int | None = None  # kind part only
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -55,6 +56,9 @@ class Detection(Base):
     worker_id: Mapped[str] = mapped_column(String(128))
     part_id: Mapped[int | None] = mapped_column(BigInteger)  # part views only (migration 0006)
     view_index: Mapped[int | None] = mapped_column(Integer)
+    view_box: Mapped[str | None] = mapped_column(String(64))  # JSON [x1, y1, x2, y2] (0007)
+    # a defect view's crop JPEG, kept until its part is decided (migration 0007)
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class Part(Base):
@@ -149,21 +153,89 @@ class ShadowDetection(Base):
 
 
 class Alert(Base):
+    """A frame-mode defect event (kind `frame`), an NG part (kind `part`, one per part) or
+    a line alarm on a camera's NG rate (kind `line`); migration 0007 added kind, part_id."""
+
     __tablename__ = "alerts"
-    __table_args__ = (UniqueConstraint("camera_id", "label", "opened_seq", name="uq_alert_event"),)
+    __table_args__ = (
+        Index(
+            "uq_alert_event",
+            "camera_id",
+            "label",
+            "opened_seq",
+            unique=True,
+            sqlite_where=text("part_id IS NULL"),
+            postgresql_where=text("part_id IS NULL"),
+        ),
+        Index(
+            "uq_alert_part",
+            "camera_id",
+            "part_id",
+            unique=True,
+            sqlite_where=text("part_id IS NOT NULL"),
+            postgresql_where=text("part_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     camera_id: Mapped[str] = mapped_column(String(128))
     label: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # open | closed; a part alert: raised
     opened_seq: Mapped[int] = mapped_column(BigInteger)
     opened_ts: Mapped[int] = mapped_column(BigInteger)
     raised_ts: Mapped[int] = mapped_column(BigInteger)  # when the sink wrote the event
     closed_seq: Mapped[int | None] = mapped_column(BigInteger)
     closed_ts: Mapped[int | None] = mapped_column(BigInteger)
     peak_score: Mapped[float] = mapped_column(Float)
-    frames: Mapped[int] = mapped_column(BigInteger)
+    frames: Mapped[int] = mapped_column(BigInteger)  # a line alarm: NG parts
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    kind: Mapped[str] = mapped_column(String(16), default="frame", server_default="frame")
+    part_id: Mapped[int | None] = mapped_column(BigInteger)  # kind part only
+
+
+class PartEnd(Base):
+    """A part end the sink has received and not finished deciding (migration 0007): the
+    sink's restart state. Deleted when the part's row is final."""
+
+    __tablename__ = "part_ends"
+    __table_args__ = (UniqueConstraint("camera_id", "part_id", name="uq_part_end"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    part_id: Mapped[int] = mapped_column(BigInteger)
+    views_sent: Mapped[int] = mapped_column(Integer)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    first_pts: Mapped[float] = mapped_column(Float)
+    last_pts: Mapped[float] = mapped_column(Float)
+    first_capture_ts: Mapped[int] = mapped_column(BigInteger)
+    last_capture_ts: Mapped[int] = mapped_column(BigInteger)
+    ended_ts: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))
+    deadline_ts: Mapped[int] = mapped_column(BigInteger)
+    received_ts: Mapped[int] = mapped_column(BigInteger)
+    announced: Mapped[bool]  # sent as uninspected at the deadline; waiting for late views
+
+
+class OutboxEntry(Base):
+    """A part verdict or a part/line alert to announce, written in the transaction that
+    decided it (migration 0007); each notifier is given the entries after its cursor."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # verdict | alert
+    payload: Mapped[str] = mapped_column(Text)  # PartVerdict or AlertMessage JSON
+    created_ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class OutboxCursor(Base):
+    """The last outbox entry given to a notifier (by its name)."""
+
+    __tablename__ = "outbox_cursors"
+
+    notifier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class HourlySummary(Base):

@@ -25,7 +25,7 @@ from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
 from linewatch.pipeline.streams.embedded_redis import find_redis_server, free_port
 from linewatch.pipeline.video.codec import encode_image
-from linewatch.schemas.messages import Box, FrameMessage, ResultMessage
+from linewatch.schemas.messages import Box, FrameMessage, PartEndMessage, PartView, ResultMessage
 from linewatch.schemas.tables import Detection, DetectionBox
 from linewatch.workers import sink
 
@@ -223,14 +223,15 @@ def numbered_frame(number: int) -> np.ndarray:
     return image
 
 
-def run_sink_until(client, engine, settings, consumer, done) -> sink.SinkCounters:  # type: ignore[no-untyped-def]
+def run_sink_until(client, engine, settings, consumer, done, timeout_s=20.0) -> sink.SinkCounters:  # type: ignore[no-untyped-def]
+    """Run the sink in a thread until `done()` holds (or the timeout), then stop it."""
     stop = StopFlag()
     outcome: dict[str, sink.SinkCounters] = {}
     thread = threading.Thread(
         target=lambda: outcome.update(c=sink.run(client, engine, settings, consumer, stop))
     )
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout_s
     while not done() and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
@@ -273,3 +274,101 @@ def result(seq: int, label: str = "free", version: str = "v1") -> ResultMessage:
         infer_end_ts=0,
         worker_id="w",
     )
+
+
+NS = 1_000_000_000
+
+
+def view_result(
+    part_id: int,
+    view_index: int,
+    seq: int,
+    topk: tuple[tuple[str, float], ...],
+    *,
+    camera_id: str = "cam",
+    status: str = "ok",
+    version: str = "v1",
+    capture_ts: int | None = None,
+    evidence: bytes = b"",
+    threshold: float = 0.5,
+) -> ResultMessage:
+    """The result of one part view, as an inference worker sends it (labels `free` normal)."""
+    label, score = topk[0] if topk else ("", 0.0)
+    defect = 1.0 - dict(topk).get("free", 0.0) >= threshold if status == "ok" else False
+    box = PartView(part_id, view_index, 10 * view_index, 20, 10 * view_index + 100, 140)
+    return ResultMessage(
+        camera_id=camera_id,
+        seq=seq,
+        pts=seq / 10,
+        status=status,
+        model_name="m",
+        model_version=version,
+        label=label,
+        score=score,
+        topk=topk,
+        is_defect=defect,
+        capture_ts=capture_ts if capture_ts is not None else seq * NS,
+        ingest_ts=0,
+        dequeue_ts=0,
+        infer_start_ts=0,
+        infer_end_ts=0,
+        worker_id="w",
+        evidence=evidence if defect else b"",
+        view=box,
+    )
+
+
+def part_end(
+    part_id: int,
+    views_sent: int,
+    first_seq: int,
+    last_seq: int,
+    *,
+    camera_id: str = "cam",
+    ended_ts: int | None = None,
+    reason: str = "left",
+) -> PartEndMessage:
+    """A part end as ingest adds it to the results stream (ended now unless given)."""
+    return PartEndMessage(
+        camera_id=camera_id,
+        part_id=part_id,
+        views_sent=views_sent,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        first_pts=first_seq / 10,
+        last_pts=last_seq / 10,
+        first_capture_ts=first_seq * NS,
+        last_capture_ts=last_seq * NS,
+        ended_ts=ended_ts if ended_ts is not None else time.time_ns(),
+        reason=reason,
+    )
+
+
+class ChannelListener:
+    """Collects the JSON messages published on Redis pub/sub channels while it runs."""
+
+    def __init__(self, client, *channels: str) -> None:  # type: ignore[no-untyped-def]
+        import json
+        import threading
+
+        self.messages: dict[str, list[dict]] = {channel: [] for channel in channels}
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(*channels)
+        self._stop = threading.Event()
+
+        def listen() -> None:
+            while not self._stop.is_set():
+                message = self._pubsub.get_message(timeout=0.1)
+                if message and message["type"] == "message":
+                    channel = message["channel"].decode()
+                    self.messages[channel].append(json.loads(message["data"]))
+
+        self._thread = threading.Thread(target=listen, daemon=True)
+        self._thread.start()
+        time.sleep(0.2)  # subscribed before anything is published
+
+    def close(self) -> None:
+        time.sleep(0.3)  # what was published just before arrives
+        self._stop.set()
+        self._thread.join(5)
+        self._pubsub.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
@@ -17,8 +19,11 @@ from linewatch.pipeline.alerts.notifiers import (
     PubSubNotifier,
     WebhookNotifier,
 )
+from linewatch.pipeline.alerts.outbox import Outbox
+from linewatch.pipeline.alerts.parts import DEADLINE, LATE, PartJudge, Round
 from linewatch.pipeline.alerts.reorder import ReorderBuffer
 from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
+from linewatch.pipeline.alerts.verdict import model_labels
 from linewatch.pipeline.alerts.webhook import Webhook
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.retry import Interrupted, retry
@@ -26,11 +31,17 @@ from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.consumer import ConsumerLoop, decode_entries
-from linewatch.schemas.messages import AlertMessage, ResultMessage
+from linewatch.schemas.messages import (
+    AlertMessage,
+    PartEndMessage,
+    ResultMessage,
+    decode_result_entry,
+)
 
 log = logging.getLogger(__name__)
 
 GROUP = "sink"
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,6 +50,7 @@ class SinkCounters:
     replayed: int = 0
     alerts: int = 0
     dead_letters: int = 0
+    parts: int = 0  # parts decided and announced
 
 
 def rule_clock(result: ResultMessage) -> int | None:
@@ -59,12 +71,16 @@ class ResultBatchHandler:
         alerts: AlertEngine,
         notifiers: list[Notifier],
         settings: Settings,
+        judge: PartJudge | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
         self.alerts = alerts
         self.notifiers = notifiers
         self.settings = settings
+        self.judge = judge  # decides parts (parts mode); None: frames only
+        self.outbox = outbox  # announces what the judge decided, after its commit
         self.counters = SinkCounters()
         self.reorder = ReorderBuffer()
         self._evidence: dict[tuple[str, int], bytes] = {}
@@ -72,10 +88,10 @@ class ResultBatchHandler:
     def handle(self, entries: list[broker.Entry], stop: StopFlag) -> bool:
         """True when written and acknowledged; False when stopped while the DB was down."""
         pipe = broker.transaction(self.client)
-        results = self._decode(entries, pipe)
+        results, part_ends = self._decode(entries, pipe)
         events = self._events(results)
         before = self.counters.written
-        stored = self._write(results, events, stop)
+        stored = self._write(results, events, stop, part_ends)
         if stored is None:
             return False
         broker.ack_and_delete(pipe, self.settings.results_stream, GROUP, [e[0] for e in entries])
@@ -88,11 +104,25 @@ class ResultBatchHandler:
             if item.is_new:
                 self.counters.alerts += item.event.state == "open"
                 self._announce(item)
-        return True
+        return self.decide_parts(stop)
+
+    def decide_parts(self, stop: StopFlag) -> bool:
+        """Decide the parts that are due (after every batch and when idle), then announce
+        them; False when stopped while the database was down."""
+        if self.judge is None or self.outbox is None:
+            return True
+        judge, outbox = self.judge, self.outbox
+        done = self._with_retry(lambda: judge.decide_due(time.time_ns()), stop)
+        if done is None:
+            return False
+        observe_parts(done)
+        self.counters.parts += len(done.verdicts)
+        self.counters.alerts += len(done.alerts)
+        return self._with_retry(outbox.deliver, stop) is not None
 
     def status(self) -> dict[str, str | int]:
         """This sink's heartbeat fields (`linewatch status`)."""
-        return {"role": "sink", "written": self.counters.written}
+        return {"role": "sink", "written": self.counters.written, "parts": self.counters.parts}
 
     def _observe(self, results: list[ResultMessage], stored: list[storage.StoredEvent]) -> None:
         now = time.time_ns()
@@ -105,22 +135,29 @@ class ResultBatchHandler:
                 metrics.ALERTS.labels(item.event.camera_id).inc()
                 metrics.CAPTURE_TO_ALERT.observe((now - item.event.opened_ts) / 1e9)
 
-    def _decode(self, entries: list[broker.Entry], pipe: object) -> list[ResultMessage]:
-        results = decode_entries(
+    def _decode(
+        self, entries: list[broker.Entry], pipe: object
+    ) -> tuple[list[ResultMessage], list[PartEndMessage]]:
+        """Results (frames and part views) in seq order per camera, and part ends."""
+        messages = decode_entries(
             entries,
-            ResultMessage.decode,
+            decode_result_entry,
             pipe,
             self.settings.results_stream,
             self.settings.dead_letter_stream,
         )
-        self.counters.dead_letters += len(entries) - len(results)
-        return sorted(results, key=lambda r: (r.camera_id, r.seq))
+        self.counters.dead_letters += len(entries) - len(messages)
+        results = [m for m in messages if isinstance(m, ResultMessage)]
+        part_ends = [m for m in messages if isinstance(m, PartEndMessage)]
+        return sorted(results, key=lambda r: (r.camera_id, r.seq)), part_ends
 
     def _events(self, results: list[ResultMessage]) -> list[tuple[DefectEvent, bytes]]:
         """Frames go through the reorder buffer, then the rule; events carry evidence."""
         released = []
         for result in results:
             if result.status != "ok" or result.shadow:  # a shadow model never alerts
+                continue
+            if result.view is not None:  # a part's view: its part is decided as a whole
                 continue
             if result.is_defect and result.evidence:
                 self._evidence[(result.camera_id, result.seq)] = result.evidence
@@ -153,23 +190,37 @@ class ResultBatchHandler:
             if item.is_new:
                 self.counters.alerts += item.event.state == "open"
                 self._announce(item)
+        self.decide_parts(stop)
 
     def _write(
-        self, results: list[ResultMessage], events: list[tuple[DefectEvent, bytes]], stop: StopFlag
+        self,
+        results: list[ResultMessage],
+        events: list[tuple[DefectEvent, bytes]],
+        stop: StopFlag,
+        part_ends: list[PartEndMessage] | None = None,
     ) -> list[storage.StoredEvent] | None:
-        """Store results + events; a database outage is waited out (None: stopped meanwhile)."""
-        try:
-            inserted, stored = retry(
-                lambda: storage.write_batch(self.engine, results, events, time.time_ns()),
-                storage.DatabaseError,
-                stop.wait,
-                note_database_retry,
-            )
-        except Interrupted:
+        """Store results + events + part ends; a database outage is waited out (None:
+        stopped meanwhile)."""
+        deadline_ns = self.settings.verdict.deadline_ms * 1_000_000
+        written = self._with_retry(
+            lambda: storage.write_batch(
+                self.engine, results, events, time.time_ns(), part_ends or (), deadline_ns
+            ),
+            stop,
+        )
+        if written is None:
             return None
+        inserted, stored = written
         self.counters.written += inserted
         self.counters.replayed += sum(not result.shadow for result in results) - inserted
         return stored
+
+    def _with_retry(self, call: Callable[[], T], stop: StopFlag) -> T | None:
+        """`call()` retried while the database is down; None when stopped meanwhile."""
+        try:
+            return retry(call, storage.DatabaseError, stop.wait, note_database_retry)
+        except Interrupted:
+            return None
 
     def _announce(self, item: storage.StoredEvent) -> None:
         event = item.event
@@ -185,13 +236,14 @@ class ResultBatchHandler:
             event.peak_score,
             event.frames,
         )
+        self._each_notifier("notify", message, f"alert {item.alert_id}")
+
+    def _each_notifier(self, method: str, message: object, what: str) -> None:
         for notifier in self.notifiers:
             try:
-                notifier.notify(message)
+                getattr(notifier, method)(message)
             except Exception:  # one failing notifier must not stop the others or the sink
-                log.exception(
-                    "notifier %s failed for alert %d", type(notifier).__name__, item.alert_id
-                )
+                log.exception("notifier %s failed for %s", type(notifier).__name__, what)
 
 
 def note_database_retry(exc: BaseException, delay: float) -> None:
@@ -202,6 +254,31 @@ def note_database_retry(exc: BaseException, delay: float) -> None:
     )
 
 
+def observe_parts(done: Round) -> None:
+    """Parts decided, uninspected at the deadline, late; capture to verdict."""
+    now = time.time_ns()
+    for item in done.decided:
+        camera, announce = item.pending.end.camera_id, item.announce
+        if item.action == DEADLINE:
+            metrics.PARTS_AT_DEADLINE.labels(camera).inc()
+        if item.action == LATE or (announce and announce.decided_ts > announce.deadline_ts):
+            metrics.PARTS_LATE.labels(camera).inc()
+        if announce is not None:
+            metrics.PARTS.labels(camera, announce.verdict).inc()
+            seconds = (now - item.pending.end.last_capture_ts) / 1e9
+            metrics.CAPTURE_TO_VERDICT.observe(seconds)
+
+
+def part_judge(engine: Engine, settings: Settings) -> PartJudge:
+    """Decides parts with the configured model's labels and threshold."""
+    return PartJudge(
+        engine=engine,
+        model=model_labels(settings.inference.model_dir),
+        verdict=settings.verdict,
+        line=settings.alerts.line,
+    )
+
+
 def run(
     client: broker.Client, engine: Engine, settings: Settings, consumer: str, stop: StopFlag
 ) -> SinkCounters:
@@ -209,7 +286,8 @@ def run(
     stream = settings.results_stream
     alerts = AlertEngine(settings.alerts)
     alerts.resume(storage.open_events(engine))
-    notifiers: list[Notifier] = [LogNotifier(), PubSubNotifier(client, settings.alerts.channel)]
+    pubsub = PubSubNotifier(client, settings.alerts.channel, settings.alerts.verdict_channel)
+    notifiers: list[Notifier] = [LogNotifier(), pubsub]
     if settings.alerts.webhook_url:
         secret = settings.alerts.webhook_secret
         webhook = Webhook(
@@ -218,7 +296,18 @@ def run(
             settings.alerts.webhook_timeout_s,
         )
         notifiers.append(WebhookNotifier(client, webhook))
-    handler = ResultBatchHandler(client, engine, alerts, notifiers, settings)
+    outbox = Outbox(engine=engine, notifiers=notifiers)
+    outbox.open()
+    outbox.deliver()  # what a killed sink committed and had not announced yet
+    handler = ResultBatchHandler(
+        client,
+        engine,
+        alerts,
+        notifiers,
+        settings,
+        judge=part_judge(engine, settings),
+        outbox=outbox,
+    )
     size = settings.sink.batch_size
     ConsumerLoop(
         client=client,
@@ -237,10 +326,11 @@ def run(
     handler.flush_due(stop, everything=True)  # one try: the database may be the reason we stop
     c = handler.counters
     log.info(
-        "sink %s: written %d, replays skipped %d, alerts %d, dead letters %d",
+        "sink %s: written %d, replays skipped %d, parts %d, alerts %d, dead letters %d",
         consumer,
         c.written,
         c.replayed,
+        c.parts,
         c.alerts,
         c.dead_letters,
     )

@@ -1,5 +1,11 @@
-"""Announce defect events: to the log, on a Redis pub/sub channel, and to a webhook
-(one RQ delivery job per alert state change; rq is imported only when one is sent)."""
+"""Announce alerts and part verdicts: to the log, on Redis pub/sub, to a webhook (one RQ
+delivery job per alert state change; rq is imported only when one is sent).
+
+A notifier has two methods, both called by the sink after the SQL commit that made
+what they announce: `notify(AlertMessage)` for each alert (frame events, NG parts, line
+alarms) and `verdict(PartVerdict)` for every decided part, OK parts too, exactly once
+per part (a late verdict is not sent again). An MQTT publisher is one more notifier.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Protocol
 
 from linewatch.pipeline.alerts.webhook import Webhook
 from linewatch.pipeline.streams import broker
-from linewatch.schemas.messages import AlertMessage
+from linewatch.schemas.messages import AlertMessage, PartVerdict
 
 log = logging.getLogger("linewatch.alerts")
 
@@ -17,10 +23,28 @@ log = logging.getLogger("linewatch.alerts")
 class Notifier(Protocol):
     def notify(self, alert: AlertMessage) -> None: ...
 
+    def verdict(self, verdict: PartVerdict) -> None: ...
+
 
 class LogNotifier:
     def notify(self, alert: AlertMessage) -> None:
-        if alert.state == "open":
+        if alert.kind == "part":
+            log.warning(
+                "NG part %s on %s: %s (score %.2f)",
+                alert.part_id,
+                alert.camera_id,
+                alert.label,
+                alert.peak_score,
+            )
+        elif alert.kind == "line":
+            log.warning(
+                "LINE ALARM on %s %s: NG rate %.0f %% (%d NG parts)",
+                alert.camera_id,
+                "opened" if alert.state == "open" else "closed",
+                alert.peak_score * 100,
+                alert.frames,
+            )
+        elif alert.state == "open":
             log.warning(
                 "DEFECT %s on %s opened at seq %d (score %.2f)",
                 alert.label,
@@ -37,14 +61,35 @@ class LogNotifier:
                 alert.frames,
             )
 
+    def verdict(self, verdict: PartVerdict) -> None:
+        log.info(
+            "part %d on %s: %s %s (score %.2f, %d/%d views)",
+            verdict.part_id,
+            verdict.camera_id,
+            verdict.verdict,
+            verdict.label,
+            verdict.score,
+            verdict.views_inferred,
+            verdict.views_sent,
+        )
+
 
 class PubSubNotifier:
-    def __init__(self, client: broker.Client, channel: str) -> None:
+    """Alerts on `channel`; every part's verdict on `verdict_channel` (when given)."""
+
+    def __init__(
+        self, client: broker.Client, channel: str, verdict_channel: str | None = None
+    ) -> None:
         self.client = client
         self.channel = channel
+        self.verdict_channel = verdict_channel
 
     def notify(self, alert: AlertMessage) -> None:
         broker.publish(self.client, self.channel, alert.to_json())
+
+    def verdict(self, verdict: PartVerdict) -> None:
+        if self.verdict_channel:
+            broker.publish(self.client, self.verdict_channel, verdict.to_json())
 
 
 class WebhookNotifier:
@@ -59,3 +104,6 @@ class WebhookNotifier:
 
         payload = json.loads(alert.to_json())
         jobs.enqueue_webhook(self.client, alert.alert_id, alert.state, payload, self.webhook)
+
+    def verdict(self, verdict: PartVerdict) -> None:
+        """Webhooks get alerts (NG parts among them), not every part's verdict."""

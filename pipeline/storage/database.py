@@ -8,6 +8,7 @@ neither the frame nor any box again: exactly once in effect, as for frames."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,15 +21,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
-from linewatch.pipeline.storage import migrate
-from linewatch.schemas.messages import Box, ResultMessage
+from linewatch.pipeline.storage import migrate, parts
+from linewatch.pipeline.storage.upsert import insert_for
+from linewatch.schemas.messages import Box, PartEndMessage, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox, ShadowDetection
 
 DatabaseError = SQLAlchemyError
@@ -86,11 +87,6 @@ def _prepare_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
-def insert_for(engine: Engine, table):  # type: ignore[no-untyped-def]
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
 def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:
     return {
         "camera_id": result.camera_id,
@@ -111,6 +107,20 @@ def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:
         "infer_end_ts": result.infer_end_ts,
         "sink_ts": sink_ts,
         "worker_id": result.worker_id,
+        **_view_columns(result),
+    }
+
+
+def _view_columns(result: ResultMessage) -> dict[str, object]:
+    """A part view's id, index, box and crop (defect views); None for a whole frame."""
+    view = result.view
+    if view is None:
+        return dict.fromkeys(("part_id", "view_index", "view_box", "evidence"))
+    return {
+        "part_id": view.part_id,
+        "view_index": view.view_index,
+        "view_box": json.dumps([view.x1, view.y1, view.x2, view.y2]),
+        "evidence": result.evidence or None,
     }
 
 
@@ -119,9 +129,12 @@ def write_batch(
     results: Sequence[ResultMessage],
     events: Sequence[tuple[DefectEvent, bytes]],
     sink_ts: int,
+    part_ends: Sequence[PartEndMessage] = (),
+    deadline_ns: int = 0,
 ) -> tuple[int, list[StoredEvent]]:
-    """Insert results and events in one transaction; replays insert nothing twice.
-    Shadow-model results go to `shadow_detections`.
+    """Insert results, events and part ends in one transaction; replays insert nothing
+    twice. Shadow-model results go to `shadow_detections`; a part end's verdict is due
+    `deadline_ns` after it left view.
 
     Returns the number of new (live model) detection rows and the stored events."""
     live = [r for r in results if not r.shadow]
@@ -131,6 +144,7 @@ def write_batch(
         if shadow:
             _insert_shadow(session, engine, shadow, sink_ts)
         stored = [_store_event(session, engine, ev, evidence, sink_ts) for ev, evidence in events]
+        parts.store_part_ends(session, part_ends, deadline_ns, sink_ts)
     return inserted, stored
 
 
@@ -189,10 +203,12 @@ def _store_event(
         Alert.camera_id == event.camera_id,
         Alert.label == event.label,
         Alert.opened_seq == event.opened_seq,
+        Alert.part_id.is_(None),
     )
     if event.state == "open":
         statement = insert_for(engine, Alert).on_conflict_do_nothing(
-            index_elements=["camera_id", "label", "opened_seq"]
+            index_elements=["camera_id", "label", "opened_seq"],
+            index_where=Alert.part_id.is_(None),
         )
         values = {**_event_values(event), "evidence": evidence or None, "raised_ts": sink_ts}
         new_id = session.execute(statement.values(values).returning(Alert.id)).scalar()
@@ -222,7 +238,9 @@ def _event_values(event: DefectEvent) -> dict[str, object]:
 
 def open_events(engine: Engine) -> list[DefectEvent]:
     with Session(engine) as session:
-        rows = session.scalars(select(Alert).where(Alert.state == "open")).all()
+        rows = session.scalars(
+            select(Alert).where(Alert.state == "open", Alert.kind == "frame")
+        ).all()
         return [
             DefectEvent(
                 r.camera_id,

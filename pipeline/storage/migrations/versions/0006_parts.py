@@ -59,6 +59,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("parts")
     op.drop_index("ix_detections_camera_part", "detections")
-    with op.batch_alter_table("detections") as batch:  # SQLite rebuilds the table
-        batch.drop_column("view_index")
-        batch.drop_column("part_id")
+    # In place (SQLite >= 3.35): a batch rebuild of detections fails on SQLite, whose
+    # report views (0003) name the table while it is being swapped.
+    for column in ("view_index", "part_id"):
+        op.execute(f"ALTER TABLE detections DROP COLUMN {column}")
