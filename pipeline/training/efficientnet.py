@@ -34,6 +34,8 @@ BLOCKS = [
     (6, 3, 1, 320, 1),
 ]
 STEM, HEAD = 32, 1280
+TAPS = (4, 7, 10, 14)  # blocks ending stages 3-6 (40, 80, 112, 192 channels)
+TAP_CHANNELS = (40, 80, 112, 192, HEAD)
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.99  # torch's 0.01: paddle weighs the running value, torch the new one
 
@@ -139,6 +141,20 @@ class EfficientNetLite0(nn.Layer):
         pooled = paddle.flatten(self._pool(self.features(x)), 1)
         return self._fc(self._dropout(pooled))
 
+    def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Average- and max-pooled outputs of stages 3-6 and the head, concatenated
+        [N, 2 * sum(TAP_CHANNELS)]: the max keeps a small defect that the average loses."""
+        x = x * self._in_scale + self._in_shift
+        x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
+        taps = []
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in TAPS:
+                taps.append(x)
+        taps.append(nn.functional.relu6(self._bn1(self._conv_head(x))))
+        pooled = [paddle.flatten(op(t, 1), 1) for t in taps for op in _POOLS]
+        return paddle.concat(pooled, axis=1)
+
     def load_torch_weights(self, path: Path | str | None = None) -> int:
         """Load the ImageNet weights (the classifier only if it has 1000 classes);
         returns the number of tensors loaded."""
@@ -166,6 +182,66 @@ class EfficientNetLite0(nn.Layer):
             raise LinewatchError(f"the weight file lacks {missing[:5]}")
         self.set_state_dict(loaded)
         return len(loaded)
+
+
+_POOLS = (nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d)
+FEATURES = 2 * sum(TAP_CHANNELS)
+
+
+class PooledFeatures(nn.Layer):
+    """The frozen backbone's pooled multi-stage features (what the teacher head reads)."""
+
+    def __init__(self, backbone: EfficientNetLite0) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.backbone.pooled_taps(x)
+
+
+class TeacherHead(nn.Layer):
+    """Standardised pooled features -> MLP -> class logits."""
+
+    def __init__(self, num_classes: int, hidden: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.register_buffer("feature_mean", paddle.zeros([FEATURES]))
+        self.register_buffer("feature_scale", paddle.ones([FEATURES]))
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(FEATURES, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def set_standardisation(self, features: np.ndarray) -> None:
+        self.feature_mean.set_value(features.mean(axis=0).astype(np.float32))
+        self.feature_scale.set_value((1.0 / (features.std(axis=0) + 1e-3)).astype(np.float32))
+
+    def forward(self, features: paddle.Tensor) -> paddle.Tensor:
+        return self.net((features - self.feature_mean) * self.feature_scale)
+
+
+class LiteTeacher(nn.Layer):
+    """EfficientNet-Lite0 (ImageNet weights, frozen) + a head trained on pooled
+    multi-stage features. The backbone stays frozen because depthwise convolutions train
+    at under 1 GFLOP/s in paddle's dygraph on CPU; the frozen part runs in Paddle
+    Inference (oneDNN) instead, on every augmented view."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = EfficientNetLite0(num_classes=1000)
+        for param in self.backbone.parameters():
+            param.stop_gradient = True
+        self.head = TeacherHead(num_classes)
+
+    def train(self) -> LiteTeacher:  # type: ignore[override]
+        super().train()
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.head(self.backbone.pooled_taps(x))
 
 
 def convert_state(torch_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -44,6 +44,13 @@ class TrainConfig:
     quarter_turns: bool = False  # 90° turns; off by default: tiles are filmed upright
     cell_loss_weight: float = 1.0  # per-cell loss on defect masks (0 turns it off)
     defect_cell_weight: float = 5.0  # defect cells are rare: weigh them up
+    pretrained: bool = False  # ImageNet weights (EfficientNetLite0, from the [train] extra)
+    views: str = "photo"  # "line": training views cut by crop_view from a belt (line_views)
+    views_per_image: int = 8  # teacher: line views per training photo (features cached)
+    teacher: str | None = None  # distil from this teacher run folder (its pool.npz)
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7  # soft-label share of the loss; the rest is the hard label
+    init_from_model: str | None = None  # warm start from an exported folder (same arch)
 
 
 NORMAL_LABEL = "free"
@@ -312,6 +319,14 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
 def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
     paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
+    if config.arch == "EfficientNetLite0":
+        from linewatch.pipeline.training.teacher import train_teacher
+
+        return train_teacher(config)
+    if config.teacher:
+        from linewatch.pipeline.training.distill import train_student
+
+        return train_student(config, resume)
     split = prepare_run(config, resume)
     cache = int(config.image_size * 1.15)
     train_grey = data.load_images(split.train, cache)
