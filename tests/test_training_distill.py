@@ -115,3 +115,36 @@ def test_training_views_vary_and_keep_the_mask_on_the_defect() -> None:
     assert len({v.tobytes() for v, _ in views}) == 8
     for view, moved in views:
         assert view[moved > 127].mean() > view[moved == 0].mean(), "the mask follows the spot"
+
+
+def test_distillation_with_frozen_stages_trains_only_the_top(teacher_and_student) -> None:  # type: ignore[no-untyped-def]
+    import paddle
+
+    from linewatch.pipeline.training.nets import build_network
+
+    teacher, student = teacher_and_student
+    config = TrainConfig(
+        data=str(teacher.parent / "images"),
+        run_dir=str(teacher.parent / "frozen"),
+        arch="PPLCNet_x0_25",
+        image_size=64,
+        batch_size=8,
+        epochs=1,
+        steps_per_epoch=3,
+        ema_decay=0.0,
+        teacher=str(teacher),
+        init_from=str(student / "best.pdparams"),
+        frozen_stages=4,
+    )
+    train(config)
+    before, after = (
+        paddle.load(str(student / "best.pdparams")),
+        paddle.load(str(teacher.parent / "frozen" / "best.pdparams")),
+    )
+    network = build_network("PPLCNet_x0_25", 6)
+    cut = network.stage_end(4)
+    trunk = [k for k in before if k.startswith("features.") and int(k.split(".")[1]) < cut]
+    top = [k for k in before if k.startswith("features.") and int(k.split(".")[1]) >= cut]
+    assert trunk and top
+    assert all(np.array_equal(np.asarray(before[k]), np.asarray(after[k])) for k in trunk)
+    assert any(not np.allclose(np.asarray(before[k]), np.asarray(after[k])) for k in top)

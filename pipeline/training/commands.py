@@ -48,6 +48,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--init-from-model", type=Path, help="warm start from an exported model folder"
     )
+    train.add_argument(
+        "--frozen-stages",
+        type=int,
+        default=0,
+        help="distillation: keep the first N PP-LCNet stages frozen (run by Paddle Inference)",
+    )
     train.set_defaults(func=cmd_train)
 
     export = commands.add_parser("export", help="export a run as a Paddle Inference folder")
@@ -112,6 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         distill_temperature=args.distill_temperature,
         distill_weight=args.distill_weight,
         init_from_model=str(args.init_from_model) if args.init_from_model else None,
+        frozen_stages=args.frozen_stages,
     )
     best = train(config, resume=args.resume)
     print(

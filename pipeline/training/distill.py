@@ -19,7 +19,8 @@ import paddle
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.nets import load_exported_weights
-from linewatch.pipeline.training.teacher import POOL_FILE, canonical_views, log
+from linewatch.pipeline.training.static_runner import StaticRunner
+from linewatch.pipeline.training.teacher import POOL_FILE, canonical_views, extract, log
 from linewatch.pipeline.training.train import (
     TrainConfig,
     Trainer,
@@ -54,6 +55,40 @@ class DistillTrainer(Trainer):
             count = load_exported_weights(self.network, Path(config.init_from_model))
             log(Path(config.run_dir), f"warm start: {count} tensors from {config.init_from_model}")
             self.ema.shadow = {k: v.numpy().copy() for k, v in self.network.state_dict().items()}
+        self.trunk_out: np.ndarray | None = None
+        self.val_trunk_out: np.ndarray | None = None
+
+    def freeze_trunk(self, val_views: np.ndarray) -> None:
+        """Run the frozen stages once per view with Paddle Inference; train the rest."""
+        stages, run_dir = self.config.frozen_stages, Path(self.config.run_dir)
+        trunk = self.network.trunk(stages)
+        for param in trunk.parameters():
+            param.stop_gradient = True
+        runner = StaticRunner.of(
+            trunk, self.config.image_size, run_dir / "trunk" / "trunk", self.config.threads
+        )
+        self.trunk_out = extract(runner, self.pool["views"], run_dir, "student trunk").astype(
+            np.float16
+        )
+        self.val_trunk_out = extract(runner, val_views, run_dir, "validation trunk")
+
+    def _student_logits(self, indices: np.ndarray) -> paddle.Tensor:
+        if self.trunk_out is not None:
+            inputs = paddle.to_tensor(self.trunk_out[indices].astype(np.float32))
+            return self.network.forward_from(inputs, self.config.frozen_stages)
+        images = self.pool["views"][indices]
+        flip_h = self.rng.random(len(indices)) < 0.5
+        images = np.where(flip_h[:, None, None], images[:, :, ::-1], images)
+        return self.network(paddle.to_tensor(data.to_batch(images)))
+
+    def _predict_val(self, grey: np.ndarray) -> np.ndarray:
+        if self.val_trunk_out is None:
+            return super()._predict_val(grey)
+        self.network.eval()
+        with paddle.no_grad():
+            inputs = paddle.to_tensor(self.val_trunk_out.astype(np.float32))
+            logits = self.network.forward_from(inputs, self.config.frozen_stages)
+            return paddle.nn.functional.softmax(logits, axis=1).numpy()
 
     def fit_pool(self, val_views: np.ndarray) -> dict:
         val_targets = np.array([index for _, index in self.split.val])
@@ -75,15 +110,11 @@ class DistillTrainer(Trainer):
 
     def _pool_epoch(self) -> float:
         c = self.config
-        views, targets, logits = self.pool["views"], self.pool["targets"], self.pool["logits"]
+        targets, logits = self.pool["targets"], self.pool["logits"]
         self.network.train()
         losses = []
         for indices in data.balanced_batches(targets, c.batch_size, c.steps_per_epoch, self.rng):
-            images = views[indices]
-            flip_h = self.rng.random(len(indices)) < 0.5
-            images = np.where(flip_h[:, None, None], images[:, :, ::-1], images)
-            batch = paddle.to_tensor(data.to_batch(images))
-            student = self.network(batch)
+            student = self._student_logits(indices)
             loss = distill_loss(
                 student,
                 paddle.to_tensor(logits[indices].astype(np.float32)),
@@ -127,4 +158,6 @@ def train_student(config: TrainConfig, resume: bool = False) -> dict:
         trainer = DistillTrainer(config, split, pool)
         if resume:
             trainer.resume()
+        if config.frozen_stages > 0:
+            trainer.freeze_trunk(val_views)
         return trainer.fit_pool(val_views)

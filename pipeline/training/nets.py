@@ -107,6 +107,20 @@ class PPLCNet(nn.Layer):
             x = layer(x)
         return self._classify(x), cells
 
+    def stage_end(self, stages: int) -> int:
+        """The index in `features` after the stem and the first `stages` stages."""
+        return 1 + sum(len(stage) for stage in LCNET_BLOCKS[:stages])
+
+    def trunk(self, stages: int) -> nn.Layer:
+        """The stem and the first `stages` stages, as one layer (shares the weights)."""
+        return nn.Sequential(*list(self.features.children())[: self.stage_end(stages)])
+
+    def forward_from(self, x: paddle.Tensor, stages: int) -> paddle.Tensor:
+        """Class logits from the output of `trunk(stages)`."""
+        for layer in list(self.features.children())[self.stage_end(stages) :]:
+            x = layer(x)
+        return self._classify(x)
+
     def _classify(self, features: paddle.Tensor) -> paddle.Tensor:
         x = self.head(self.pool(features))
         return self.classifier(paddle.flatten(x, 1))

@@ -51,6 +51,7 @@ class TrainConfig:
     distill_temperature: float = 4.0
     distill_weight: float = 0.7  # soft-label share of the loss; the rest is the hard label
     init_from_model: str | None = None  # warm start from an exported folder (same arch)
+    frozen_stages: int = 0  # distillation: PP-LCNet stages kept frozen, run by the predictor
 
 
 NORMAL_LABEL = "free"
@@ -214,7 +215,7 @@ class Trainer:
     def _validate(self, grey: np.ndarray, targets: np.ndarray, loss: float) -> dict:
         live = {k: v.numpy().copy() for k, v in self.network.state_dict().items()}
         self.network.set_state_dict(self.ema.state())
-        probs = predict_probs(self.network, grey)
+        probs = self._predict_val(grey)
         self.network.set_state_dict(live)
         report = class_report(targets, probs.argmax(axis=1), self.split.labels)
         improved = report.macro_f1 > self.best_f1
@@ -237,6 +238,9 @@ class Trainer:
             out.write(json.dumps(metrics) + "\n")
         self._checkpoint()
         return metrics
+
+    def _predict_val(self, grey: np.ndarray) -> np.ndarray:
+        return predict_probs(self.network, grey)
 
     def _real_macro_f1(self, targets: np.ndarray, probs: np.ndarray) -> float | None:
         """Macro-F1 on the validation photos alone (generated tiles are the easy part)."""
