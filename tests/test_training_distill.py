@@ -65,6 +65,7 @@ def test_teacher_and_student_export_with_a_calibrated_operating_point(
     config = yaml.safe_load((tmp_path / "model" / "inference.yml").read_text())
     assert config["Linewatch"]["calibration_temperature"] > 0
     assert config["Linewatch"]["max_false_alarms"] == 0.2
+    assert config["Linewatch"]["crop_margin"] == 0.04, "trained on line views"
     assert 0 < config["Linewatch"]["defect_threshold"] < 1
     probs = Classifier(tmp_path / "model", max_batch=4).predict([np.zeros((50, 70, 3), np.uint8)])
     assert probs.shape == (1, 6) and np.isclose(probs.sum(), 1, atol=1e-4)

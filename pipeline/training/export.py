@@ -22,6 +22,7 @@ from linewatch.pipeline.training.metrics import (
 )
 from linewatch.pipeline.training.nets import build_network
 from linewatch.pipeline.training.train import NORMAL_LABEL, TrainConfig
+from linewatch.pipeline.video.crop import DEFAULT_MARGIN
 
 MAX_FALSE_ALARMS = 0.01
 
@@ -59,11 +60,15 @@ def predict_logits(network: paddle.nn.Layer, grey: np.ndarray, batch_size: int =
     return np.concatenate(outputs)
 
 
+def trained_on_line_views(config: TrainConfig) -> bool:
+    return config.views == "line" or config.arch == "EfficientNetLite0" or bool(config.teacher)
+
+
 def validation_views(config: TrainConfig, split: data.Split) -> np.ndarray:
     """The validation images as the model is trained to see them: canonical line views
     (`--views line`) or the photos resized."""
     size = config.image_size
-    if config.views == "line" or config.arch == "EfficientNetLite0" or config.teacher:
+    if trained_on_line_views(config):
         from linewatch.pipeline.training.line_views import canonical_view
 
         cache = int(round(size * 256 / 224))
@@ -141,6 +146,7 @@ def inference_config(
         "Linewatch": {
             "normal_labels": [NORMAL_LABEL] if NORMAL_LABEL in labels else [],
             "defect_threshold": round(float(point.threshold), 6),
+            **({"crop_margin": DEFAULT_MARGIN} if trained_on_line_views(config) else {}),
             # How the threshold was chosen (documentation; the worker reads the two above).
             "calibration_temperature": round(float(point.temperature), 6),
             "max_false_alarms": float(point.max_false_alarms),
