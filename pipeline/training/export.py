@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +15,92 @@ from paddle.static import InputSpec
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.training import data
-from linewatch.pipeline.training.metrics import pick_threshold
+from linewatch.pipeline.training.metrics import (
+    defect_report,
+    fit_temperature,
+    threshold_for_false_alarms,
+)
 from linewatch.pipeline.training.nets import build_network
-from linewatch.pipeline.training.train import NORMAL_LABEL, TrainConfig, predict_probs
+from linewatch.pipeline.training.train import NORMAL_LABEL, TrainConfig
+from linewatch.pipeline.video.crop import DEFAULT_MARGIN
 
-MIN_DEFECT_RECALL = 0.99
+MAX_FALSE_ALARMS = 0.01
 
 
 class WithSoftmax(paddle.nn.Layer):
-    def __init__(self, network: paddle.nn.Layer) -> None:
+    """The network with its calibration temperature and softmax baked in: the exported
+    graph outputs calibrated probabilities, as the inference code expects."""
+
+    def __init__(self, network: paddle.nn.Layer, temperature: float = 1.0) -> None:
         super().__init__()
         self.network = network
+        self.inverse_temperature = 1.0 / float(temperature)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return paddle.nn.functional.softmax(self.network(x), axis=1)
+        return paddle.nn.functional.softmax(self.network(x) * self.inverse_temperature, axis=1)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    temperature: float
+    threshold: float
+    max_false_alarms: float
+    recall: float  # on the real validation images at `threshold`
+    false_alarm_rate: float
+    real_images: int
+
+
+def predict_logits(network: paddle.nn.Layer, grey: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    network.eval()
+    outputs = []
+    with paddle.no_grad():
+        for start in range(0, len(grey), batch_size):
+            batch = paddle.to_tensor(data.to_batch(grey[start : start + batch_size]))
+            outputs.append(network(batch).numpy())
+    return np.concatenate(outputs)
+
+
+def trained_on_line_views(config: TrainConfig) -> bool:
+    return config.views == "line" or config.arch == "EfficientNetLite0" or bool(config.teacher)
+
+
+def validation_views(config: TrainConfig, split: data.Split) -> np.ndarray:
+    """The validation images as the model is trained to see them: canonical line views
+    (`--views line`) or the photos resized."""
+    size = config.image_size
+    if trained_on_line_views(config):
+        from linewatch.pipeline.training.line_views import canonical_view
+
+        cache = int(round(size * 256 / 224))
+        return np.stack([canonical_view(data.load_image(i, cache), size) for i, _ in split.val])
+    return data.load_images(split.val, size)
+
+
+def choose_operating_point(
+    logits: np.ndarray, split: data.Split, max_false_alarms: float
+) -> OperatingPoint:
+    """Temperature fitted on the validation images (NLL), then the threshold on
+    1 - P(free) for the false-alarm budget, on the real validation photos only."""
+    targets = np.array([index for _, index in split.val])
+    temperature = fit_temperature(logits, targets) if len(split.val) > 1 else 1.0
+    real = np.array([not item.startswith(data.SYNTHETIC_PREFIX) for item, _ in split.val])
+    if NORMAL_LABEL not in split.labels or not real.any():
+        return OperatingPoint(temperature, 0.5, max_false_alarms, float("nan"), float("nan"), 0)
+    scaled = logits[real] / temperature
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    normal = split.labels.index(NORMAL_LABEL)
+    mass, is_defect = 1 - probs[:, normal], targets[real] != normal
+    threshold = threshold_for_false_alarms(mass, is_defect, max_false_alarms)
+    report = defect_report(mass, is_defect, threshold)
+    return OperatingPoint(
+        temperature,
+        threshold,
+        max_false_alarms,
+        report.recall,
+        report.false_alarm_rate,
+        int(real.sum()),
+    )
 
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
@@ -44,7 +117,7 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
 
 
 def inference_config(
-    config: TrainConfig, labels: tuple[str, ...], threshold: float, version: str
+    config: TrainConfig, labels: tuple[str, ...], point: OperatingPoint, version: str
 ) -> dict:
     size = config.image_size
     return {
@@ -72,39 +145,48 @@ def inference_config(
         "PostProcess": {"name": "Topk", "topk": min(5, len(labels)), "label_list": list(labels)},
         "Linewatch": {
             "normal_labels": [NORMAL_LABEL] if NORMAL_LABEL in labels else [],
-            "defect_threshold": round(float(threshold), 6),
+            "defect_threshold": round(float(point.threshold), 6),
+            **({"crop_margin": DEFAULT_MARGIN} if trained_on_line_views(config) else {}),
+            # How the threshold was chosen (documentation; the worker reads the two above).
+            "calibration_temperature": round(float(point.temperature), 6),
+            "max_false_alarms": float(point.max_false_alarms),
+            "validation_defect_recall": round(float(point.recall), 6),
+            "validation_false_alarm_rate": round(float(point.false_alarm_rate), 6),
         },
     }
 
 
-def choose_threshold(network: paddle.nn.Layer, split: data.Split, size: int) -> float:
-    """Largest threshold on 1 - P(free) with validation defect recall >= 0.99."""
-    if NORMAL_LABEL not in split.labels:
-        return 0.5
-    probs = predict_probs(network, data.load_images(split.val, size))
-    normal = split.labels.index(NORMAL_LABEL)
-    is_defect = np.array([index != normal for _, index in split.val])
-    return min(0.5, pick_threshold(1 - probs[:, normal], is_defect, MIN_DEFECT_RECALL))
-
-
-def export_run(run_dir: Path, out_dir: Path) -> float:
-    """Write `out_dir` (program, params, inference.yml); returns the max abs difference
-    between the exported predictor and the training network on validation images."""
+def export_run(run_dir: Path, out_dir: Path, max_false_alarms: float = MAX_FALSE_ALARMS) -> float:
+    """Write `out_dir` (program, params, inference.yml) with the calibrated operating point;
+    returns the max abs difference between the exported predictor and the training network
+    on validation images."""
     config, split, network = load_run(run_dir)
     size = config.image_size
-    threshold = choose_threshold(network, split, size)
+    views = validation_views(config, split)
+    logits = predict_logits(network, views)
+    point = choose_operating_point(logits, split, max_false_alarms)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = [InputSpec([None, 3, size, size], "float32", "x")]
-    paddle.jit.save(WithSoftmax(network), str(out_dir / "inference"), input_spec=spec)
+    exported = WithSoftmax(network, point.temperature)
+    paddle.jit.save(exported, str(out_dir / "inference"), input_spec=spec)
     (out_dir / "inference.pdiparams.info").unlink(missing_ok=True)
     version = time.strftime("%Y.%m.%d-%H%M%S")
-    config_yaml = inference_config(config, split.labels, threshold, version)
+    config_yaml = inference_config(config, split.labels, point, version)
     (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
-    return verify_export(network, out_dir, split, size)
+    (run_dir / "operating_point.json").write_text(json.dumps(asdict(point), indent=1))
+    return verify_export(exported, out_dir, views[:32], logits[:32], point.temperature)
 
 
-def verify_export(network: paddle.nn.Layer, out_dir: Path, split: data.Split, size: int) -> float:
-    grey = data.load_images(split.val[:32], size)
-    rgb = [np.repeat(image[..., None], 3, axis=2) for image in grey]
-    exported = Classifier(out_dir, max_batch=32).predict(rgb)
-    return float(np.abs(exported - predict_probs(network, grey)).max())
+def verify_export(
+    exported: paddle.nn.Layer,
+    out_dir: Path,
+    views: np.ndarray,
+    logits: np.ndarray,
+    temperature: float,
+) -> float:
+    rgb = [np.repeat(image[..., None], 3, axis=2) for image in views]
+    predicted = Classifier(out_dir, max_batch=32).predict(rgb)
+    scaled = logits / temperature
+    expected = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    return float(np.abs(predicted - expected).max())

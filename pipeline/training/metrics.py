@@ -66,3 +66,66 @@ def pick_threshold(defect_mass: np.ndarray, is_defect: np.ndarray, min_recall: f
         return 0.5
     allowed_misses = int(np.floor(len(scores) * (1 - min_recall) + 1e-9))
     return float(scores[allowed_misses])
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def threshold_for_false_alarms(
+    defect_mass: np.ndarray, is_defect: np.ndarray, max_false_alarms: float
+) -> float:
+    """The threshold (flag when mass >= it) with the most defects flagged while at most
+    `max_false_alarms` of the normal images are flagged; inside the range of thresholds
+    that give the same counts, the middle (in logit space), for a margin either way."""
+    normals = np.sort(defect_mass[~is_defect])[::-1]
+    if len(normals) == 0:
+        return 0.5
+    allowed = int(np.floor(len(normals) * max_false_alarms + 1e-9))
+    if allowed >= len(normals):
+        return float(np.nextafter(np.float32(0), np.float32(1)))
+    excluded = float(normals[allowed])  # the highest normal score that must not be flagged
+    above = defect_mass[is_defect & (defect_mass > excluded)]
+    upper = float(above.min()) if len(above) else 1 - 1e-6
+    middle = (_logit(excluded) + _logit(upper)) / 2
+    threshold = float(1 / (1 + np.exp(-middle)))
+    return max(threshold, float(np.nextafter(np.float32(excluded), np.float32(1))))
+
+
+def recall_at_false_alarms(
+    defect_mass: np.ndarray, is_defect: np.ndarray, max_false_alarms: float
+) -> DefectReport:
+    """The best defect recall on these images with at most that share of false alarms."""
+    threshold = threshold_for_false_alarms(defect_mass, is_defect, max_false_alarms)
+    return defect_report(defect_mass, is_defect, threshold)
+
+
+def operating_curve(defect_mass: np.ndarray, is_defect: np.ndarray) -> np.ndarray:
+    """[(false-alarm rate, recall, threshold)] for every distinct threshold, descending."""
+    points = []
+    for threshold in np.unique(defect_mass)[::-1]:
+        report = defect_report(defect_mass, is_defect, float(threshold))
+        points.append((report.false_alarm_rate, report.recall, float(threshold)))
+    return np.array(points, np.float64).reshape(-1, 3)
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature scaling (Guo et al., 2017): the T > 0 minimising the negative
+    log-likelihood of softmax(logits / T) on held-out images (golden-section on log T)."""
+
+    def nll(log_t: float) -> float:
+        scaled = logits / np.exp(log_t)
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_probs = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+        return float(-log_probs[np.arange(len(targets)), targets].mean())
+
+    low, high = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if nll(a) < nll(b):
+            high = b
+        else:
+            low = a
+    return float(np.exp((low + high) / 2))

