@@ -56,4 +56,4 @@ def load_model(
     """The Classifier or Detector the folder's files call for (not yet warmed)."""
     describe_model(folder)
     kind = Detector if is_detection_folder(folder) else Classifier
-    return kind(folder, threads, device, tensorrt, max_batch)
+    return kind(folder, threads=threads, device=device, tensorrt=tensorrt, max_batch=max_batch)
