@@ -313,6 +313,33 @@ class VerdictSettings(Strict):
     )
 
 
+MQTT_SCHEMES = ("mqtt", "mqtts")
+
+
+class OutputsSettings(Strict):
+    """Where part verdicts go besides SQL: an MQTT broker for reject gates and PLC bridges."""
+
+    mqtt_url: str | None = None  # mqtt://user:pw@host:1883 or mqtts://... (TLS)
+    mqtt_topic: str | None = Field(default=None, pattern=r"^[^#+\s]+[^/#+\s]$")  # linewatch/<line>
+    mqtt_ca_file: Path | None = None  # CA bundle for mqtts:// (default: the system's)
+    mqtt_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    mqtt_queue_max: int = Field(default=10_000, ge=1, le=1_000_000)  # then the oldest is dropped
+    mqtt_inflight_max: int = Field(default=100, ge=1, le=65_000)  # sent, not yet acknowledged
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    mqtt_reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
+    mqtt_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        match = _SCHEME.match(url)
+        if not match or match[1].lower() not in MQTT_SCHEMES:
+            raise ValueError("expected mqtt://[user:password@]host[:port] or mqtts://...")
+        return url
+
+
 class Settings(Strict):
     line: str = Field(default="demo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     redis_url: str | None = None
@@ -326,6 +353,7 @@ class Settings(Strict):
     alerts: AlertSettings = AlertSettings()
     api: ApiSettings = ApiSettings()
     verdict: VerdictSettings = VerdictSettings()
+    outputs: OutputsSettings = OutputsSettings()
 
     @property
     def frames_stream(self) -> str:
@@ -361,6 +389,11 @@ class Settings(Strict):
         if not self.redis_url:
             raise ConfigError(f"{who} needs redis_url (or LINEWATCH_REDIS_URL)")
         return self.redis_url
+
+    @property
+    def mqtt_topic(self) -> str:
+        """Prefix of every MQTT topic: outputs.mqtt_topic, by default `linewatch/<line>`."""
+        return self.outputs.mqtt_topic or f"linewatch/{self.line}"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -82,6 +82,20 @@ CAMERA_STATE = Enum(
     ["camera"],
     states=["connecting", "streaming", "stalled", "backoff", "stopped"],
 )
+MQTT_MESSAGES = Counter(
+    "linewatch_mqtt_messages_total",
+    "MQTT messages by kind (verdict, alert, status, publisher) and outcome "
+    "(published = acknowledged by the broker, dropped = oldest out of a full queue, "
+    "duplicate = a second verdict for a part, not sent)",
+    ["kind", "outcome"],
+)
+MQTT_QUEUED = Gauge("linewatch_mqtt_queued", "MQTT messages queued or awaiting the broker's ack")
+MQTT_CONNECTED = Gauge("linewatch_mqtt_connected", "1 while the MQTT publisher is connected")
+MQTT_CONNECT_FAILURES = Counter(
+    "linewatch_mqtt_connect_failures_total",
+    "MQTT connection attempts that failed (unreachable, or the broker's refusal reason)",
+    ["reason"],
+)
 LAST_LOOP = Gauge("linewatch_last_loop_timestamp_seconds", "When the worker loop last ran")
 
 

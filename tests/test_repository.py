@@ -23,6 +23,7 @@ DEPENDENCY_FOLDERS = {
     "paddle": {"inference", "training"},
     "av": {"video"},
     "redis": {"streams"},
+    "paho": {"alerts"},
 }
 DEPENDENCY_EXCEPTIONS: dict[str, dict[str, str]] = {}
 
