@@ -255,6 +255,27 @@ class HourlySummary(Base):
     defects: Mapped[int] = mapped_column(BigInteger)
 
 
+class PartHourly(Base):
+    """Parts rolled up per camera, hour, model version and label (kept after pruning;
+    migration 0008). Counted as the line saw them: a late part is uninspected."""
+
+    __tablename__ = "part_hourly"
+    __table_args__ = (
+        UniqueConstraint("camera_id", "hour", "model_version", "label", name="uq_part_hourly"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128))
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_version: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64))
+    parts: Mapped[int] = mapped_column(BigInteger)
+    ok: Mapped[int] = mapped_column(BigInteger)
+    ng: Mapped[int] = mapped_column(BigInteger)
+    uninspected: Mapped[int] = mapped_column(BigInteger)
+    late: Mapped[int] = mapped_column(BigInteger)
+
+
 class DetectionBox(Base):
     """One box of a detection model's frame (migration 0004)."""
 

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
 from linewatch.pipeline.streams.embedded_redis import find_redis_server, free_port
 from linewatch.pipeline.video.codec import encode_image
 from linewatch.schemas.messages import Box, FrameMessage, PartEndMessage, PartView, ResultMessage
-from linewatch.schemas.tables import Detection, DetectionBox
+from linewatch.schemas.tables import Detection, DetectionBox, Part
 from linewatch.workers import sink
 
 # Numbered test videos: each frame carries its number as BITS black/white stripes.
@@ -372,3 +373,44 @@ class ChannelListener:
         self._stop.set()
         self._thread.join(5)
         self._pubsub.close()
+
+
+def part_row(
+    camera_id: str,
+    part_id: int,
+    captured_at: datetime,
+    verdict: str,
+    label: str,
+    model_version: str = "v1",
+    late: bool = False,
+) -> dict[str, object]:
+    """A `parts` row as the sink writes it (times derived from `captured_at`, UTC)."""
+    ts = int(captured_at.timestamp() * 1e9)
+    return {
+        "camera_id": camera_id,
+        "part_id": part_id,
+        "first_seq": part_id * 10,
+        "last_seq": part_id * 10 + 4,
+        "first_pts": 0.0,
+        "last_pts": 0.4,
+        "first_capture_ts": ts,
+        "last_capture_ts": ts + 400_000_000,
+        "captured_at": captured_at,
+        "views_sent": 3,
+        "views_inferred": 0 if verdict == "uninspected" else 3,
+        "verdict": verdict,
+        "label": label,
+        "score": 0.9 if verdict == "defect" else 0.1,
+        "class_scores": "{}",
+        "model_version": model_version,
+        "end_reason": "left",
+        "decided_ts": ts + (3_000_000_000 if late else 600_000_000),
+        "deadline_ts": ts + 2_000_000_000,
+        "late": late,
+    }
+
+
+def write_parts(engine: Engine, rows: Iterable[dict[str, object]]) -> None:
+    """Insert `parts` rows (from part_row) in one transaction."""
+    with engine.begin() as connection:
+        connection.execute(Part.__table__.insert(), list(rows))

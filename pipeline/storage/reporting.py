@@ -1,15 +1,19 @@
-"""Defect reports over a time window, aggregated from the `report_rows` view (migration 0003).
+"""Defect reports over a time window: parts from the `report_part_rows` view (migration
+0008) and frames from the `report_rows` view (migration 0003).
 
 `report_rows` combines raw detections with the hourly summary rows that `linewatch db prune`
 leaves, so a window reaching into pruned history stays complete; the window is applied to
 its `at` column before aggregating, which reaches the captured_at indexes. Windows are whole
 UTC hours: [floor_hour(since), ceil_hour(until)), the same before and after pruning.
 Shifts are 3 x 8 h in UTC (06-14, 14-22, 22-06; a night shift belongs to the day it starts).
+Parts are counted as the line saw them: a part decided after its deadline was sent as
+`uninspected` and counts so (`late` says how many of those there were).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -116,6 +120,92 @@ class ShadowComparison:
 
 
 @dataclass(frozen=True)
+class PartCounts:
+    """Parts and what the line decided for them (ok + ng + uninspected = parts)."""
+
+    parts: int = 0
+    ok: int = 0
+    ng: int = 0
+    uninspected: int = 0  # no inferred view, or decided after the deadline
+    late: int = 0  # decided after the deadline (sent as uninspected)
+
+    @property
+    def inspected(self) -> int:
+        return self.parts - self.uninspected
+
+    @property
+    def first_pass_yield(self) -> float:
+        """OK parts over all parts (an uninspected part is not a first-pass good one)."""
+        return self.ok / self.parts if self.parts else 0.0
+
+    @property
+    def ng_rate(self) -> float:
+        """NG parts over inspected parts."""
+        return self.ng / self.inspected if self.inspected else 0.0
+
+    def __add__(self, other: PartCounts) -> PartCounts:
+        return PartCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        return (self.parts, self.ok, self.ng, self.uninspected, self.late)
+
+
+@dataclass(frozen=True)
+class PartHour:
+    camera_id: str
+    hour: datetime
+    shift_start: datetime
+    shift: str
+    counts: PartCounts
+
+
+@dataclass(frozen=True)
+class PartShift:
+    camera_id: str
+    shift_start: datetime
+    shift: str
+    counts: PartCounts
+
+
+@dataclass(frozen=True)
+class ParetoRow:
+    """A defect class of NG parts, most frequent first, with its cumulative share."""
+
+    label: str
+    ng: int
+    share: float
+    cumulative_share: float
+
+
+@dataclass(frozen=True)
+class PartVersion:
+    model_version: str
+    counts: PartCounts
+    ng_per_class: tuple[tuple[str, int], ...]  # (label, NG parts), most frequent first
+
+
+@dataclass(frozen=True)
+class PartsReport:
+    window: Window
+    camera_hours: list[PartHour]
+    camera_shifts: list[PartShift]
+    pareto: list[ParetoRow]
+    model_versions: list[PartVersion]
+
+    @property
+    def totals(self) -> PartCounts:
+        return sum((row.counts for row in self.camera_hours), PartCounts())
+
+    @property
+    def line_hours(self) -> list[tuple[datetime, PartCounts]]:
+        """All cameras together per hour (parts per hour of the line)."""
+        per_hour: dict[datetime, PartCounts] = {}
+        for row in self.camera_hours:
+            per_hour[row.hour] = per_hour.get(row.hour, PartCounts()) + row.counts
+        return sorted(per_hour.items())
+
+
+@dataclass(frozen=True)
 class Report:
     window: Window
     camera_hours: list[CameraHour]
@@ -124,6 +214,7 @@ class Report:
     top_hours: list[CameraHour]
     model_versions: list[ModelVersionStats]
     shadow: list[ShadowComparison]
+    parts: PartsReport | None = None
 
     @property
     def frames(self) -> int:
@@ -143,6 +234,16 @@ ROWS = table(
     column("label", String()),
     column("frames", BigInteger()),
     column("defects", BigInteger()),
+)
+PART_COUNTS = ("parts", "ok", "ng", "uninspected", "late")
+PART_ROWS = table(
+    "report_part_rows",
+    column("camera_id", String()),
+    column("at", DateTime(timezone=True)),
+    column("hour", DateTime()),
+    column("model_version", String()),
+    column("label", String()),
+    *(column(name, BigInteger()) for name in PART_COUNTS),
 )
 SHIFTS = ("06-14", "14-22", "22-06")
 
@@ -335,8 +436,83 @@ def _top(hours: list[CameraHour], limit: int) -> list[CameraHour]:
     return ranked[:limit]
 
 
+def _part_totals(window: Window, *keys: ColumnElement) -> Select:  # type: ignore[type-arg]
+    sums = (func.sum(PART_ROWS.c[name]).label(name) for name in PART_COUNTS)
+    conditions = _where(window, PART_ROWS.c.at, PART_ROWS.c.camera_id)
+    return select(*keys, *sums).where(*conditions).group_by(*keys)
+
+
+def _counts(values: Sequence[object]) -> PartCounts:
+    return PartCounts(*(int(value or 0) for value in values))  # type: ignore[call-overload]
+
+
+def part_hours(engine: Engine, window: Window) -> list[PartHour]:
+    """Parts per camera per hour, in time order."""
+    keys = (PART_ROWS.c.camera_id, PART_ROWS.c.hour)
+    rows = _fetch(engine, _part_totals(window, *keys).order_by(PART_ROWS.c.hour, keys[0]))
+    return [_part_hour(camera, hour, _counts(row)) for camera, hour, *row in rows]
+
+
+def _part_hour(camera_id: str, hour: datetime, counts: PartCounts) -> PartHour:
+    start, shift = shift_of(_utc(hour))
+    return PartHour(camera_id, _utc(hour), start, shift, counts)
+
+
+def part_shifts(hours: list[PartHour]) -> list[PartShift]:
+    totals: dict[tuple[datetime, str, str], PartCounts] = {}
+    for row in hours:
+        key = (row.shift_start, row.camera_id, row.shift)
+        totals[key] = totals.get(key, PartCounts()) + row.counts
+    return [PartShift(c, start, s, counts) for (start, c, s), counts in sorted(totals.items())]
+
+
+def _part_version_labels(engine: Engine, window: Window) -> list[tuple[str, str, PartCounts]]:
+    query = _part_totals(window, PART_ROWS.c.model_version, PART_ROWS.c.label)
+    return [(version, label, _counts(row)) for version, label, *row in _fetch(engine, query)]
+
+
+def pareto(rows: list[tuple[str, str, PartCounts]]) -> list[ParetoRow]:
+    """NG parts per defect class, most first, with the cumulative share (the 80 % line)."""
+    per_label: dict[str, int] = {}
+    for _, label, counts in rows:
+        per_label[label] = per_label.get(label, 0) + counts.ng
+    ranked = sorted(((label, n) for label, n in per_label.items() if n), key=_most_first)
+    total, running, out = sum(n for _, n in ranked), 0, []
+    for label, n in ranked:
+        running += n
+        out.append(ParetoRow(label, n, n / total, running / total))
+    return out
+
+
+def _most_first(row: tuple[str, int]) -> tuple[int, str]:
+    return -row[1], row[0]
+
+
+def part_versions(rows: list[tuple[str, str, PartCounts]]) -> list[PartVersion]:
+    versions = []
+    for version in sorted({row[0] for row in rows}):
+        mine = [(label, counts) for v, label, counts in rows if v == version]
+        counts = sum((c for _, c in mine), PartCounts())
+        ng = sorted(((lb, c.ng) for lb, c in mine if c.ng), key=_most_first)
+        versions.append(PartVersion(version, counts, tuple(ng)))
+    return versions
+
+
+def build_parts_report(engine: Engine, window: Window) -> PartsReport:
+    """Every part table from two scans of the window (camera-hours; version-labels)."""
+    hours = part_hours(engine, window)
+    version_labels = _part_version_labels(engine, window)
+    return PartsReport(
+        window=window,
+        camera_hours=hours,
+        camera_shifts=part_shifts(hours),
+        pareto=pareto(version_labels),
+        model_versions=part_versions(version_labels),
+    )
+
+
 def build_report(engine: Engine, window: Window, top: int = 10) -> Report:
-    """Every table of a report from two scans of the window (the functions above each scan)."""
+    """Every table of a report: parts (two scans of the window), then frames (two scans)."""
     hours = camera_hours(engine, window)
     version_labels = _version_labels(engine, window)
     per_label: dict[str, list[int]] = {}
@@ -352,4 +528,5 @@ def build_report(engine: Engine, window: Window, top: int = 10) -> Report:
         top_hours=_top(hours, top),
         model_versions=_versions(version_labels),
         shadow=shadow_comparison(engine, window),
+        parts=build_parts_report(engine, window),
     )

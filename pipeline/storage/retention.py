@@ -1,4 +1,4 @@
-"""Retention: roll old detections up into hourly summary rows, then delete them."""
+"""Retention: roll old detections and parts up into hourly summary rows, then delete them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline.storage.database import insert_for
-from linewatch.schemas.tables import Detection, HourlySummary, ShadowDetection
+from linewatch.schemas.tables import Detection, HourlySummary, Part, PartHourly, ShadowDetection
 
 _AGE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -25,9 +25,16 @@ def parse_age(text: str) -> timedelta:
 
 
 def prune(engine: Engine, older_than: timedelta, batch: int = 50_000) -> int:
-    """Summarise and delete detections captured before now - `older_than`; returns rows.
-    Shadow-model rows of that age are deleted too (a comparison needs both sides)."""
+    """Summarise and delete detections and parts captured before now - `older_than`;
+    returns the detections removed. Shadow-model rows of that age are deleted too (a
+    comparison needs both sides)."""
     cutoff = datetime.now(timezone.utc) - older_than
+    removed = _prune_detections(engine, cutoff, batch)
+    prune_parts(engine, cutoff, batch)
+    return removed
+
+
+def _prune_detections(engine: Engine, cutoff: datetime, batch: int) -> int:
     removed = 0
     while True:
         with Session(engine) as session, session.begin():
@@ -77,5 +84,63 @@ def _add_to_summary(session: Session, engine: Engine, rows: list) -> None:  # ty
                     "frames": HourlySummary.frames + count,
                     "defects": HourlySummary.defects + defects[key],
                 },
+            )
+        )
+
+
+def prune_parts(engine: Engine, cutoff: datetime, batch: int = 50_000) -> int:
+    """Roll parts first captured before `cutoff` into `part_hourly`, delete them; returns
+    how many. Counted as the line saw them (a late part is uninspected), as the reports do."""
+    removed = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            rows = session.execute(
+                select(
+                    Part.id,
+                    Part.camera_id,
+                    Part.captured_at,
+                    Part.model_version,
+                    Part.label,
+                    Part.verdict,
+                    Part.late,
+                )
+                .where(Part.captured_at < cutoff)
+                .order_by(Part.id)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return removed
+            _add_to_part_summary(session, engine, rows)
+            session.execute(delete(Part).where(Part.id.in_([r.id for r in rows])))
+            removed += len(rows)
+
+
+def part_counts(verdict: str, late: bool) -> dict[str, int]:
+    """A part's contribution to the part summary columns."""
+    uninspected = late or verdict == "uninspected"
+    return {
+        "parts": 1,
+        "ok": int(verdict == "ok" and not uninspected),
+        "ng": int(verdict == "defect" and not uninspected),
+        "uninspected": int(uninspected),
+        "late": int(late),
+    }
+
+
+def _add_to_part_summary(session: Session, engine: Engine, rows: list) -> None:  # type: ignore[type-arg]
+    totals: dict[tuple, Counter[str]] = {}  # type: ignore[type-arg]
+    for row in rows:
+        hour = row.captured_at.replace(minute=0, second=0, microsecond=0)
+        key = (row.camera_id, hour, row.model_version, row.label)
+        totals.setdefault(key, Counter()).update(part_counts(row.verdict, bool(row.late)))
+    for (camera_id, hour, version, label), counts in totals.items():
+        values = {name: counts[name] for name in ("parts", "ok", "ng", "uninspected", "late")}
+        statement = insert_for(engine, PartHourly).values(
+            camera_id=camera_id, hour=hour, model_version=version, label=label, **values
+        )
+        added = {name: getattr(PartHourly, name) + count for name, count in values.items()}
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["camera_id", "hour", "model_version", "label"], set_=added
             )
         )
