@@ -1,9 +1,14 @@
 """`linewatch report`: a defect report for a time window as one HTML file or a CSV folder.
 
+Two sections: parts first (what a quality engineer counts: parts, NG parts, first-pass
+yield, NG rate per camera / hour / shift, Pareto of defect classes, uninspected parts,
+model versions), then frames (per-frame figures as before).
 HTML: one self-contained file (tables + matplotlib plots inlined as base64 PNG).
-CSV: a folder with one file per table (summary, camera_hours, camera_shifts, class_rates,
-top_hours, model_versions); an empty window still writes every file, headers only, and
-summary.csv says "no detections in window".
+CSV: a folder with one file per table (parts_summary, parts_camera_hours, parts_line_hours,
+parts_camera_shifts, parts_pareto, parts_model_versions; summary, camera_hours,
+camera_shifts, class_rates, top_hours, model_versions, shadow_comparison); an empty window
+still writes every file, headers only, and the summaries say "no parts in window" /
+"no detections in window".
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import csv
 import html
 import io
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
@@ -22,6 +27,8 @@ from linewatch.pipeline.errors import LinewatchError, ServiceUnavailable, one_li
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage.reporting import (
     CameraHour,
+    PartCounts,
+    PartsReport,
     Report,
     Window,
     build_report,
@@ -30,6 +37,9 @@ from linewatch.pipeline.storage.reporting import (
 )
 
 EMPTY = "no detections in window"
+EMPTY_PARTS = "no parts in window"
+HALF_HOUR = timedelta(minutes=30)
+COUNT_HEADER = ("parts", "OK", "NG", "uninspected", "late", "first-pass yield", "NG rate")
 Table = tuple[Sequence[str], list[Sequence[object]]]
 
 
@@ -129,10 +139,72 @@ def tables(report: Report) -> dict[str, Table]:
     }
 
 
+def _counts(counts: PartCounts) -> tuple[object, ...]:
+    return (
+        *counts.as_tuple(),
+        _rate(counts.first_pass_yield),
+        _rate(counts.ng_rate),
+    )
+
+
+def _parts_of(report: Report) -> PartsReport:
+    return report.parts or PartsReport(report.window, [], [], [], [])
+
+
+def part_tables(parts: PartsReport) -> dict[str, Table]:
+    """The parts section's tables: name -> (header, rows)."""
+    w, totals = parts.window, parts.totals
+    place = ("camera", "hour (UTC)", "shift")
+    return {
+        "parts_summary": (
+            ("since (UTC)", "until (UTC)", "camera", *COUNT_HEADER, "note"),
+            [
+                (
+                    _time(w.since),
+                    _time(w.until),
+                    w.camera or "all",
+                    *_counts(totals),
+                    "" if totals.parts else EMPTY_PARTS,
+                )
+            ],
+        ),
+        "parts_camera_hours": (
+            (*place, *COUNT_HEADER),
+            [(r.camera_id, _time(r.hour), r.shift, *_counts(r.counts)) for r in parts.camera_hours],
+        ),
+        "parts_line_hours": (
+            ("hour (UTC)", *COUNT_HEADER),
+            [(_time(hour), *_counts(counts)) for hour, counts in parts.line_hours],
+        ),
+        "parts_camera_shifts": (
+            ("camera", "shift start (UTC)", "shift", *COUNT_HEADER),
+            [
+                (s.camera_id, _time(s.shift_start), s.shift, *_counts(s.counts))
+                for s in parts.camera_shifts
+            ],
+        ),
+        "parts_pareto": (
+            ("defect class", "NG parts", "share of NG parts", "cumulative share"),
+            [(p.label, p.ng, _rate(p.share), _rate(p.cumulative_share)) for p in parts.pareto],
+        ),
+        "parts_model_versions": (
+            ("model version", *COUNT_HEADER, "NG parts per class"),
+            [
+                (
+                    v.model_version,
+                    *_counts(v.counts),
+                    " ".join(f"{label}={count}" for label, count in v.ng_per_class),
+                )
+                for v in parts.model_versions
+            ],
+        ),
+    }
+
+
 def write_csv(report: Report, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, (header, rows) in tables(report).items():
+    for name, (header, rows) in {**part_tables(_parts_of(report)), **tables(report)}.items():
         path = folder / f"{name}.csv"
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -143,6 +215,12 @@ def write_csv(report: Report, folder: Path) -> list[Path]:
 
 
 TITLES = {
+    "parts_summary": "Parts: summary",
+    "parts_camera_hours": "Parts per camera per hour",
+    "parts_line_hours": "Parts per hour (all cameras)",
+    "parts_camera_shifts": "Parts per camera per shift (06-14, 14-22, 22-06 UTC)",
+    "parts_pareto": "Pareto of defect classes (NG parts)",
+    "parts_model_versions": "Model version comparison on parts",
     "summary": "Summary",
     "camera_hours": "Defects per camera per hour",
     "camera_shifts": "Defects per camera per shift (06-14, 14-22, 22-06 UTC)",
@@ -178,17 +256,76 @@ def _png(figure) -> str:  # type: ignore[no-untyped-def]
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
 
 
-def plots(report: Report) -> dict[str, str]:
-    """Inline <img> tags per table name (Agg backend: no display needed)."""
+def _pyplot():  # type: ignore[no-untyped-def]
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def part_plots(parts: PartsReport) -> dict[str, str]:
+    """Inline <img> tags per part table name. Lines carry markers: one hour is one point."""
+    plt = _pyplot()
+    figure, (count_axes, rate_axes) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    for camera in sorted({r.camera_id for r in parts.camera_hours}):
+        mine = [r for r in parts.camera_hours if r.camera_id == camera]
+        when = [r.hour for r in mine]
+        count_axes.plot(when, [r.counts.parts for r in mine], marker="o", label=camera)
+        rate_axes.plot(when, [r.counts.ng_rate for r in mine], marker="o", label=camera)
+    count_axes.set(ylabel="parts per hour", ylim=(0, None))
+    count_axes.legend(fontsize="small")
+    rate_axes.set(ylabel="NG rate", xlabel="hour (UTC)", ylim=(0, 1.05))
+    _hour_span(rate_axes, [r.hour for r in parts.camera_hours])
+    figure.autofmt_xdate()
+    images = {"parts_camera_hours": _png(figure), "parts_model_versions": _versions_png(parts)}
+    if parts.pareto:
+        images["parts_pareto"] = _pareto_png(parts)
+    return images
+
+
+def _hour_span(axes, hours: list[datetime]) -> None:  # type: ignore[no-untyped-def]
+    """Half an hour either side of the data: one hour is one point, not a span of years."""
+    if hours:
+        axes.set_xlim(min(hours) - HALF_HOUR, max(hours) + HALF_HOUR)
+
+
+def _pareto_png(parts: PartsReport) -> str:
+    figure, axes = _pyplot().subplots(figsize=(7, 3))
+    labels = [p.label for p in parts.pareto]
+    axes.bar(labels, [p.ng for p in parts.pareto], color="#4a78b5")
+    axes.set(ylabel="NG parts")
+    cumulative = axes.twinx()
+    cumulative.plot(labels, [p.cumulative_share for p in parts.pareto], color="#d9822b", marker="o")
+    cumulative.set(ylabel="cumulative share", ylim=(0, 1.05))
+    return _png(figure)
+
+
+def _versions_png(parts: PartsReport) -> str:
+    figure, axes = _pyplot().subplots(figsize=(7, 3))
+    measures = ("first-pass yield", "NG rate", "uninspected share")
+    width = 0.8 / max(len(parts.model_versions), 1)
+    for index, version in enumerate(parts.model_versions):
+        c = version.counts
+        values = (c.first_pass_yield, c.ng_rate, c.uninspected / c.parts if c.parts else 0.0)
+        positions = [i + index * width for i in range(len(measures))]
+        axes.bar(positions, values, width, label=version.model_version)
+    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(measures))], measures)
+    axes.set(ylabel="share of the version's parts", ylim=(0, 1.05))
+    axes.legend(fontsize="small")
+    return _png(figure)
+
+
+def plots(report: Report) -> dict[str, str]:
+    """Inline <img> tags per frame table name (Agg backend: no display needed)."""
+    plt = _pyplot()
     hours = plt.subplots(figsize=(10, 3.5))
     for camera in sorted({r.camera_id for r in report.camera_hours}):
         mine = [r for r in report.camera_hours if r.camera_id == camera]
-        hours[1].plot([r.hour for r in mine], [r.defects for r in mine], label=camera)
+        when, defects = [r.hour for r in mine], [r.defects for r in mine]
+        hours[1].plot(when, defects, marker="o", label=camera)
+    _hour_span(hours[1], [r.hour for r in report.camera_hours])
     hours[1].set(ylabel="defects per hour", xlabel="hour (UTC)")
     hours[1].legend(fontsize="small")
     hours[0].autofmt_xdate()
@@ -217,21 +354,40 @@ def plots(report: Report) -> dict[str, str]:
     }
 
 
+def _section(tables_: dict[str, Table], images: dict[str, str]) -> list[str]:
+    out = []
+    for name, (header, rows) in tables_.items():
+        out.append(f"<h3>{html.escape(TITLES[name])}</h3>")
+        out.append(images.get(name, ""))
+        out.append(_html_table(header, rows))
+    return out
+
+
+def _parts_section(parts: PartsReport) -> list[str]:
+    if not parts.totals.parts:
+        return ["<h2>Parts</h2>", f'<p class="empty">{EMPTY_PARTS.capitalize()}.</p>']
+    return ["<h2>Parts</h2>", *_section(part_tables(parts), part_plots(parts))]
+
+
+def _frames_section(report: Report) -> list[str]:
+    out = ["<h2>Frames</h2>"]
+    if not report.frames:
+        out.append(f'<p class="empty">{EMPTY.capitalize()}.</p>')
+    return out + _section(tables(report), plots(report) if report.frames else {})
+
+
 def render_html(report: Report) -> str:
     w = report.window
     camera = f", camera {w.camera}" if w.camera else ""
     title = f"linewatch defect report {_time(w.since)} – {_time(w.until)} UTC{camera}"
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    if not report.frames:
-        parts.append(f'<p class="empty">{EMPTY.capitalize()}.</p>')
-    images = plots(report) if report.frames else {}
-    for name, (header, rows) in tables(report).items():
-        parts.append(f"<h2>{html.escape(TITLES[name])}</h2>")
-        parts.append(images.get(name, ""))
-        parts.append(_html_table(header, rows))
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        *_parts_section(_parts_of(report)),
+        *_frames_section(report),
+    ]
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"
     )
 
 
@@ -272,5 +428,18 @@ def make_report(
         engine.dispose()
     paths = write_report(report, fmt, out)
     where = out if fmt == "html" else f"{out}/ ({len(paths)} CSV files)"
-    found = f"{report.frames} frames, {report.defects} defects" if report.frames else EMPTY
-    return f"wrote {where}: {found}"
+    return f"wrote {where}: {_found_parts(_parts_of(report))}; {_found_frames(report)}"
+
+
+def _found_parts(parts: PartsReport) -> str:
+    totals = parts.totals
+    if not totals.parts:
+        return EMPTY_PARTS
+    return (
+        f"{totals.parts} parts, {totals.ng} NG, {totals.uninspected} uninspected, "
+        f"first-pass yield {totals.first_pass_yield:.1%}"
+    )
+
+
+def _found_frames(report: Report) -> str:
+    return f"{report.frames} frames, {report.defects} defects" if report.frames else EMPTY

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import csv
+import re
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
@@ -14,6 +21,7 @@ from linewatch.pipeline.storage import reporting, retention
 from linewatch.pipeline.storage.reporting import PartCounts, Window
 from linewatch.schemas.tables import Part, PartHourly
 from tests.helpers import part_row, write_parts
+from tests.test_cli import linewatch
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
@@ -41,6 +49,7 @@ PARTS = [
 ]
 CUTOFF = DAY + timedelta(hours=13, minutes=30)  # prunes half of cam1's 13:00 hour
 WHOLE_DAY = Window(DAY, DAY + timedelta(days=1))
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def at(hour: int, minute: int = 0) -> datetime:
@@ -186,3 +195,119 @@ def test_part_views_agree_with_the_reports(engine: Engine) -> None:
         ("v1", 14, 5, 0.4286, 0.4545),
         ("v2", 4, 1, 0.5, 0.3333),
     ]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cli_csv_in_parts(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    prune(engine)
+    out = tmp_path / "csv"
+    window = ("--since", DAY.strftime("%Y-%m-%d"), "--until", at(24).strftime("%Y-%m-%d"))
+    run = linewatch(
+        "report", *window, "--format", "csv", "--out", str(out), "--database-url", database_url
+    )
+    assert run.returncode == 0, run.stderr
+    assert "18 parts, 6 NG, 4 uninspected, first-pass yield 44.4%" in run.stdout
+    assert "no detections in window" in run.stdout  # the frames section: none stored
+    summary = read_csv(out / "parts_summary.csv")[0]
+    assert [summary[k] for k in ("parts", "OK", "NG", "uninspected", "late")] == [
+        "18",
+        "8",
+        "6",
+        "4",
+        "2",
+    ]
+    assert (summary["first-pass yield"], summary["NG rate"], summary["note"]) == (
+        "0.4444",
+        "0.4286",
+        "",
+    )
+    pareto = [(r["defect class"], r["NG parts"]) for r in read_csv(out / "parts_pareto.csv")]
+    assert pareto == [("crack", "4"), ("blowhole", "2")]
+    shifts = [(r["camera"], r["shift"], r["NG"]) for r in read_csv(out / "parts_camera_shifts.csv")]
+    assert shifts == [
+        ("cam1", "22-06", "1"),
+        ("cam1", "06-14", "3"),
+        ("cam2", "06-14", "1"),
+        ("cam2", "14-22", "1"),
+        ("cam1", "22-06", "0"),
+    ]
+    per_hour = [(r["hour (UTC)"][-5:], r["parts"]) for r in read_csv(out / "parts_line_hours.csv")]
+    assert per_hour == [
+        ("05:00", "3"),
+        ("06:00", "7"),
+        ("13:00", "2"),
+        ("14:00", "4"),
+        ("22:00", "2"),
+    ]
+    versions = read_csv(out / "parts_model_versions.csv")
+    assert (
+        versions[1]["model version"] == "v2" and versions[1]["NG parts per class"] == "blowhole=1"
+    )
+    assert read_csv(out / "summary.csv")[0]["note"] == "no detections in window"
+
+
+def plot_images(page: str) -> list[np.ndarray]:
+    images = []
+    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
+        raw = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
+        images.append(cv2.imdecode(raw, cv2.IMREAD_COLOR))
+    return images
+
+
+def coloured(image: np.ndarray) -> int:
+    """Pixels of the plotted data (matplotlib's blue and orange), not of axes or text."""
+    blue, green, red = (image[..., i].astype(int) for i in range(3))
+    return int((abs(blue - red) > 80).sum())
+
+
+def test_one_hour_window_draws_every_part_plot(sqlite_url: str, tmp_path: Path) -> None:
+    engine = storage.open_database(sqlite_url)
+    write_parts(engine, rows())
+    engine.dispose()
+    out = tmp_path / "hour.html"
+    window = ("--since", at(6).isoformat()[:16], "--until", at(7).isoformat()[:16])
+    run = linewatch("report", *window, "--out", str(out), "--database-url", sqlite_url)
+    assert run.returncode == 0, run.stderr
+    page = out.read_text()
+    assert "Pareto of defect classes" in page and "No detections in window" in page
+    images = plot_images(page)
+    assert len(images) == 3  # parts per hour + NG rate, Pareto, model versions
+    for image in images:
+        assert image is not None and coloured(image) > 40, coloured(image)
+    if CHROMIUM.exists():
+        shot = screenshot(out, tmp_path / "shot.png")
+        assert coloured(shot) > 500, "the part plots did not render in Chromium"
+
+
+def test_empty_window_says_so_in_parts(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "empty.html"
+    window = ("--since", "2000-01-01", "--until", "2000-01-02")
+    run = linewatch("report", *window, "--out", str(out), "--database-url", database_url)
+    assert run.returncode == 0, run.stderr
+    assert "no parts in window; no detections in window" in run.stdout
+    page = out.read_text()
+    assert "No parts in window" in page and "base64" not in page
+
+
+def screenshot(page: Path, shot: Path) -> np.ndarray:
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,2400",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape == (2400, 1200, 3)
+    return image
