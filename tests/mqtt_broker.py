@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 START_TIMEOUT_S = 5.0
+BROKER_INFLIGHT = 20  # QoS 1 messages the broker sends a subscriber before its acks
 EC = ("-pkeyopt", "ec_paramgen_curve:prime256v1")  # fast keys
 
 
@@ -90,6 +91,7 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {self.folder}/",
             "max_queued_messages 100000",
+            f"max_inflight_messages {BROKER_INFLIGHT}",
             f"log_dest file {self.folder / 'mosquitto.log'}",
         ]
         if self.users:

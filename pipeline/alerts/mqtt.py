@@ -111,6 +111,7 @@ class _Outgoing:
     key: str | None = None  # reported by take_delivered() once the broker acknowledged it
     retain: bool = False
     part: tuple[str, int] | None = None  # (camera, part_id) of a verdict
+    token: int | None = None  # the caller's position, settled once acknowledged or dropped
 
 
 @dataclass(eq=False)
@@ -132,6 +133,8 @@ class MqttPublisher:
         self._inflight: list[_InFlight] = []
         self._delivered: list[str] = []
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._open_tokens: OrderedDict[int, None] = OrderedDict()  # given, not yet settled
+        self._last_token: int | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._epoch = 0  # bumped by paho's thread on each disconnect
@@ -168,31 +171,59 @@ class MqttPublisher:
 
     # ---- the caller's side: never blocks on the broker -------------------------------
 
-    def verdict(self, verdict: PartVerdict) -> bool:
-        """Queue one part's verdict; False (and nothing sent) for a part already queued."""
+    def verdict(self, verdict: PartVerdict, token: int | None = None) -> None:
+        """Queue one part's verdict; a part already queued or sent is not sent again.
+
+        `token` is the caller's increasing position (an outbox entry id): see
+        confirmed_through(). A token not above the last one given is a replay: skipped.
+        """
         part = (verdict.camera_id, verdict.part_id)
         with self._lock:
+            if not self._take_token_locked(token):
+                return
             if part in self._recent:
                 metrics.MQTT_MESSAGES.labels("verdict", "duplicate").inc()
-                return False
+                self._settle_locked(token)
+                return
             self._recent[part] = None
             if len(self._recent) > RECENT_PARTS:
                 self._recent.popitem(last=False)
             topic = f"{self.config.topic}/{verdict.camera_id}/verdict"
             key = f"verdict:{verdict.camera_id}:{verdict.part_id}"
-            self._enqueue_locked(_Outgoing(topic, verdict.to_json(), "verdict", key, part=part))
+            message = _Outgoing(topic, verdict.to_json(), "verdict", key, part=part, token=token)
+            self._enqueue_locked(message)
         self._wake.set()
-        return True
 
-    def alert(self, alert: JsonMessage | str | dict[str, Any], key: str | None = None) -> None:
+    def alert(
+        self,
+        alert: JsonMessage | str | dict[str, Any],
+        key: str | None = None,
+        token: int | None = None,
+    ) -> None:
         """Queue an alert (an object with to_json(), a JSON string or a dict) on `/alerts`."""
         payload = _json_payload(alert)
         alert_id = getattr(alert, "alert_id", None)
         if key is None and alert_id is not None:
             key = f"alert:{alert_id}:{getattr(alert, 'state', '')}"
+        topic = f"{self.config.topic}/alerts"
         with self._lock:
-            self._enqueue_locked(_Outgoing(f"{self.config.topic}/alerts", payload, "alert", key))
+            if self._take_token_locked(token):
+                self._enqueue_locked(_Outgoing(topic, payload, "alert", key, token=token))
         self._wake.set()
+
+    def notify(self, alert: JsonMessage, token: int | None = None) -> None:
+        """The sink's notifier interface (notify + verdict): an alert on `/alerts`."""
+        self.alert(alert, token=token)
+
+    def confirmed_through(self) -> int | None:
+        """The highest token such that it and every token before it are settled: sent and
+        acknowledged by the broker, dropped from a full queue (counted) or skipped as a
+        duplicate. An outbox moves this notifier's cursor there, so a sink killed with
+        messages still queued gives them again after its restart. None before any token."""
+        with self._lock:
+            if self._open_tokens:
+                return next(iter(self._open_tokens)) - 1
+            return self._last_token
 
     def camera_status(
         self, camera_id: str, state: str, parts_per_min: float, ng_rate: float | None
@@ -347,6 +378,7 @@ class MqttPublisher:
             self._inflight = [e for e in self._inflight if not _published(e)]
             for entry in done:
                 metrics.MQTT_MESSAGES.labels(entry.message.kind, "published").inc()
+                self._settle_locked(entry.message.token)
                 if entry.message.key:
                     self._delivered.append(entry.message.key)
             self._set_queued_gauge_locked()
@@ -380,9 +412,23 @@ class MqttPublisher:
             dropped = self._queue.popleft()
             metrics.MQTT_MESSAGES.labels(dropped.kind, "dropped").inc()
             self._forget_locked(dropped)
+            self._settle_locked(dropped.token)
             self._log_drop_locked()
         self._queue.append(message)
         self._set_queued_gauge_locked()
+
+    def _take_token_locked(self, token: int | None) -> bool:
+        if token is None:
+            return True
+        if self._last_token is not None and token <= self._last_token:
+            return False  # given before (an outbox replaying after an error)
+        self._last_token = token
+        self._open_tokens[token] = None
+        return True
+
+    def _settle_locked(self, token: int | None) -> None:
+        if token is not None:
+            self._open_tokens.pop(token, None)
 
     def _forget_locked(self, dropped: _Outgoing) -> None:
         """A dropped verdict may be offered again (e.g. by the sink's outbox)."""
