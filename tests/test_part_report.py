@@ -20,8 +20,7 @@ from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import reporting, retention
 from linewatch.pipeline.storage.reporting import PartCounts, Window
 from linewatch.schemas.tables import Part, PartHourly
-from tests.helpers import part_row, write_parts
-from tests.test_cli import linewatch
+from tests.helpers import linewatch, part_row, write_parts
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
