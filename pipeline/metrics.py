@@ -86,7 +86,7 @@ MQTT_MESSAGES = Counter(
     "linewatch_mqtt_messages_total",
     "MQTT messages by kind (verdict, alert, status, publisher) and outcome "
     "(published = acknowledged by the broker, dropped = oldest out of a full queue, "
-    "duplicate = a second verdict for a part, not sent)",
+    "duplicate = a second verdict for a part, not sent, invalid = refused by the client)",
     ["kind", "outcome"],
 )
 MQTT_QUEUED = Gauge("linewatch_mqtt_queued", "MQTT messages queued or awaiting the broker's ack")

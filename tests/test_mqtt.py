@@ -129,6 +129,19 @@ def test_status_alerts_and_presence_topics(broker: Mosquitto, subscriber: Subscr
     assert [(s["parts_per_min"], s["ng_rate"]) for s in statuses] == [(30.0, 0.05)]
 
 
+def test_an_unsendable_message_does_not_stall_the_rest(
+    broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    pub = publisher(broker.url, inflight_max=1)
+    before = counter("status", "invalid")
+    pub.camera_status("bad+camera", "streaming", 1.0, 0.0)  # a wildcard: no valid topic
+    pub.verdict(verdict("cam-a", 1))
+    assert pub.flush(5)
+    assert part_ids(subscriber.wait_for("/verdict", 1), "cam-a") == [1]
+    assert counter("status", "invalid") == before + 1
+    pub.close()
+
+
 def test_broker_restart_mid_run_loses_no_verdict(broker: Mosquitto, subscriber: Subscriber) -> None:
     pub = publisher(broker.url, inflight_max=20)
     for part in range(100):

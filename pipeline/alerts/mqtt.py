@@ -392,7 +392,21 @@ class MqttPublisher:
                     return
                 entry = _InFlight(message, epoch)
                 self._inflight.append(entry)
-            entry.info = self._client.publish(message.topic, message.payload, QOS, message.retain)
+            try:
+                entry.info = self._client.publish(
+                    message.topic, message.payload, QOS, message.retain
+                )
+            except ValueError as exc:  # a topic or payload no broker would take
+                self._refuse(entry, str(exc))
+
+    def _refuse(self, entry: _InFlight, reason: str) -> None:
+        log.error("MQTT message on %s not sendable (%s): dropped", entry.message.topic, reason)
+        metrics.MQTT_MESSAGES.labels(entry.message.kind, "invalid").inc()
+        with self._lock:
+            self._inflight.remove(entry)
+            self._settle_locked(entry.message.token)
+            if self._last_status.get(entry.message.topic) is entry.message:
+                del self._last_status[entry.message.topic]  # not again after a reconnect
 
     def _next_locked(self, epoch: int) -> _Outgoing | None:
         if len(self._inflight) >= self.config.inflight_max:
