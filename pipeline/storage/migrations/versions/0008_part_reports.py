@@ -13,14 +13,14 @@ NG rate = ng / (parts - uninspected), the share of inspected parts found defecti
 Shifts are 3 x 8 h in UTC (06-14, 14-22, 22-06) as in 0003.
 
 Revision ID: 0008
-Revises: 0006 (the merge sets this to the revision before it)
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """Part reviews: people's verdicts on parts (the review queue), every review kept.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"  # the lead re-chains this after 0007/0008 at merge
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
