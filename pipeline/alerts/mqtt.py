@@ -124,6 +124,8 @@ class _InFlight:
 class MqttPublisher:
     """Publishes verdicts, alerts and camera status; every method but close() returns at once."""
 
+    name = "mqtt"  # its outbox cursor's name
+
     def __init__(self, config: MqttConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
