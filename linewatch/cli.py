@@ -65,7 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.debug:
         os.environ.setdefault("LINEWATCH_LOG_LEVEL", "WARNING")  # the progress bar speaks
     setup_logging("demo", args.debug)
-    return run_demo(args.data_dir, args.frames, args.fps, debug=args.debug)
+    return run_demo(args.data_dir, args.parts, args.fps, debug=args.debug)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -372,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--id", help="stable consumer name (infer, sink); default host-based")
     worker.set_defaults(func=cmd_worker)
 
-    demo = commands.add_parser("demo", help="analyse a synthetic line video end to end")
-    demo.add_argument("--frames", type=int, default=300, help="frames in the demo video")
+    demo = commands.add_parser("demo", help="analyse a synthetic moving line end to end")
+    demo.add_argument("--parts", type=int, default=40, help="parts on the demo line")
     demo.add_argument("--fps", type=float, default=10.0, help="frame rate of the demo video")
     demo.add_argument("--data-dir", type=Path, default=Path("linewatch-data/demo"))
     demo.set_defaults(func=cmd_demo)

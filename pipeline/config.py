@@ -365,7 +365,8 @@ class Settings(Strict):
 
     @property
     def verdicts_channel(self) -> str:
-        return keys.verdicts_channel(self.line)
+        """Where the sink announces every part's verdict (`alerts.verdict_channel`)."""
+        return self.alerts.verdict_channel
 
     @property
     def stats_key(self) -> str:

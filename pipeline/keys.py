@@ -34,12 +34,6 @@ def dead_letter_stream(line: str) -> str:
     return f"{PREFIX}:dead:{line}"
 
 
-def verdicts_channel(line: str) -> str:
-    """Pub/sub channel of part verdicts (PartVerdict JSON, one per part), read by the
-    HTTP API's /v1/events."""
-    return f"{PREFIX}:verdicts:{line}"
-
-
 def stats(line: str) -> str:
     """Hash of line-wide counters (inferred, stale, written, ...)."""
     return f"{PREFIX}:stats:{line}"

@@ -13,6 +13,7 @@ from typing import TypeVar
 from sqlalchemy import Engine
 
 from linewatch.pipeline import metrics
+from linewatch.pipeline.alerts.mqtt import MqttPublisher
 from linewatch.pipeline.alerts.notifiers import (
     LogNotifier,
     Notifier,
@@ -283,7 +284,6 @@ def run(
     client: broker.Client, engine: Engine, settings: Settings, consumer: str, stop: StopFlag
 ) -> SinkCounters:
     """Consume the results stream until stopped."""
-    stream = settings.results_stream
     alerts = AlertEngine(settings.alerts)
     alerts.resume(storage.open_events(engine))
     pubsub = PubSubNotifier(client, settings.alerts.channel, settings.alerts.verdict_channel)
@@ -296,6 +296,35 @@ def run(
             settings.alerts.webhook_timeout_s,
         )
         notifiers.append(WebhookNotifier(client, webhook))
+    mqtt = MqttPublisher.from_settings(settings)
+    if mqtt is not None:
+        notifiers.append(mqtt)
+    try:
+        return _consume(
+            client=client,
+            engine=engine,
+            settings=settings,
+            consumer=consumer,
+            stop=stop,
+            alerts=alerts,
+            notifiers=notifiers,
+        )
+    finally:
+        if mqtt is not None:
+            mqtt.close(timeout_s=5)  # sends what is queued, marks the publisher offline
+
+
+def _consume(
+    *,
+    client: broker.Client,
+    engine: Engine,
+    settings: Settings,
+    consumer: str,
+    stop: StopFlag,
+    alerts: AlertEngine,
+    notifiers: list[Notifier],
+) -> SinkCounters:
+    stream = settings.results_stream
     outbox = Outbox(engine=engine, notifiers=notifiers)
     outbox.open()
     outbox.deliver()  # what a killed sink committed and had not announced yet

@@ -1,7 +1,7 @@
 """Redis pub/sub read asynchronously (the HTTP API's /v1/events).
 
 Channels: `alerts.channel` (AlertMessage JSON, published by the sink's notifier) and
-`Settings.verdicts_channel` = `lw:verdicts:<line>` (PartVerdict JSON, one per part).
+`Settings.verdicts_channel` = `alerts.verdict_channel` (PartVerdict JSON, one per part).
 Pub/sub is fire-and-forget: a listener sees what is published while it listens."""
 
 from __future__ import annotations
