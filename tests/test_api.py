@@ -364,9 +364,10 @@ def test_review_queue_puts_shadow_disagreements_then_near_threshold_first(
     client, context = api
     engine = context.engine
     threshold = client.get("/v1/reviews/queue", headers=AUTH).json()["threshold"]
-    far = insert_part(engine, part_id=1, score=0.99, verdict="defect", label="crack")
-    near = insert_part(engine, part_id=2, score=threshold + 0.01, verdict="defect", label="fray")
-    shadow = insert_part(engine, part_id=3, score=0.98, verdict="defect", label="break")
+    far_score = threshold - 0.4 if threshold > 0.5 else threshold + 0.4  # for any model's threshold
+    far = insert_part(engine, part_id=1, score=far_score, verdict="defect", label="crack")
+    near = insert_part(engine, part_id=2, score=threshold - 0.01, verdict="ok", label="free")
+    shadow = insert_part(engine, part_id=3, score=far_score, verdict="defect", label="break")
     done = insert_part(engine, part_id=4, score=threshold, verdict="defect", label="crack")
     add_shadow_disagreement(engine, "cam-a", part_id=3, seq=31)
     client.post(f"/v1/parts/{done}/review", headers=AUTH, json={"verdict": "ok"})
