@@ -205,6 +205,13 @@ class IngestSettings(Strict):
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    cameras_per_process: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="`linewatch run` ingests this many cameras per process, one thread each "
+        "(live cameras and files in separate processes)",
+    )
 
 
 class InferenceSettings(Strict):
