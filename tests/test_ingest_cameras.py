@@ -12,17 +12,28 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from linewatch.line import ingest_groups
-from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_moving
+from linewatch.pipeline.runtime import StopFlag
+from linewatch.pipeline.simulation.moving_line import (
+    Belt,
+    MovingLineSpec,
+    PlacedPart,
+    simulate_moving,
+)
+from linewatch.pipeline.simulation.synthetic import make_tile
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import free_port
+from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.messages import FrameMessage, PartEndMessage, decode_result_entry
+from linewatch.workers import ingest
 from tests.helpers import clean_env, make_settings, wait_for
 
 LINE = MovingLineSpec(width=320, height=240, part_size=90, frames_to_cross=24, parts=5, seed=2)
@@ -34,6 +45,20 @@ def moving_line(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     ((video, parts_csv, _),) = simulate_moving(tmp_path_factory.mktemp("moving"), LINE)
     with parts_csv.open() as source:
         return video, len(list(csv.DictReader(source)))
+
+
+@pytest.fixture(scope="module")
+def parts_in_view(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two parts in view, barely moving, for the whole 6 s video."""
+    spec = MovingLineSpec(width=320, height=240, frames_to_cross=800)
+    rng = np.random.default_rng(0)
+    parts = [
+        PlacedPart(0, "free", make_tile(rng, "free", 80), 170, 60),
+        PlacedPart(1, "crack", make_tile(rng, "crack", 80), 40, 100),
+    ]
+    belt = Belt(spec, rng)
+    path = tmp_path_factory.mktemp("still") / "still.mp4"
+    return write_video(path, (belt.frame(parts, i) for i in range(60)), spec.fps)
 
 
 def write_config(tmp_path: Path, redis_url: str, line: str, cameras: list[dict]) -> Path:
@@ -151,3 +176,31 @@ def test_run_groups_cameras_per_process_live_apart_from_files(tmp_path: Path) ->
         update={"ingest": settings.ingest.model_copy(update={"cameras_per_process": 1})}
     )
     assert [ids for ids, _ in ingest_groups(one)] == ["r1", "f1", "r2", "f2", "r3"]
+
+
+def test_a_camera_that_drops_mid_part_ends_its_parts_with_the_views_they_have(
+    parts_in_view, rtsp_server, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    server = rtsp_server(parts_in_view)
+    camera = {"id": "cam", "url": server.url, "parts": {**PARTS, "min_frames": 1}}
+    timeouts = {"open_timeout_s": 2, "read_timeout_s": 2, "reconnect_max_s": 1}
+    settings = make_settings(tmp_path, line_name, redis_url, cameras=[camera], ingest=timeouts)
+    stop = StopFlag()
+    worker = threading.Thread(
+        target=ingest.run_cameras, args=(redis_client, settings.cameras, settings, stop)
+    )
+    worker.start()
+    try:
+        wait_for(lambda: int(hash_of(redis_client, line_name, "cam").get("sent", 0)) >= 4, 60)
+        server.stop()  # the camera drops with both parts in view
+        wait_for(lambda: len(camera_entries(redis_client, line_name, "cam")[1]) >= 2, 60)
+    finally:
+        stop.set()
+        worker.join(60)
+    views, ends = camera_entries(redis_client, line_name, "cam")
+    assert [(e.part_id, e.reason) for e in ends] == [(1, "stream-ended"), (2, "stream-ended")]
+    by_part = Counter(v.view.part_id for v in views if v.view)
+    assert [e.views_sent for e in ends] == [by_part[1], by_part[2]]
+    assert all(e.views_sent >= 1 for e in ends), "the parts keep the views sent before the drop"
+    states = [f[b"to"].decode() for _, f in redis_client.xrange(f"lw:states:{line_name}:cam")]
+    assert "backoff" in states

@@ -100,6 +100,11 @@ class FrameSender:
         self.seqs = NumberCounter(client, settings.camera_key(camera.id, keys.SEQ), "seq")
         self._backlog_checked = self._recorded = -CHECK_EVERY_S
         self._over_limit = False
+        # a file runs faster than real time: its parts wait for their views (not a live
+        # deadline); only views lost on the way make them reach file_wait_s
+        verdict = settings.verdict
+        live_wait_ns, file_wait_ns = verdict.deadline_ms * 10**6, int(verdict.file_wait_s * 1e9)
+        self._verdict_wait_ns = live_wait_ns if live else file_wait_ns
 
     def send(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
         """Send frames (or their part views); Redis outages are waited out (a resend is
@@ -150,7 +155,7 @@ class FrameSender:
                 self.camera.parts.max_part_s,
                 record.views_sent,
             )
-        return part_end_message(self.camera.id, record).encode()
+        return part_end_message(self.camera.id, record, self._verdict_wait_ns).encode()
 
     def _message(self, pick: Pick, seq: int) -> FrameMessage:
         image = self.views.image(pick)
