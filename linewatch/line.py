@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from linewatch.pipeline import defaults, keys
@@ -23,6 +24,7 @@ from linewatch.workers import inference, ingest, sink
 log = logging.getLogger(__name__)
 
 Progress = Callable[["LineStats"], None]
+PROBE_THREADS = 8  # cameras probed at once at start-up
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,13 @@ def check_line(settings: Settings, strict: bool = False) -> None:
         if camera.parts.method != "none":  # views are resized to the model's input size
             ingest.model_view(settings.inference.model_dir, camera.id)
     open_database(settings.resolved_database_url()).dispose()
-    for camera in settings.cameras:
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:  # a dead camera waits its open timeout
+        probes = [
+            (camera, pool.submit(probe_camera, camera, settings)) for camera in settings.cameras
+        ]
+    for camera, probe in probes:
         try:
-            probe_camera(camera, settings)
+            probe.result()
         except SourceError as exc:
             if strict or not is_live(camera.url):
                 raise

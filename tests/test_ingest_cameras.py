@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from linewatch.line import ingest_groups
+from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.simulation.moving_line import (
     Belt,
@@ -128,6 +129,24 @@ def test_a_dead_camera_does_not_hold_up_the_other_camera_of_its_process(
     assert by_camera == {"dead"}, "a camera thread's lines carry its own camera id"
     assert any(r["camera"] == "file" and "decoded" in r["message"] for r in records)
     assert "hunter2" not in log.read_text()
+
+
+def test_a_camera_with_bad_input_stops_alone_and_its_error_is_raised_at_the_end(
+    moving_line, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    video, parts = moving_line
+    outside = {"method": "fixed", "rois": [[200, 100, 330, 200]]}  # the frames are 320 wide
+    cameras = [
+        {"id": "bad", "url": str(video), "parts": outside},
+        {"id": "good", "url": str(video), "parts": PARTS},
+    ]
+    settings = make_settings(tmp_path, line_name, redis_url, cameras=cameras)
+    with pytest.raises(ConfigError, match=r"parts.rois\[0\] \[200, 100, 330, 200\] lies outside"):
+        ingest.run_cameras(redis_client, settings.cameras, settings, StopFlag())
+    _, ends = camera_entries(redis_client, line_name, "good")
+    assert [e.part_id for e in ends] == list(range(1, parts + 1))
+    assert hash_of(redis_client, line_name, "good")["done"] == "1"
+    assert hash_of(redis_client, line_name, "bad")["state"] == "stopped"
 
 
 def test_kill_9_of_a_two_camera_process_repeats_no_seq_or_part_id(
