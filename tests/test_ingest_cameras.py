@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from linewatch.line import ingest_groups
+from linewatch.pipeline import metrics
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.simulation.moving_line import (
@@ -147,6 +148,8 @@ def test_a_camera_with_bad_input_stops_alone_and_its_error_is_raised_at_the_end(
     assert [e.part_id for e in ends] == list(range(1, parts + 1))
     assert hash_of(redis_client, line_name, "good")["done"] == "1"
     assert hash_of(redis_client, line_name, "bad")["state"] == "stopped"
+    sent = metrics.INGEST_FRAMES.labels("good", "sent")._value.get()  # noqa: SLF001
+    assert sent == 4 * parts, "the process's metrics count per camera"
 
 
 def test_kill_9_of_a_two_camera_process_repeats_no_seq_or_part_id(

@@ -115,7 +115,7 @@ class FrameSender:
         retry = lambda call, what: broker.with_retry(call, stop.wait, what)  # noqa: E731
         if self.live and retry(self._over_live_limit, "backlog check"):
             self.counters.dropped += len(selection.picks)
-            metrics.FRAMES.labels("ingest", "dropped").inc(len(selection.picks))
+            metrics.INGEST_FRAMES.labels(self.camera.id, "dropped").inc(len(selection.picks))
             self._send(Selection([], selection.ended), stop)
             return
         if not self.live:
@@ -141,7 +141,7 @@ class FrameSender:
             )
         self.counters.sent += len(picks)
         self.counters.parts += len(ended)
-        metrics.FRAMES.labels("ingest", "sent").inc(len(picks))
+        metrics.INGEST_FRAMES.labels(self.camera.id, "sent").inc(len(picks))
         metrics.mark_alive()
 
     def _part_end(self, record: PartRecord) -> dict[bytes, bytes]:
@@ -220,8 +220,10 @@ def pump(
 ) -> None:
     """Send frames in batches of `batch_size` until the source ends or stop is set."""
     batch: list[DecodedFrame] = []
+    decoded = metrics.INGEST_FRAMES.labels(sender.camera.id, "decoded")
     for frame in frames:
         sender.counters.decoded += 1
+        decoded.inc()
         batch.append(frame)
         if len(batch) >= batch_size:
             sender.send(batch, stop)
