@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import yaml
 
 from linewatch.line import ingest_groups
 from linewatch.pipeline import metrics
-from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.simulation.moving_line import (
     Belt,
@@ -133,7 +134,7 @@ def test_a_dead_camera_does_not_hold_up_the_other_camera_of_its_process(
 
 
 def test_a_camera_with_bad_input_stops_alone_and_its_error_is_raised_at_the_end(
-    moving_line, redis_client, redis_url, line_name, tmp_path: Path
+    moving_line, redis_client, redis_url, line_name, tmp_path: Path, caplog
 ) -> None:  # type: ignore[no-untyped-def]
     video, parts = moving_line
     outside = {"method": "fixed", "rois": [[200, 100, 330, 200]]}  # the frames are 320 wide
@@ -142,8 +143,9 @@ def test_a_camera_with_bad_input_stops_alone_and_its_error_is_raised_at_the_end(
         {"id": "good", "url": str(video), "parts": PARTS},
     ]
     settings = make_settings(tmp_path, line_name, redis_url, cameras=cameras)
-    with pytest.raises(ConfigError, match=r"parts.rois\[0\] \[200, 100, 330, 200\] lies outside"):
+    with pytest.raises(LinewatchError, match=r"^camera bad stopped on an error"):
         ingest.run_cameras(redis_client, settings.cameras, settings, StopFlag())
+    assert re.search(r"camera bad: parts.rois\[0\] \[200, 100, 330, 200\] lies out", caplog.text)
     _, ends = camera_entries(redis_client, line_name, "good")
     assert [e.part_id for e in ends] == list(range(1, parts + 1))
     assert hash_of(redis_client, line_name, "good")["done"] == "1"

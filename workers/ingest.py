@@ -387,10 +387,10 @@ def run_cameras(
     client: broker.Client, cameras: Sequence[CameraSettings], settings: Settings, stop: StopFlag
 ) -> dict[str, IngestCounters]:
     """Ingest `cameras` in one thread each until every file is read and every live camera
-    is stopped. A camera that fails is logged and does not stop the others; the error of
-    the first failed camera is raised once all threads are done."""
+    is stopped. A camera that fails is logged at once and does not stop the others; once
+    all threads are done, a LinewatchError names the cameras that failed."""
     results: dict[str, IngestCounters] = {}
-    errors: list[LinewatchError] = []
+    errors: dict[str, Exception] = {}
     threads = [
         threading.Thread(
             target=_camera_thread,
@@ -413,7 +413,7 @@ def run_cameras(
         while thread.is_alive():
             thread.join(0.5)  # a timed join keeps the main thread free for signals
     if errors:
-        raise errors[0]
+        raise LinewatchError(f"camera {', '.join(errors)} stopped on an error (logged above)")
     return results
 
 
@@ -424,10 +424,11 @@ def _camera_thread(
     settings: Settings,
     stop: StopFlag,
     results: dict[str, IngestCounters],
-    errors: list[LinewatchError],
+    errors: dict[str, Exception],
 ) -> None:
     """One camera: a user error ends it (logged, raised by run_cameras at the end); an
-    unexpected one restarts a live camera after a backoff, as a crashed process would be."""
+    unexpected one restarts a live camera after a backoff, as a crashed process would be,
+    and ends a file (never read twice)."""
     backoff = Backoff(first_s=defaults.RESTART_FIRST_S, max_s=settings.ingest.reconnect_max_s)
     while True:
         try:
@@ -435,11 +436,13 @@ def _camera_thread(
             return
         except LinewatchError as exc:
             log.error("camera %s: %s", camera.id, exc)
-            errors.append(exc)
+            errors[camera.id] = exc
             return
-        except Exception:
+        except Exception as exc:
             if not is_live(camera.url):
-                raise
+                log.exception("camera %s: ingest failed", camera.id)
+                errors[camera.id] = exc
+                return
             delay = backoff.next()
             log.exception("camera %s: ingest failed; restarting it in %.0f s", camera.id, delay)
             if stop.wait(delay):
