@@ -234,7 +234,7 @@ def markdown(
         )
     lines += [
         "",
-        "| cameras | CPU per camera-second, one process per camera / grouped | RSS ratio |",
+        "| cameras | CPU per sampled frame, one process per camera / grouped | RSS ratio |",
         "|---|---|---|",
     ]
     for one, grouped in pairs(rows):
