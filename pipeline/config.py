@@ -328,6 +328,7 @@ class OutputsSettings(Strict):
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     mqtt_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    mqtt_status_every_s: float = Field(default=10.0, gt=0, le=3600)  # retained camera status
 
     @field_validator("mqtt_url")
     @classmethod

@@ -227,6 +227,11 @@ class MqttPublisher:
                 return next(iter(self._open_tokens)) - 1
             return self._last_token
 
+    def room(self) -> int:
+        """Messages the queue takes before it drops its oldest (the outbox gives no more)."""
+        with self._lock:
+            return max(0, self.config.queue_max - len(self._queue))
+
     def camera_status(
         self, camera_id: str, state: str, parts_per_min: float, ng_rate: float | None
     ) -> None:
