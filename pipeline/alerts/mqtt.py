@@ -32,6 +32,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,6 +138,7 @@ class MqttPublisher:
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._open_tokens: OrderedDict[int, None] = OrderedDict()  # given, not yet settled
         self._last_token: int | None = None
+        self._confirmed_callback: Callable[[int], None] | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._epoch = 0  # bumped by paho's thread on each disconnect
@@ -226,6 +228,11 @@ class MqttPublisher:
             if self._open_tokens:
                 return next(iter(self._open_tokens)) - 1
             return self._last_token
+
+    def on_confirmed(self, callback: Callable[[int], None] | None) -> None:
+        """Call `callback(confirmed_through())` from the pump thread as soon as the broker's
+        acknowledgements move it, so an outbox can store its cursor at once."""
+        self._confirmed_callback = callback
 
     def room(self) -> int:
         """Messages the queue takes before it drops its oldest (the outbox gives no more)."""
@@ -389,6 +396,11 @@ class MqttPublisher:
                 if entry.message.key:
                     self._delivered.append(entry.message.key)
             self._set_queued_gauge_locked()
+        callback = self._confirmed_callback
+        confirmed = self.confirmed_through()
+        if callback is not None and confirmed is not None:
+            if any(e.message.token is not None for e in done):
+                callback(confirmed)
 
     def _fill(self) -> None:
         while self._connected and not self._stopping.is_set():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from linewatch.pipeline import keys
@@ -43,6 +44,8 @@ class AckNotifier(Protocol):
     def verdict(self, verdict: PartVerdict, token: int | None = None) -> None: ...
 
     def confirmed_through(self) -> int | None: ...
+
+    def on_confirmed(self, callback: Callable[[int], None] | None) -> None: ...
 
     def room(self) -> int: ...
 

@@ -12,8 +12,9 @@ killed after a commit announces that decision when it comes back, from each curs
   again next round (e.g. Redis down), so nothing is skipped.
 - An acknowledging notifier (MQTT) is given each entry with its id as a token and
   says how far the broker confirmed (`confirmed_through`); its cursor moves only that
-  far, so entries queued in a killed sink are given again after its restart. It is
-  given no more than it has room for: the rest waits here, not in a queue that drops.
+  far, stored from the notifier's thread at each acknowledgement, so a killed sink's
+  restart gives again only what the broker had not confirmed. It is given no more than
+  it has room for: the rest waits here, not in a queue that drops.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 from sqlalchemy import Engine
 
 from linewatch.pipeline.alerts.notifiers import AckNotifier, Notifier
 from linewatch.pipeline.storage import outbox as store
+from linewatch.pipeline.storage.database import DatabaseError
 from linewatch.schemas.messages import AlertMessage, PartVerdict
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ class Outbox:
         for notifier in notifiers:
             name = notifier_name(notifier, [n for n, _ in self.notifiers])
             self.notifiers.append((name, notifier))
+            if isinstance(notifier, AckNotifier):
+                notifier.on_confirmed(partial(self._store_confirmed, name))
         self.batch = batch
         self._cursors: dict[str, int] = {}  # stored: surely taken
         self._given: dict[str, int] = {}  # handed over in this process (>= the cursor)
@@ -105,6 +110,17 @@ class Outbox:
         confirmed = notifier.confirmed_through()
         if confirmed is not None:
             self._move_cursor(name, min(confirmed, self._given[name]))
+
+    def _store_confirmed(self, name: str, entry_id: int) -> None:
+        """From the notifier's thread, at each acknowledgement: the cursor is stored at
+        once, so a sink killed now gives again only what the broker has not confirmed.
+        The sink's own round stores it too (here a database error is only logged)."""
+        try:
+            store.advance(self.engine, name, entry_id)
+        except DatabaseError as exc:
+            log.warning(
+                "outbox cursor %s not stored (%s); next round", name, exc.__class__.__name__
+            )
 
     def _move_cursor(self, name: str, entry_id: int) -> None:
         if entry_id > self._cursors[name]:
