@@ -190,6 +190,11 @@ def test_a_moving_line_announces_each_part_once_across_sink_kills_and_a_broker_r
         pubsub_alerts = listener.messages[f"{line_name}:alerts"]
         assert sorted(a["part_id"] for a in pubsub_alerts if a["kind"] == "part") == ng
         statuses = subscriber.on("cam/status")
-        assert statuses and {"state", "parts_per_min", "ng_rate"} <= set(statuses[-1])
-        assert any(s["parts_per_min"] > 0 for s in statuses)
+        assert any(s["state"] == "streaming" and s["parts_per_min"] > 0 for s in statuses)
+        late = Subscriber(mqtt, f"lw/{line_name}")  # a gate connecting after the run
+        retained = late.wait_for("cam/status", 1)[-1]
+        presence = late.wait_for("/publisher", 1)[-1]
+        late.close()
+        assert set(retained) == {"camera_id", "state", "parts_per_min", "ng_rate", "ts"}
+        assert presence["state"] == "offline"
     engine.dispose()
