@@ -13,8 +13,9 @@ the broker. paho's network thread (`loop_start`) talks to the broker and reconne
 capped exponential backoff; a pump thread of ours hands queued messages to paho while
 connected, at most `inflight_max` unacknowledged at a time, oldest first. Messages handed
 to paho stay in paho until the broker's PUBACK and are sent again (DUP) after a
-reconnect, so QoS 1 is at-least-once: a duplicate can only follow a lost connection with a
-message in flight. Nothing new is handed over after a reconnect until those resends are
+reconnect, so QoS 1 is at-least-once: within a process a duplicate can only follow a lost
+connection with a message in flight (across a killed process, see the outbox's tokens:
+confirmed_through / on_confirmed). Nothing new is handed over after a reconnect until those resends are
 acknowledged, which keeps each topic in order. A full queue drops its oldest message,
 counted in `linewatch_mqtt_messages_total{outcome="dropped"}`.
 
