@@ -220,6 +220,27 @@ def cmd_status(args: argparse.Namespace) -> int:
             live.update(status_screen(client, settings))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from linewatch.check import run_checks
+
+    results = run_checks(_settings(args))
+    table = Table("check", "", "detail", title="linewatch check")
+    for result in results:
+        mark = "[green]ok[/]" if result.ok else "[red]FAIL[/]"
+        table.add_row(result.name, mark, result.detail)
+    console = Console()
+    (console if console.is_terminal else Console(width=200)).print(table)  # logs: no wrap
+    failed = [r.name for r in results if not r.ok]
+    print(
+        f"{len(results) - len(failed)} of {len(results)} checks passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from linewatch.pipeline.redact import redact_url
     from linewatch.pipeline.storage import migrate
@@ -364,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
         "by default it is retried while the rest of the line runs",
     )
     run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser(
+        "check", help="try every service and camera the line needs and list what is wrong"
+    )
+    check.add_argument("--config", type=Path, help="line YAML file")
+    check.set_defaults(func=cmd_check)
 
     worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")
     worker.add_argument("role", choices=["ingest", "infer", "sink", "rq"])

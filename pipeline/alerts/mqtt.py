@@ -519,3 +519,35 @@ def _set_tls(client: paho.Client, config: MqttConfig) -> None:
 
 def _default_client_id(line: str) -> str:
     return f"linewatch-{line}-{socket.gethostname()[:20]}-{os.getpid()}"[:64]
+
+
+def probe_broker(config: MqttConfig, timeout_s: float) -> None:
+    """Connect once with a client of its own (no will, nothing published) and disconnect;
+    ConnectionError says why the broker did not accept it."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{config.client_id or 'linewatch'}-check"
+    )
+    if config.username:
+        client.username_pw_set(config.username, config.password)
+    if config.tls:
+        _set_tls(client, config)
+    try:
+        client.connect(config.host, config.port, keepalive=10)
+    except OSError as exc:
+        raise ConnectionError(
+            f"MQTT broker {config.safe_url} unreachable ({exc.strerror or exc}); start it or "
+            "fix outputs.mqtt_url"
+        ) from None
+    outcome: list[str] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: outcome.append(str(reason))
+    deadline = time.monotonic() + timeout_s
+    while not outcome and time.monotonic() < deadline:
+        client.loop(timeout=0.1)
+    client.disconnect()
+    if not outcome:
+        raise ConnectionError(f"MQTT broker {config.safe_url} did not answer in {timeout_s:g} s")
+    if outcome[0] != "Success":
+        raise ConnectionError(
+            f"MQTT broker {config.safe_url} refused the connection: {outcome[0]} (check "
+            "outputs.mqtt_url's user and password)"
+        )
