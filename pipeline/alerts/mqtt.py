@@ -15,9 +15,9 @@ connected, at most `inflight_max` unacknowledged at a time, oldest first. Messag
 to paho stay in paho until the broker's PUBACK and are sent again (DUP) after a
 reconnect, so QoS 1 is at-least-once: within a process a duplicate can only follow a lost
 connection with a message in flight (across a killed process, see the outbox's tokens:
-confirmed_through / on_confirmed). Nothing new is handed over after a reconnect until those resends are
-acknowledged, which keeps each topic in order. A full queue drops its oldest message,
-counted in `linewatch_mqtt_messages_total{outcome="dropped"}`.
+confirmed_through / on_confirmed). Nothing new is handed over after a reconnect until
+those resends are acknowledged, which keeps each topic in order. A full queue drops its
+oldest message, counted in `linewatch_mqtt_messages_total{outcome="dropped"}`.
 
 paho is never called while our lock is held: paho runs `on_publish` under its own lock,
 so our callbacks only set flags and wake the pump.
