@@ -166,7 +166,7 @@ def test_a_moving_line_announces_each_part_once_across_sink_kills_and_a_broker_r
         ng = sorted(part_id for part_id, verdict in rows if verdict != "ok")
         assert len(parts) == CHAOS_PARTS, "every part on the belt has one row"
         assert sorted(ng_alerts) == ng, "one stored alert per NG part"
-        verdicts = subscriber.wait_for("cam/verdict", len(parts), timeout_s=20)
+        subscriber.wait_for("cam/verdict", len(parts), timeout_s=20)
         time.sleep(1.0)  # a duplicate would be here by now
         verdicts = subscriber.on("cam/verdict")
         alerts = [a for a in subscriber.on("/alerts") if a.get("kind") == "part"]
