@@ -1,4 +1,4 @@
-"""`linewatch check` against real services: every finding listed, nothing changed, no secret shown."""
+"""`linewatch check` against real services: every finding listed, no secret, nothing changed."""
 
 from pathlib import Path
 
