@@ -26,9 +26,10 @@ from linewatch.pipeline.alerts.outbox import Outbox
 from linewatch.pipeline.alerts.parts import DEADLINE, LATE, PartJudge, Round
 from linewatch.pipeline.alerts.reorder import ReorderBuffer
 from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
-from linewatch.pipeline.alerts.verdict import model_labels
+from linewatch.pipeline.alerts.verdict import ModelCatalog, model_labels
 from linewatch.pipeline.alerts.webhook import Webhook
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.inference.switching import requested_model_dir
 from linewatch.pipeline.retry import Interrupted, retry
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage
@@ -277,11 +278,15 @@ def observe_parts(done: Round) -> None:
             metrics.CAPTURE_TO_VERDICT.observe(seconds)
 
 
-def part_judge(engine: Engine, settings: Settings) -> PartJudge:
-    """Decides parts with the configured model's labels and threshold."""
+def part_judge(engine: Engine, settings: Settings, client: broker.Client) -> PartJudge:
+    """Decides parts with the labels and threshold of the model that inferred their views."""
+    models = ModelCatalog(
+        model_labels(settings.inference.model_dir),
+        requested=lambda: requested_model_dir(client, settings),
+    )
     return PartJudge(
         engine=engine,
-        model=model_labels(settings.inference.model_dir),
+        models=models,
         verdict=settings.verdict,
         line=settings.alerts.line,
     )
@@ -306,7 +311,7 @@ def run(
         alerts,
         notifiers,
         settings,
-        judge=part_judge(engine, settings),
+        judge=part_judge(engine, settings, client),
         outbox=outbox,
         camera_status=status,
     )
