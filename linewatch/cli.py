@@ -50,7 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         cmd_rq_worker(settings, args.debug)
     elif args.role == "ingest":
         if not args.camera:
-            raise LinewatchError("`linewatch worker ingest` needs --camera ID")
+            raise LinewatchError("`linewatch worker ingest` needs --camera ID[,ID...]")
         ingest.main(settings, args.camera, args.debug, settings.metrics_port)
     elif args.role == "infer":
         inference.main(settings, args.id, args.debug, settings.metrics_port)
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")
     worker.add_argument("role", choices=["ingest", "infer", "sink", "rq"])
     worker.add_argument("--config", type=Path, help="line YAML file")
-    worker.add_argument("--camera", help="camera id (ingest)")
+    worker.add_argument("--camera", help="camera id (ingest); several: cam1,cam2 (one thread each)")
     worker.add_argument("--id", help="stable consumer name (infer, sink); default host-based")
     worker.set_defaults(func=cmd_worker)
 

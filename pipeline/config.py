@@ -205,6 +205,13 @@ class IngestSettings(Strict):
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    cameras_per_process: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="`linewatch run` ingests this many cameras per process, one thread each "
+        "(live cameras and files in separate processes)",
+    )
 
 
 class InferenceSettings(Strict):
@@ -304,7 +311,14 @@ class VerdictSettings(Strict):
         default=3000,
         ge=1,
         le=3_600_000,
-        description="the verdict is due this long after the part left view (verdict_deadline_ms)",
+        description="live cameras: the verdict is due this long after the part left view "
+        "(verdict_deadline_ms), else the part is sent as uninspected",
+    )
+    file_wait_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="files (read faster than real time, their views queue behind the "
+        "backlog): a part waits this long for its views; only lost views reach it",
     )
     late_window_s: float = Field(
         default=300.0,
