@@ -1,15 +1,22 @@
-"""`linewatch serve`: the API and dashboard on uvicorn."""
+"""`linewatch serve`, and the `api` role of `linewatch run` (`api.enabled`): the API and
+dashboard on uvicorn."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.runtime import run_worker
+
+if TYPE_CHECKING:
+    from linewatch.api.app import ApiContext
 
 log = logging.getLogger("linewatch.api")
 
 LOOPBACK = "127.0.0.1"
+SHUTDOWN_S = 2  # open event streams (a dashboard) would otherwise hold shutdown up
 
 
 def bind_host(settings: Settings, host: str | None) -> str:
@@ -28,17 +35,16 @@ def bind_host(settings: Settings, host: str | None) -> str:
     return wanted
 
 
-def serve(
-    settings: Settings, host: str | None = None, port: int | None = None, preload: bool = True
-) -> None:
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the app until interrupted; the model is loaded in the background at start."""
     import uvicorn
 
     from linewatch.api.app import build_context, create_app
+    from linewatch.pipeline.inference.predictor import import_paddle
 
     context = build_context(settings)
-    if preload:
-        threading.Thread(target=_preload, args=(context,), daemon=True).start()
+    import_paddle()  # it replaces the SIGTERM handler: before uvicorn installs its own
+    threading.Thread(target=_preload, args=(context,), daemon=True).start()
     address, chosen_port = bind_host(settings, host), port or settings.api.port
     log.info("serving the API and dashboard on http://%s:%d/", address, chosen_port)
     uvicorn.run(
@@ -47,10 +53,16 @@ def serve(
         port=chosen_port,
         log_level="warning",
         access_log=False,  # an access log would be harmless, but keep requests out of logs
+        timeout_graceful_shutdown=SHUTDOWN_S,
     )
 
 
-def _preload(context) -> None:  # type: ignore[no-untyped-def]
+def main(settings: Settings, debug: bool = False) -> None:
+    """The `api` role of `linewatch run`: `serve` on api.host and api.port."""
+    run_worker("api", debug, lambda _stop: serve(settings))
+
+
+def _preload(context: ApiContext) -> None:
     try:
         context.models.predict([])
     except Exception as exc:  # reported again to the first /v1/classify caller
