@@ -4,8 +4,12 @@ dashboard on uvicorn."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING
+
+import uvicorn
 
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.runtime import run_worker
@@ -16,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("linewatch.api")
 
 LOOPBACK = "127.0.0.1"
-SHUTDOWN_S = 2  # open event streams (a dashboard) would otherwise hold shutdown up
+SHUTDOWN_S = 5  # then requests still running are cancelled
 
 
 def bind_host(settings: Settings, host: str | None) -> str:
@@ -36,18 +40,15 @@ def bind_host(settings: Settings, host: str | None) -> str:
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Run the app until interrupted; the model is loaded in the background at start."""
-    import uvicorn
-
+    """Run the app until interrupted; the model is loaded in the background once it listens."""
     from linewatch.api.app import build_context, create_app
     from linewatch.pipeline.inference.predictor import import_paddle
 
     context = build_context(settings)
     import_paddle()  # it replaces the SIGTERM handler: before uvicorn installs its own
-    threading.Thread(target=_preload, args=(context,), daemon=True).start()
     address, chosen_port = bind_host(settings, host), port or settings.api.port
     log.info("serving the API and dashboard on http://%s:%d/", address, chosen_port)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(context),
         host=address,
         port=chosen_port,
@@ -55,6 +56,25 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         access_log=False,  # an access log would be harmless, but keep requests out of logs
         timeout_graceful_shutdown=SHUTDOWN_S,
     )
+    _Server(config, context=context).run()  # a port in use: logged, exit code 3
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that loads the model once it listens (so a port in use exits before paddle
+    is at work in a thread), and tells open event streams to end when it is asked to
+    stop (they would hold the shutdown until its timeout cancels them)."""
+
+    def __init__(self, config: uvicorn.Config, context: ApiContext) -> None:
+        super().__init__(config)
+        self.context = context
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        threading.Thread(target=_preload, args=(self.context,), daemon=True).start()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.context.stopping.set()
+        super().handle_exit(sig, frame)
 
 
 def main(settings: Settings, debug: bool = False) -> None:
