@@ -377,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run ingest, inference and sink on this machine")
+    run = commands.add_parser(
+        "run", help="run ingest, inference and sink (and the API: api.enabled) on this machine"
+    )
     run.add_argument("--config", type=Path, help="line YAML file (LINEWATCH_* env overrides)")
     run.add_argument(
         "--strict",
