@@ -277,9 +277,9 @@ class AlertSettings(Strict):  # k, n, m, cooldown_s: the frame rule (frame mode)
 
 
 class ApiSettings(Strict):
-    """`linewatch serve`: the HTTP API and dashboard."""
+    """`linewatch serve` (and `linewatch run` when enabled): the HTTP API and dashboard."""
 
-    enabled: bool = False  # also start it from `linewatch run` (not wired yet)
+    enabled: bool = False  # also start it from `linewatch run` (a supervised role)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None  # Bearer token; none: listen on 127.0.0.1 only, no auth
