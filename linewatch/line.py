@@ -134,7 +134,15 @@ def line_roles(settings: Settings, debug: bool) -> list[Role]:
     if settings.metrics_port:
         for index, role in enumerate(roles):
             role.args = (*role.args, settings.metrics_port + index)
-    return roles
+    return roles + api_roles(settings, debug)
+
+
+def api_roles(settings: Settings, debug: bool) -> list[Role]:
+    """`api.enabled`: the HTTP API and dashboard as one more process (its own /metrics).
+    It serves while the line runs and stops with it."""
+    from linewatch.api import server
+
+    return [Role("api", server.main, (settings, debug))] if settings.api.enabled else []
 
 
 def ingest_groups(settings: Settings) -> list[tuple[str, bool]]:
@@ -185,6 +193,7 @@ def _start_consumers_first(
 ) -> None:
     """Start inference and sink, wait for their heartbeats (model loaded), then ingest,
     so the first frames do not wait behind model start-up."""
+    supervisor.start("api")
     supervisor.start("infer")
     supervisor.start("sink")
     expected = settings.inference.workers + 1
@@ -225,7 +234,7 @@ def _supervise(
         if _finished(supervisor, stats):
             break
         if not supervisor.alive("infer") or not supervisor.alive("sink"):
-            if all(r.finished for r in supervisor.roles if not r.name.startswith("ingest")):
+            if all(r.finished for r in supervisor.roles if r.name.startswith(("infer", "sink"))):
                 break
     return stats
 

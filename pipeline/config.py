@@ -277,9 +277,9 @@ class AlertSettings(Strict):  # k, n, m, cooldown_s: the frame rule (frame mode)
 
 
 class ApiSettings(Strict):
-    """`linewatch serve`: the HTTP API and dashboard."""
+    """`linewatch serve` (and `linewatch run` when enabled): the HTTP API and dashboard."""
 
-    enabled: bool = False  # also start it from `linewatch run` (not wired yet)
+    enabled: bool = False  # also start it from `linewatch run` (a supervised role)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None  # Bearer token; none: listen on 127.0.0.1 only, no auth
@@ -342,6 +342,7 @@ class OutputsSettings(Strict):
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     mqtt_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    mqtt_status_every_s: float = Field(default=10.0, gt=0, le=3600)  # retained camera status
 
     @field_validator("mqtt_url")
     @classmethod
