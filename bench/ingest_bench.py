@@ -10,7 +10,8 @@ groups them (`ingest.cameras_per_process` 1, then `--per-process`), side by side
 each camera count; a drain empties the streams so no view is shed. Measured over the
 steady `--seconds` (after every camera sent its first frame): CPU seconds of the ingest
 processes per camera-second and per sampled frame, sampled frames per second against
-the cameras' due rate, the processes' summed RSS, and apart their CPU seconds from
+the cameras' due rate, the processes' summed RSS, each view's capture (its release by
+the pacing) to its entry in Redis (p50 / p99), and apart their CPU seconds from
 spawn until every camera streams (+ 2 s). A last line decodes the video with and
 without `skip_frame = NONREF` (PyAV). Writes its section of bench/RESULTS.md between
 the `<!-- ingest-bench -->` markers.
@@ -58,6 +59,8 @@ class Figures:
     due_per_s: float
     dropped: int
     rss_mb: float
+    in_redis_p50_ms: float  # a view's capture to its entry in Redis: locate, crop, JPEG, XADD
+    in_redis_p99_ms: float
 
     @property
     def cpu_ms_per_frame(self) -> float:
@@ -86,12 +89,15 @@ def line_config(
 
 
 class Drain:
-    """Empties the line's streams while the bench runs: no backlog, so nothing is shed."""
+    """Empties the line's streams while the bench runs (no backlog, so nothing is shed),
+    noting each view's capture to arrival in Redis."""
 
     def __init__(self, client: broker.Client, settings: Settings) -> None:
         self.client, self.settings = client, settings
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.recording = False  # latencies are kept only over the measured window
+        self.latencies_ms: list[float] = []
 
     def __enter__(self) -> Drain:
         self.thread.start()
@@ -102,9 +108,22 @@ class Drain:
         self.thread.join()
 
     def _run(self) -> None:
-        while not self.stop.wait(0.05):
-            for stream in (self.settings.frames_stream, self.settings.results_stream):
-                self.client.xtrim(stream, maxlen=0)
+        while not self.stop.wait(0.02):
+            entries = self.client.xrange(self.settings.frames_stream, count=5000)
+            if entries:
+                self.client.xdel(
+                    self.settings.frames_stream, *(entry_id for entry_id, _ in entries)
+                )
+            if self.recording:
+                self.latencies_ms += [
+                    _in_redis_ms(entry_id, fields) for entry_id, fields in entries
+                ]
+            self.client.xtrim(self.settings.results_stream, maxlen=0)
+
+
+def _in_redis_ms(entry_id: bytes, fields: dict[bytes, bytes]) -> float:
+    """Capture to the entry's arrival in Redis (its id is the server's clock, in ms)."""
+    return int(entry_id.split(b"-")[0]) - int(fields[b"capture_ts"]) / 1e6
 
 
 def counters(client: broker.Client, settings: Settings) -> tuple[int, int, int]:
@@ -138,7 +157,7 @@ def measure(client: broker.Client, settings: Settings, config: Path, seconds: fl
     ]
     processes = [psutil.Process(p.pid) for p in popens]
     try:
-        with Drain(client, settings):
+        with Drain(client, settings) as drain:
             deadline = time.monotonic() + START_TIMEOUT_S
             while counters(client, settings)[0] < len(settings.cameras):
                 if time.monotonic() > deadline or any(p.poll() is not None for p in popens):
@@ -150,7 +169,9 @@ def measure(client: broker.Client, settings: Settings, config: Path, seconds: fl
                 counters(client, settings),
                 time.monotonic(),
             )
+            drain.recording = True
             time.sleep(seconds)
+            drain.recording = False
             cpu1, (_, decoded1, dropped1), t1 = (
                 cpu_seconds(processes),
                 counters(client, settings),
@@ -174,7 +195,14 @@ def measure(client: broker.Client, settings: Settings, config: Path, seconds: fl
         due_per_s=cameras * (settings.cameras[0].fps or 0),
         dropped=dropped1 - dropped0,
         rss_mb=rss,
+        in_redis_p50_ms=percentile(drain.latencies_ms, 50),
+        in_redis_p99_ms=percentile(drain.latencies_ms, 99),
     )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else float("nan")
 
 
 def decode_cost(video: Path, skip: str, repeats: int = 3) -> tuple[int, float]:
@@ -223,14 +251,15 @@ def markdown(
         "",
         "| cameras | per process | processes | CPU s until all stream "
         "| CPU s per camera-second | CPU ms per sampled frame "
-        "| sampled frames/s (due) | dropped | RSS, all processes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sampled frames/s (due) | dropped | RSS, all processes | capture → in Redis p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.cameras} | {row.per_process} | {row.processes} | {row.start_cpu_s:.1f} "
             f"| {row.cpu_per_camera_s:.3f} | {row.cpu_ms_per_frame:.1f} "
-            f"| {row.frames_per_s:.1f} ({row.due_per_s:g}) | {row.dropped} | {row.rss_mb:.0f} MB |"
+            f"| {row.frames_per_s:.1f} ({row.due_per_s:g}) | {row.dropped} | {row.rss_mb:.0f} MB "
+            f"| {row.in_redis_p50_ms:.0f} / {row.in_redis_p99_ms:.0f} ms |"
         )
     lines += [
         "",
