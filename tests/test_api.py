@@ -21,6 +21,7 @@ from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.inference.loading import load_model
 from linewatch.pipeline.inference.prediction import predict
+from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.schemas.tables import Detection, ShadowDetection
 from tests.api_helpers import (
     AUTH,
@@ -321,6 +322,20 @@ def test_cameras_with_parts_per_minute_ng_rate_and_model(
     assert a["parts_per_min"] == pytest.approx(1 / 60)
     assert cameras["cam-c"]["model_version"] == "v2" and not cameras["cam-c"]["configured"]
     assert a["state"] is None  # no Redis configured here
+
+
+def test_camera_ng_counts_parts_as_the_line_saw_them(api: tuple[TestClient, ApiContext]) -> None:
+    """Uninspected parts are NG only when the gate rejects them; a defect decided after
+    its deadline was sent as uninspected."""
+    _, context = api
+    seed_parts(context.engine)
+    insert_part(context.engine, camera_id="cam-b", part_id=3, verdict="defect", late=True)
+    since = utc_now() - timedelta(minutes=30)  # b2 is an hour old
+    rejecting = queries.camera_parts(context.engine, since, ["cam-a"], reject_uninspected=True)
+    passing = queries.camera_parts(context.engine, since, ["cam-a"], reject_uninspected=False)
+    assert (rejecting["cam-a"].rejected, passing["cam-a"].rejected) == (1, 0)  # a3
+    assert (rejecting["cam-b"].rejected, passing["cam-b"].rejected) == (2, 1)  # b1, b3 late
+    assert rejecting["cam-b"].parts == 2
 
 
 def test_report_and_hourly_rates_as_json(api: tuple[TestClient, ApiContext]) -> None:

@@ -38,6 +38,11 @@ def _ctx(request: Request) -> ApiContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
+def _rejects(ctx: ApiContext) -> bool:
+    """Whether an uninspected part counts as NG (the gate rejects it)."""
+    return ctx.settings.verdict.on_uninspected == "reject"
+
+
 @router.get("/cameras", summary="Cameras: state, parts/min, NG rate, model version")
 def cameras(
     request: Request,
@@ -45,10 +50,9 @@ def cameras(
 ) -> dict[str, Any]:
     ctx = _ctx(request)
     since = datetime.now(timezone.utc) - timedelta(minutes=window_min)
-    parts = queries.camera_parts(ctx.engine, since)
-    ids = [c.id for c in ctx.settings.cameras] + sorted(
-        set(parts) - {c.id for c in ctx.settings.cameras}
-    )
+    configured = [c.id for c in ctx.settings.cameras]
+    parts = queries.camera_parts(ctx.engine, since, configured, _rejects(ctx))
+    ids = configured + sorted(set(parts) - set(configured))
     client = ctx.redis
     backlog = broker.backlog(client, ctx.settings.frames_stream) if client else None
     return {
@@ -115,13 +119,14 @@ def report(
     assert start is not None
     if start >= end:
         raise HTTPException(422, f"since ({start.isoformat()}) must be before until")
-    engine = _ctx(request).engine
+    ctx = _ctx(request)
+    engine = ctx.engine
     built = build_report(engine, Window(start, end, camera))
     return {
         **_jsonable(built),
         "frames": built.frames,
         "defects": built.defects,
-        "parts_per_hour": queries.ng_rate_per_hour(engine, start, camera),
+        "parts_per_hour": queries.ng_rate_per_hour(engine, start, _rejects(ctx), camera),
         "reviews": queries.review_rates(engine, start),
     }
 
@@ -130,7 +135,8 @@ def report(
 def hourly(request: Request, since: When = "24h", camera: Camera = None) -> dict[str, Any]:
     start = parse_when("since", since)
     assert start is not None
-    return {"hours": queries.ng_rate_per_hour(_ctx(request).engine, start, camera)}
+    ctx = _ctx(request)
+    return {"hours": queries.ng_rate_per_hour(ctx.engine, start, _rejects(ctx), camera)}
 
 
 def _jsonable(value: Any) -> Any:

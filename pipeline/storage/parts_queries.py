@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Select, and_, case, exists, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
+from linewatch.pipeline.storage.part_activity import is_ng
 from linewatch.schemas.tables import Alert, Detection, Part, PartReview, ShadowDetection
 
 VERDICTS = ("ok", "defect", "uninspected")
@@ -197,25 +198,36 @@ class CameraParts:
         return self.rejected / self.parts if self.parts else 0.0
 
 
-def camera_parts(engine: Engine, since: datetime) -> dict[str, CameraParts]:
-    """Per camera: parts and rejected parts since `since`, its last part's time and model."""
-    rejected = func.sum(case((Part.verdict.in_(REJECTED), 1), else_=0))
+def camera_parts(
+    engine: Engine, since: datetime, cameras: Sequence[str], reject_uninspected: bool
+) -> dict[str, CameraParts]:
+    """Per camera (the given ones and any with parts since `since`): parts and NG parts
+    since `since` as the line saw them (part_activity.is_ng), its last part's time and model."""
+    rejected = func.sum(case((is_ng(reject_uninspected), 1), else_=0))
     counts = (
         select(Part.camera_id, func.count(), func.coalesce(rejected, 0))
         .where(Part.captured_at >= since)
         .group_by(Part.camera_id)
     )
-    last_ids = select(func.max(Part.id)).group_by(Part.camera_id)
-    latest = select(Part.camera_id, Part.captured_at, Part.model_version).where(
-        Part.id.in_(last_ids)
-    )
-    with engine.connect() as connection:
-        window = {c: (n, r) for c, n, r in connection.execute(counts)}
-        last = {c: (at, v) for c, at, v in connection.execute(latest)}
+    with Session(engine) as session:
+        window = {c: (n, int(r)) for c, n, r in session.execute(counts)}
+        last = {c: _latest(session, c) for c in dict.fromkeys([*cameras, *window])}
     return {
         camera: CameraParts(camera, *window.get(camera, (0, 0)), _utc(at), version)
         for camera, (at, version) in last.items()
+        if at is not None
     }
+
+
+def _latest(session: Session, camera: str) -> tuple[Any, str | None]:
+    """The camera's last part's capture time and model version (the camera + time index)."""
+    row = session.execute(
+        select(Part.captured_at, Part.model_version)
+        .where(Part.camera_id == camera)
+        .order_by(Part.captured_at.desc())
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def _hour_of(engine: Engine) -> ColumnElement[Any]:
@@ -226,11 +238,11 @@ def _hour_of(engine: Engine) -> ColumnElement[Any]:
 
 
 def ng_rate_per_hour(
-    engine: Engine, since: datetime, camera: str | None = None
+    engine: Engine, since: datetime, reject_uninspected: bool, camera: str | None = None
 ) -> list[dict[str, Any]]:
-    """Parts and rejected parts per UTC hour since `since`, grouped in SQL."""
+    """Parts and NG parts (as the line saw them) per UTC hour since `since`, in SQL."""
     hour = _hour_of(engine).label("hour")
-    rejected = func.sum(case((Part.verdict.in_(REJECTED), 1), else_=0))
+    rejected = func.sum(case((is_ng(reject_uninspected), 1), else_=0))
     query = select(hour, func.count(), rejected).where(Part.captured_at >= since)
     if camera is not None:
         query = query.where(Part.camera_id == camera)
