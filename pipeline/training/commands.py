@@ -83,7 +83,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--split-file", type=Path, required=True, help="calibrate on this split's train photos"
     )
     quantize.add_argument("--photos", type=int, default=128, help="calibration photos")
-    quantize.add_argument("--algo", default="KL", help="activation scales: KL, hist, avg, …")
+    quantize.add_argument("--algo", default="avg", help="activation scales: avg, KL, hist, …")
     quantize.add_argument("--seed", type=int, default=0)
     quantize.set_defaults(func=cmd_quantize)
 
