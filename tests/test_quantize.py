@@ -32,6 +32,9 @@ def test_int8_folder_loads_as_int8_and_agrees_with_fp32(int8_folder: Path) -> No
     config = yaml.safe_load((int8_folder / "inference.yml").read_text())
     assert config["Linewatch"]["precision"] == "int8"
     assert config["Global"]["model_version"].endswith("-int8")
+    quantization = config["Linewatch"]["quantization"]
+    assert quantization["fp32_defect_threshold"] == fp32_threshold()
+    assert 0 < config["Linewatch"]["defect_threshold"] < 1
     int8 = Classifier(int8_folder, device="cpu", max_batch=8)
     fp32 = Classifier(MODEL, device="cpu", max_batch=8)
     assert int8.info.precision == "int8" and fp32.info.precision == "fp32"
@@ -47,3 +50,7 @@ def test_int8_folder_loads_as_int8_and_agrees_with_fp32(int8_folder: Path) -> No
 def test_unknown_algorithm_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LinewatchError, match="not one of"):
         quantize_folder(model_dir=MODEL, out_dir=tmp_path, photos=tiles(2, seed=0), algo="magic")
+
+
+def fp32_threshold() -> float:
+    return yaml.safe_load((MODEL / "inference.yml").read_text())["Linewatch"]["defect_threshold"]

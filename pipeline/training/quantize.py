@@ -8,7 +8,9 @@ the folder's inference.yml, which the classifier reads) fuses those into INT8 ke
 without it the same graph runs in float with the quantisation simulated (correct, slow).
 
 Calibration views are line views of training photos only (never validation photos),
-made by the same `line_view` code the models were trained on.
+made by the same `line_view` code the models were trained on. INT8 shifts the scores a
+little, so the INT8 folder's threshold is the FP32 one carried over by quantile matching
+on those views (`matched_threshold`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import paddle
 import yaml
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.inference.classifier import CONFIG_FILE, read_model_info
+from linewatch.pipeline.inference.classifier import CONFIG_FILE, Classifier, read_model_info
 from linewatch.pipeline.training import data, line_views
 
 INT8 = "int8"
@@ -77,8 +79,25 @@ def quantize_folder(
         raise LinewatchError(f"{model_dir} takes {width}x{height} input; square only")
     batches = calibration_batches(photos, width, batch_size, seed)
     _run_ptq(model_dir, out_dir, batches, algo)
-    _write_config(model_dir, out_dir, algo=algo, photos=len(photos))
+    _write_config(model_dir, out_dir, algo=algo, photos=len(photos), threshold=None)
+    threshold = matched_threshold(model_dir, out_dir, np.concatenate(batches))
+    _write_config(model_dir, out_dir, algo=algo, photos=len(photos), threshold=threshold)
     return out_dir
+
+
+def matched_threshold(fp32_dir: Path, int8_dir: Path, batch: np.ndarray) -> float:
+    """The INT8 threshold that flags the same share of the calibration views as the FP32
+    model's threshold does (quantile matching: INT8 shifts the scores, not their order).
+    Training photos only, no labels: the validation photos still only measure it."""
+    fp32 = Classifier(fp32_dir, device="cpu", max_batch=16)
+    int8 = Classifier(int8_dir, device="cpu", max_batch=16)
+    normal = [fp32.info.labels.index(label) for label in fp32.info.normal_labels]
+    if not normal:
+        return fp32.info.defect_threshold
+    mass_fp32 = 1 - fp32.infer(batch)[:, normal].sum(axis=1)
+    mass_int8 = 1 - int8.infer(batch)[:, normal].sum(axis=1)
+    share_below = float((mass_fp32 < fp32.info.defect_threshold).mean())
+    return float(np.quantile(mass_int8, share_below))
 
 
 def _run_ptq(model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: str) -> None:
@@ -115,11 +134,15 @@ def _run_ptq(model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: st
         paddle.disable_static()
 
 
-def _write_config(model_dir: Path, out_dir: Path, *, algo: str, photos: int) -> None:
+def _write_config(
+    model_dir: Path, out_dir: Path, *, algo: str, photos: int, threshold: float | None
+) -> None:
     config = yaml.safe_load((model_dir / CONFIG_FILE).read_text())
     glob = config.setdefault("Global", {})
     glob["model_version"] = f"{glob.get('model_version', 'unversioned')}-{INT8}"
     extra = config.setdefault("Linewatch", {})
+    for key in [k for k in extra if k.startswith(("validation_", "selection_"))]:
+        extra.pop(key)  # FP32 figures: the INT8 model's own are in its model card
     extra["precision"] = INT8
     extra["quantization"] = {
         "source_model": model_dir.name,
@@ -127,4 +150,8 @@ def _write_config(model_dir: Path, out_dir: Path, *, algo: str, photos: int) -> 
         "calibration_photos": photos,
         "date": time.strftime("%Y-%m-%d"),
     }
+    if threshold is not None:
+        extra["quantization"]["fp32_defect_threshold"] = extra.get("defect_threshold")
+        extra["quantization"]["threshold_from"] = "quantile-matched on the calibration views"
+        extra["defect_threshold"] = round(threshold, 6)
     (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
