@@ -12,8 +12,9 @@
 #
 # The wheel folder holds paddlepaddle-gpu for Python 3.12 (a CUDA 12.x build: a CUDA 13
 # driver runs CUDA 12 binaries), setuptools, the project's dependencies, and optionally
-# tensorrt-cu12 (for the TensorRT figures), paddle2onnx + onnxruntime-gpu (the ONNX
-# fallback, used when paddle cannot be installed or sees no GPU).
+# tensorrt-cu12 (for the TensorRT figures), paddlepaddle (CPU) + paddle2onnx +
+# onnxruntime-gpu (the ONNX fallback, used when paddle-gpu cannot be installed or sees no
+# GPU: paddle2onnx 2.x needs a paddle, any build, to convert).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,7 +47,7 @@ fetch_wheels() {  # connected machine: everything the offline host needs, for cp
     --extra-index-url https://pypi.org/simple
   deps="$(python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["project"]["dependencies"]))' "$ROOT/pyproject.toml")"
   # shellcheck disable=SC2086
-  pip download "${target[@]}" setuptools wheel $(echo "$deps" | tr '\n' ' ')
+  pip download "${target[@]}" setuptools wheel paddlepaddle $(echo "$deps" | tr '\n' ' ')
   pip download "${target[@]}" tensorrt-cu12 paddle2onnx onnxruntime-gpu || \
     say "optional wheels (TensorRT, ONNX fallback) not all fetched"
   say "wheels for Python 3.12 in $dest"
@@ -62,7 +63,9 @@ install_venv() {
   local paddle_wheel="paddlepaddle-gpu"
   [[ "$DEVICE" == "cpu" ]] && paddle_wheel="paddlepaddle"
   if ! "${pip[@]}" "$paddle_wheel"; then
-    say "$paddle_wheel did not install from $WHEELS; trying the ONNX Runtime fallback"
+    # paddle2onnx 2.x converts with paddle: the CPU build is enough for that.
+    say "$paddle_wheel did not install from $WHEELS; CPU paddle for the ONNX fallback"
+    "${pip[@]}" paddlepaddle || say "no paddle at all: the ONNX fallback cannot convert"
   fi
   "${pip[@]}" --no-build-isolation -e "$ROOT"
   "${pip[@]}" tensorrt-cu12 2>/dev/null || say "no TensorRT wheel: TensorRT figures may fail"
