@@ -20,8 +20,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export GPU_CHECK_COMMAND="bench/gpu_check.sh $*"
 WHEELS="" VENV="$ROOT/.gpu-check/venv" PYTHON="" DEVICE="gpu" FETCH="" INTERPRETER="python3.12"
-PADDLE_INDEX="https://www.paddlepaddle.org.cn/packages/stable/cu126/"
-PADDLE_VERSION="3.2.0"
+PADDLE_INDEX="${PADDLE_INDEX:-https://www.paddlepaddle.org.cn/packages/stable/cu126/}"  # CUDA 12.6 build
+PADDLE_VERSION="${PADDLE_VERSION:-3.2.0}"
 usage() { sed -n '2,16p' "$0"; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
