@@ -120,9 +120,8 @@ def operating_point(
     measured on the validation photos; else chosen on the validation photos."""
     targets = np.array([index for _, index in split.val])
     real = np.array([not item.startswith(data.SYNTHETIC_PREFIX) for item, _ in split.val])
-    on_val = choose_operating_point(val_logits, targets, real, split.labels, max_false_alarms)
     if not (run_dir / OOF_FILE).exists() or NORMAL_LABEL not in split.labels:
-        return on_val
+        return choose_operating_point(val_logits, targets, real, split.labels, max_false_alarms)
     with np.load(run_dir / OOF_FILE) as oof:
         logits, oof_targets = oof["logits"], oof["targets"]
     chosen = choose_operating_point(

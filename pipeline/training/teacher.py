@@ -1,4 +1,5 @@
-"""The teacher: ImageNet EfficientNet-Lite0 (frozen) + a head on its pooled features,
+"""EfficientNet-Lite0 heads: an ImageNet trunk (frozen; the whole network — the teacher —
+or cut after stage 4 or 5, as the shipped CPU model) + a head on its pooled features,
 trained on line views of the training photos.
 
 With `--folds k`, heads trained on k-1 folds of the training photos score the canonical
