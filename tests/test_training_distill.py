@@ -149,3 +149,40 @@ def test_distillation_with_frozen_stages_trains_only_the_top(teacher_and_student
     assert trunk and top
     assert all(np.array_equal(np.asarray(before[k]), np.asarray(after[k])) for k in trunk)
     assert any(not np.allclose(np.asarray(before[k]), np.asarray(after[k])) for k in top)
+
+
+def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
+    teacher_and_student, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    teacher, _ = teacher_and_student
+    config = TrainConfig(
+        data=str(teacher.parent / "images"),
+        run_dir=str(tmp_path / "run"),
+        arch="EfficientNetLite0_s4",
+        image_size=64,
+        batch_size=8,
+        epochs=2,
+        views_per_image=2,
+        views="line",
+        folds=2,
+    )
+    train(config)
+    with np.load(tmp_path / "run" / "out_of_fold.npz") as oof:
+        assert oof["logits"].shape == (24, 6) and oof["targets"].shape == (24,)
+        assert np.isfinite(oof["logits"]).all()
+    export_run(tmp_path / "run", tmp_path / "model", max_false_alarms=0.2)
+    extra = yaml.safe_load((tmp_path / "model" / "inference.yml").read_text())["Linewatch"]
+    assert extra["operating_point_from"] == "out-of-fold training photos"
+    assert 0 <= extra["selection_false_alarm_rate"] <= 0.2, "the budget holds where it was set"
+    full = (teacher_and_student[0] / "best.pdparams").stat().st_size
+    assert (tmp_path / "run" / "best.pdparams").stat().st_size < full / 4, "stages 5-7 cut"
+
+
+def test_photo_folds_deal_each_class_round_the_folds() -> None:
+    from linewatch.pipeline.training.teacher import photo_folds
+
+    targets = np.array([0] * 10 + [1] * 3 + [2] * 5)
+    folds = photo_folds(targets, 3, seed=0)
+    for label, count in ((0, 10), (1, 3), (2, 5)):
+        sizes = np.bincount(folds[targets == label], minlength=3)
+        assert sizes.sum() == count and sizes.max() - sizes.min() <= 1

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MODEL_FILES = ("inference.pdmodel", "inference.json")
 PARAMS_FILE = "inference.pdiparams"
 CONFIG_FILE = "inference.yml"
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ModelInfo:
     defect_threshold: float
     topk: int
     crop_margin: float | None = None  # the part-view margin it was trained with (parts mode)
+    precision: str = "fp32"  # "int8": a quantised graph, run with oneDNN INT8 on CPU
 
 
 def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
@@ -95,7 +97,15 @@ def _model_info(config: dict[str, Any], folder: Path) -> ModelInfo:
         defect_threshold=float(extra.get("defect_threshold", 0.5)),
         topk=int(post.get("topk", 5)),
         crop_margin=float(extra["crop_margin"]) if "crop_margin" in extra else None,
+        precision=_precision(extra),
     )
+
+
+def _precision(extra: dict[str, Any]) -> str:
+    precision = str(extra.get("precision", "fp32"))
+    if precision not in PRECISIONS:
+        raise ValueError(f"Linewatch.precision {precision!r} is not one of {PRECISIONS}")
+    return precision
 
 
 def _read_class_map(path: Path) -> list[str]:
@@ -120,7 +130,12 @@ class Classifier:
         width, height = self.preprocessor.output_size
         trt = TensorRT({"x": ([1, 3, height, width], [max_batch, 3, height, width])}, max_batch)
         self._predictor = create_predictor(
-            model_file, params_file, threads, self.device, trt if tensorrt else None
+            model_file,
+            params_file,
+            threads,
+            self.device,
+            trt if tensorrt else None,
+            int8=self.info.precision == "int8",
         )
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])

@@ -73,9 +73,15 @@ class TensorRT:
 
 
 def create_predictor(
-    model_file: Path, params_file: Path, threads: int, device: str, tensorrt: TensorRT | None
+    model_file: Path,
+    params_file: Path,
+    threads: int,
+    device: str,
+    tensorrt: TensorRT | None,
+    int8: bool = False,
 ) -> Any:
-    """A Paddle Inference predictor (oneDNN on CPU; TensorRT on GPU when given)."""
+    """A Paddle Inference predictor (oneDNN on CPU, INT8 kernels for a quantised graph with
+    `int8`; TensorRT on GPU when given, where a quantised graph runs its fake-quant ops)."""
     inference = import_paddle().inference
 
     config = inference.Config(str(model_file), str(params_file))
@@ -86,6 +92,8 @@ def create_predictor(
     else:
         config.disable_gpu()
         config.enable_mkldnn()
+        if int8:
+            config.enable_mkldnn_int8()
         config.set_cpu_math_library_num_threads(threads)
     config.switch_ir_optim(True)
     config.disable_glog_info()

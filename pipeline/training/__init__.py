@@ -15,4 +15,7 @@ ARCHITECTURES = (
     "PPLCNet_x1_0",
     "MobileNetV3_small",
     "EfficientNetLite0",
+    "EfficientNetLite0_s5",
+    "EfficientNetLite0_s4",
 )
+LITE_ARCHITECTURES = ARCHITECTURES[4:]  # pretrained EfficientNet-Lite0 trunk + a trained head

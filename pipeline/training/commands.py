@@ -1,4 +1,4 @@
-"""CLI commands `train`, `export` and `eval`."""
+"""CLI commands `train`, `export`, `quantize` and `eval`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="distillation: keep the first N PP-LCNet stages frozen (run by Paddle Inference)",
     )
+    train.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="EfficientNet-Lite0 heads: k-fold held-out scores of the training photos set "
+        "the operating point at export (validation photos only measure it)",
+    )
     train.set_defaults(func=cmd_train)
 
     export = commands.add_parser("export", help="export a run as a Paddle Inference folder")
@@ -66,6 +73,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="false-alarm budget on the real validation photos that sets the threshold",
     )
     export.set_defaults(func=cmd_export)
+
+    quantize = commands.add_parser(
+        "quantize", help="INT8 post-training quantisation of an exported classifier (CPU)"
+    )
+    quantize.add_argument("--model", type=Path, required=True, help="exported FP32 folder")
+    quantize.add_argument("--out", type=Path, required=True, help="INT8 folder to write")
+    quantize.add_argument(
+        "--split-file", type=Path, required=True, help="calibrate on this split's train photos"
+    )
+    quantize.add_argument("--photos", type=int, default=128, help="calibration photos")
+    quantize.add_argument("--algo", default="avg", help="activation scales: avg, KL, hist, …")
+    quantize.add_argument("--seed", type=int, default=0)
+    quantize.set_defaults(func=cmd_quantize)
 
     evaluate = commands.add_parser("eval", help="evaluate an exported model on an ImageFolder")
     evaluate.add_argument("--model", type=Path, required=True)
@@ -119,6 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         distill_weight=args.distill_weight,
         init_from_model=str(args.init_from_model) if args.init_from_model else None,
         frozen_stages=args.frozen_stages,
+        folds=args.folds,
     )
     best = train(config, resume=args.resume)
     print(
@@ -134,6 +155,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     diff = export_run(args.run_dir, args.out, args.max_false_alarms)
     print(f"exported {args.out}; max abs difference to the training network: {diff:.2e}")
     return 0 if diff < 1e-4 else 1
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from linewatch.pipeline.training.quantize import calibration_photos, quantize_folder
+
+    photos = calibration_photos(args.split_file, args.photos, args.seed)
+    quantize_folder(
+        model_dir=args.model, out_dir=args.out, photos=photos, algo=args.algo, seed=args.seed
+    )
+    print(f"wrote {args.out} (INT8, {len(photos)} calibration photos, {args.algo})")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

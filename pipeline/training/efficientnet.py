@@ -14,6 +14,7 @@ an exported teacher uses the same preprocessing as every other model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,34 @@ BLOCKS = [
     (6, 3, 1, 320, 1),
 ]
 STEM, HEAD = 32, 1280
-TAPS = (4, 7, 10, 14)  # blocks ending stages 3-6 (40, 80, 112, 192 channels)
-TAP_CHANNELS = (40, 80, 112, 192, HEAD)
+BLOCK_CHANNELS = tuple(out for _, _, _, out, repeats in BLOCKS for _ in range(repeats))
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """How much of EfficientNet-Lite0 runs, and which outputs are pooled for a head:
+    the first `blocks` blocks, the outputs of blocks `taps`, and the 1x1 head conv."""
+
+    blocks: int
+    taps: tuple[int, ...]
+    head: bool
+
+    @property
+    def features(self) -> int:
+        channels = [BLOCK_CHANNELS[i] for i in self.taps] + ([HEAD] if self.head else [])
+        return 2 * sum(channels)
+
+
+# Whole network: stages 3-6 (blocks 4, 7, 10, 14: 40, 80, 112, 192 channels) + the head.
+# The truncated trunks stop after stage 5 (11 blocks) or stage 4 (8 blocks): on this CPU
+# the cost is in the early high-resolution stages, so truncation saves less than a
+# smaller input does.
+TRUNKS = {
+    "EfficientNetLite0": Trunk(blocks=len(BLOCK_CHANNELS), taps=(4, 7, 10, 14), head=True),
+    "EfficientNetLite0_s5": Trunk(blocks=11, taps=(4, 7, 10), head=False),
+    "EfficientNetLite0_s4": Trunk(blocks=8, taps=(4, 7), head=False),
+}
+FULL = TRUNKS["EfficientNetLite0"]
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.99  # torch's 0.01: paddle weighs the running value, torch the new one
 
@@ -84,8 +111,18 @@ class MBConv(nn.Layer):
 
 
 class EfficientNetLite0(nn.Layer):
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, frozen_blocks: int = 0):
+    """The network (`trunk` FULL), or its first blocks only (a truncated trunk has no
+    head conv and no classifier: it only gives `pooled_taps`)."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        frozen_blocks: int = 0,
+        trunk: Trunk = FULL,
+    ):
         super().__init__()
+        self.trunk = trunk
         self._conv_stem = _conv(3, STEM, 3, 2)
         self._bn0 = _bn(STEM)
         blocks, channels = [], STEM
@@ -93,12 +130,13 @@ class EfficientNetLite0(nn.Layer):
             for index in range(repeats):
                 blocks.append(MBConv(channels, out, expansion, kernel, stride if index == 0 else 1))
                 channels = out
-        self._blocks = nn.LayerList(blocks)
-        self._conv_head = _conv(channels, HEAD, 1)
-        self._bn1 = _bn(HEAD)
-        self._pool = nn.AdaptiveAvgPool2D(1)
-        self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(HEAD, num_classes)
+        self._blocks = nn.LayerList(blocks[: trunk.blocks])
+        if trunk.head:
+            self._conv_head = _conv(channels, HEAD, 1)
+            self._bn1 = _bn(HEAD)
+            self._pool = nn.AdaptiveAvgPool2D(1)
+            self._dropout = nn.Dropout(dropout)
+            self._fc = nn.Linear(HEAD, num_classes)
         # ImageNet-normalised input -> [-1, 1]: x * 2 std + (2 mean - 1), per channel.
         scale = (2 * np.array(STD_RGB, np.float32)).reshape(1, 3, 1, 1)
         shift = (2 * np.array(MEAN_RGB, np.float32) - 1).reshape(1, 3, 1, 1)
@@ -142,16 +180,17 @@ class EfficientNetLite0(nn.Layer):
         return self._fc(self._dropout(pooled))
 
     def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
-        """Average- and max-pooled outputs of stages 3-6 and the head, concatenated
-        [N, 2 * sum(TAP_CHANNELS)]: the max keeps a small defect that the average loses."""
+        """Average- and max-pooled outputs of the trunk's taps (and head), concatenated
+        [N, trunk.features]: the max keeps a small defect that the average loses."""
         x = x * self._in_scale + self._in_shift
         x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
         taps = []
         for index, block in enumerate(self._blocks):
             x = block(x)
-            if index in TAPS:
+            if index in self.trunk.taps:
                 taps.append(x)
-        taps.append(nn.functional.relu6(self._bn1(self._conv_head(x))))
+        if self.trunk.head:
+            taps.append(nn.functional.relu6(self._bn1(self._conv_head(x))))
         pooled = [paddle.flatten(op(t, 1), 1) for t in taps for op in _POOLS]
         return paddle.concat(pooled, axis=1)
 
@@ -168,6 +207,8 @@ class EfficientNetLite0(nn.Layer):
         own = self.state_dict()
         loaded = {}
         for name, value in converted.items():
+            if name not in own and self._cut_off(name):
+                continue  # a block or head a truncated trunk does not have
             if name not in own:
                 raise LinewatchError(f"EfficientNet-Lite0 weight {name} has no place in the net")
             if tuple(own[name].shape) != value.shape:
@@ -183,9 +224,14 @@ class EfficientNetLite0(nn.Layer):
         self.set_state_dict(loaded)
         return len(loaded)
 
+    def _cut_off(self, name: str) -> bool:
+        parts = name.split(".")
+        if parts[0] == "_blocks":
+            return int(parts[1]) >= self.trunk.blocks
+        return not self.trunk.head and parts[0] in ("_conv_head", "_bn1", "_fc")
+
 
 _POOLS = (nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d)
-FEATURES = 2 * sum(TAP_CHANNELS)
 
 
 class PooledFeatures(nn.Layer):
@@ -202,13 +248,15 @@ class PooledFeatures(nn.Layer):
 class TeacherHead(nn.Layer):
     """Standardised pooled features -> MLP -> class logits."""
 
-    def __init__(self, num_classes: int, hidden: int = 256, dropout: float = 0.3) -> None:
+    def __init__(
+        self, num_classes: int, features: int, hidden: int = 256, dropout: float = 0.3
+    ) -> None:
         super().__init__()
-        self.register_buffer("feature_mean", paddle.zeros([FEATURES]))
-        self.register_buffer("feature_scale", paddle.ones([FEATURES]))
+        self.register_buffer("feature_mean", paddle.zeros([features]))
+        self.register_buffer("feature_scale", paddle.ones([features]))
         self.net = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(FEATURES, hidden),
+            nn.Linear(features, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
@@ -223,17 +271,17 @@ class TeacherHead(nn.Layer):
 
 
 class LiteTeacher(nn.Layer):
-    """EfficientNet-Lite0 (ImageNet weights, frozen) + a head trained on pooled
-    multi-stage features. The backbone stays frozen because depthwise convolutions train
-    at under 1 GFLOP/s in paddle's dygraph on CPU; the frozen part runs in Paddle
-    Inference (oneDNN) instead, on every augmented view."""
+    """EfficientNet-Lite0 (ImageNet weights, frozen; whole or a truncated trunk) + a head
+    trained on pooled multi-stage features. The backbone stays frozen because depthwise
+    convolutions train at under 1 GFLOP/s in paddle's dygraph on CPU; the frozen part runs
+    in Paddle Inference (oneDNN) instead, on every augmented view."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, trunk: Trunk = FULL) -> None:
         super().__init__()
-        self.backbone = EfficientNetLite0(num_classes=1000)
+        self.backbone = EfficientNetLite0(num_classes=1000, trunk=trunk)
         for param in self.backbone.parameters():
             param.stop_gradient = True
-        self.head = TeacherHead(num_classes)
+        self.head = TeacherHead(num_classes, trunk.features)
 
     def train(self) -> LiteTeacher:  # type: ignore[override]
         super().train()

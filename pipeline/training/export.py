@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +14,14 @@ from paddle.static import InputSpec
 
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
-from linewatch.pipeline.training import data
+from linewatch.pipeline.training import LITE_ARCHITECTURES, data
 from linewatch.pipeline.training.metrics import (
     defect_report,
     fit_temperature,
     threshold_for_false_alarms,
 )
 from linewatch.pipeline.training.nets import build_network
+from linewatch.pipeline.training.teacher import OOF_FILE
 from linewatch.pipeline.training.train import NORMAL_LABEL, TrainConfig
 from linewatch.pipeline.video.crop import DEFAULT_MARGIN
 
@@ -48,6 +49,9 @@ class OperatingPoint:
     recall: float  # on the real validation images at `threshold`
     false_alarm_rate: float
     real_images: int
+    source: str = "validation photos"  # the images that set temperature and threshold
+    selection_recall: float | None = None  # on those images, when they are not validation
+    selection_false_alarm_rate: float | None = None
 
 
 def predict_logits(network: paddle.nn.Layer, grey: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -61,7 +65,7 @@ def predict_logits(network: paddle.nn.Layer, grey: np.ndarray, batch_size: int =
 
 
 def trained_on_line_views(config: TrainConfig) -> bool:
-    return config.views == "line" or config.arch == "EfficientNetLite0" or bool(config.teacher)
+    return config.views == "line" or config.arch in LITE_ARCHITECTURES or bool(config.teacher)
 
 
 def validation_views(config: TrainConfig, split: data.Split) -> np.ndarray:
@@ -76,21 +80,27 @@ def validation_views(config: TrainConfig, split: data.Split) -> np.ndarray:
     return data.load_images(split.val, size)
 
 
-def choose_operating_point(
-    logits: np.ndarray, split: data.Split, max_false_alarms: float
-) -> OperatingPoint:
-    """Temperature fitted on the validation images (NLL), then the threshold on
-    1 - P(free) for the false-alarm budget, on the real validation photos only."""
-    targets = np.array([index for _, index in split.val])
-    temperature = fit_temperature(logits, targets) if len(split.val) > 1 else 1.0
-    real = np.array([not item.startswith(data.SYNTHETIC_PREFIX) for item, _ in split.val])
-    if NORMAL_LABEL not in split.labels or not real.any():
-        return OperatingPoint(temperature, 0.5, max_false_alarms, float("nan"), float("nan"), 0)
-    scaled = logits[real] / temperature
+def _defect_mass(logits: np.ndarray, temperature: float, normal: int) -> np.ndarray:
+    scaled = logits / temperature
     probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    normal = split.labels.index(NORMAL_LABEL)
-    mass, is_defect = 1 - probs[:, normal], targets[real] != normal
+    return 1 - probs[:, normal] / probs.sum(axis=1)
+
+
+def choose_operating_point(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    real: np.ndarray,
+    labels: tuple[str, ...],
+    max_false_alarms: float,
+) -> OperatingPoint:
+    """Temperature fitted on these images (NLL), then the threshold on 1 - P(free) for
+    the false-alarm budget, on the real photos among them only."""
+    temperature = fit_temperature(logits, targets) if len(targets) > 1 else 1.0
+    if NORMAL_LABEL not in labels or not real.any():
+        return OperatingPoint(temperature, 0.5, max_false_alarms, float("nan"), float("nan"), 0)
+    normal = labels.index(NORMAL_LABEL)
+    mass = _defect_mass(logits[real], temperature, normal)
+    is_defect = targets[real] != normal
     threshold = threshold_for_false_alarms(mass, is_defect, max_false_alarms)
     report = defect_report(mass, is_defect, threshold)
     return OperatingPoint(
@@ -100,6 +110,34 @@ def choose_operating_point(
         report.recall,
         report.false_alarm_rate,
         int(real.sum()),
+    )
+
+
+def operating_point(
+    run_dir: Path, split: data.Split, val_logits: np.ndarray, max_false_alarms: float
+) -> OperatingPoint:
+    """From the run's out-of-fold training scores when it has them (`--folds`), then
+    measured on the validation photos; else chosen on the validation photos."""
+    targets = np.array([index for _, index in split.val])
+    real = np.array([not item.startswith(data.SYNTHETIC_PREFIX) for item, _ in split.val])
+    if not (run_dir / OOF_FILE).exists() or NORMAL_LABEL not in split.labels:
+        return choose_operating_point(val_logits, targets, real, split.labels, max_false_alarms)
+    with np.load(run_dir / OOF_FILE) as oof:
+        logits, oof_targets = oof["logits"], oof["targets"]
+    chosen = choose_operating_point(
+        logits, oof_targets, np.ones(len(oof_targets), bool), split.labels, max_false_alarms
+    )
+    normal = split.labels.index(NORMAL_LABEL)
+    mass = _defect_mass(val_logits[real], chosen.temperature, normal)
+    measured = defect_report(mass, targets[real] != normal, chosen.threshold)
+    return replace(
+        chosen,
+        recall=measured.recall,
+        false_alarm_rate=measured.false_alarm_rate,
+        real_images=int(real.sum()),
+        source="out-of-fold training photos",
+        selection_recall=chosen.recall,
+        selection_false_alarm_rate=chosen.false_alarm_rate,
     )
 
 
@@ -149,10 +187,21 @@ def inference_config(
             **({"crop_margin": DEFAULT_MARGIN} if trained_on_line_views(config) else {}),
             # How the threshold was chosen (documentation; the worker reads the two above).
             "calibration_temperature": round(float(point.temperature), 6),
+            "operating_point_from": point.source,
             "max_false_alarms": float(point.max_false_alarms),
             "validation_defect_recall": round(float(point.recall), 6),
             "validation_false_alarm_rate": round(float(point.false_alarm_rate), 6),
+            **_selection_figures(point),
         },
+    }
+
+
+def _selection_figures(point: OperatingPoint) -> dict:
+    if point.selection_recall is None or point.selection_false_alarm_rate is None:
+        return {}
+    return {
+        "selection_defect_recall": round(float(point.selection_recall), 6),
+        "selection_false_alarm_rate": round(float(point.selection_false_alarm_rate), 6),
     }
 
 
@@ -164,7 +213,7 @@ def export_run(run_dir: Path, out_dir: Path, max_false_alarms: float = MAX_FALSE
     size = config.image_size
     views = validation_views(config, split)
     logits = predict_logits(network, views)
-    point = choose_operating_point(logits, split, max_false_alarms)
+    point = operating_point(run_dir, split, logits, max_false_alarms)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = [InputSpec([None, 3, size, size], "float32", "x")]
     exported = WithSoftmax(network, point.temperature)

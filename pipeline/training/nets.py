@@ -13,7 +13,7 @@ import paddle
 from paddle import nn
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.training import ARCHITECTURES
+from linewatch.pipeline.training import ARCHITECTURES, LITE_ARCHITECTURES
 
 
 def _divisible(value: float, divisor: int = 8) -> int:
@@ -192,11 +192,11 @@ def build_network(arch: str, num_classes: int) -> nn.Layer:
     """A fresh network by name (see ARCHITECTURES), with the same parameter names every
     time, so optimizer checkpoints load into a new process or a new instance."""
     scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
-    if arch == "EfficientNetLite0":
-        from linewatch.pipeline.training.efficientnet import LiteTeacher
+    if arch in LITE_ARCHITECTURES:
+        from linewatch.pipeline.training.efficientnet import TRUNKS, LiteTeacher
 
         with paddle.utils.unique_name.guard():
-            return LiteTeacher(num_classes)
+            return LiteTeacher(num_classes, TRUNKS[arch])
     if arch not in (*scales, "MobileNetV3_small"):
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     with paddle.utils.unique_name.guard():

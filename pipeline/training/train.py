@@ -14,7 +14,7 @@ import paddle
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.training import data
+from linewatch.pipeline.training import LITE_ARCHITECTURES, data
 from linewatch.pipeline.training.metrics import class_report
 from linewatch.pipeline.training.nets import build_network
 
@@ -52,6 +52,7 @@ class TrainConfig:
     distill_weight: float = 0.7  # soft-label share of the loss; the rest is the hard label
     init_from_model: str | None = None  # warm start from an exported folder (same arch)
     frozen_stages: int = 0  # distillation: PP-LCNet stages kept frozen, run by the predictor
+    folds: int = 0  # Lite0 heads: k-fold held-out training scores set the operating point
 
 
 NORMAL_LABEL = "free"
@@ -323,7 +324,7 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
 def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
     paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
-    if config.arch == "EfficientNetLite0":
+    if config.arch in LITE_ARCHITECTURES:
         from linewatch.pipeline.training.teacher import train_teacher
 
         return train_teacher(config)
