@@ -33,7 +33,8 @@ PROCESS_ENV = {
     "LINEWATCH_DEBUG",
     "LINEWATCH_LOG_LEVEL",
     "LINEWATCH_LOG_FORMAT",
-}  # read by the CLI and logging, not settings
+    "LINEWATCH_PROFILE_DIR",
+}  # read by the CLI, logging and profiling, not settings
 DEFAULT_MODEL_DIR = Path(str(resources.files("linewatch.models") / "linewatch-tile"))
 
 
