@@ -125,7 +125,7 @@ def stage_figures(report: Report, video: Path, redis_url: str, work: Path) -> No
     """Each stage alone, in parts terms: views are crops at the model's input size."""
     report.section = "Stages alone (parts mode: views are crops at the model's input size)"
     frames = list(open_frames(str(video), SourceOptions()))
-    decode = rate(len(frames), lambda: list(open_frames(str(video), SourceOptions())))
+    decode = rate(len(frames), lambda: sum(1 for _ in open_frames(str(video), SourceOptions())))
     report.add(
         f"decode (PyAV, {frames[0].image.shape[1]}x{frames[0].image.shape[0]}), frames/s",
         f"{decode:.0f}",
@@ -388,6 +388,13 @@ def main() -> int:
     parser.add_argument("--soak-s", type=float, default=3600.0)
     parser.add_argument("--camera-run-s", type=float, default=40.0)
     parser.add_argument("--cameras", type=int, nargs="*", default=[1, 8, 30])
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["side", "stages"],
+        choices=["side", "stages"],
+        help="development runs: leave out the side-by-side or stage figures",
+    )
     parser.add_argument("--video-dir", type=Path, help="keep the simulated videos here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
@@ -400,10 +407,12 @@ def main() -> int:
         work = Path(tmp)
         bases = base_videos(args.video_dir or work)
         video = looped(bases, first=0, seconds=len(bases) * BASE_PARTS * 3.2, name="line")
-        loads.append(f"side by side {load_average()}")
-        side_by_side(report, video, redis.url, work)
-        loads.append(f"stages {load_average()}")
-        stage_figures(report, video, redis.url, work)
+        if "side" in args.sections:
+            loads.append(f"side by side {load_average()}")
+            side_by_side(report, video, redis.url, work)
+        if "stages" in args.sections:
+            loads.append(f"stages {load_average()}")
+            stage_figures(report, bases[0], redis.url, work)
         report.section = "Live cameras at 5 fps, parts mode (paced file cameras through `run_line`)"
         for cameras in args.cameras:
             loads.append(f"{cameras} cameras {load_average()}")

@@ -213,6 +213,7 @@ class InferenceSettings(Strict):
     shadow_model_dir: Path | None = None  # also run, results stored apart, never alerted on
     max_batch: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    file_max_wait_ms: int = Field(default=500, ge=0, le=10_000)  # batches of file views only
     threads: int = Field(default=2, ge=1, le=256)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     tensorrt: bool = False
