@@ -53,8 +53,10 @@ MODEL_DIR = ROOT / "models" / "linewatch-tile"
 PARTS = {"method": "contrast", "merge_gap": 64}  # the simulator keeps parts 96 px apart
 NO_DEADLINE = {"deadline_ms": 3_600_000}  # files run faster than real time
 SOAK_SAMPLE_S = 60.0
+MORE = "<!-- more -->"  # RESULTS.md below this line is kept: notes, API and report benches
 BASE_VIDEOS = 10  # distinct simulated lines; longer sources loop over them (ffconcat)
 BASE_PARTS = 25  # parts per base video (~80 s at 5 fps)
+BASE_MIN_S = 75.0  # s: every base video is at least this long
 
 
 def base_videos(folder: Path) -> list[Path]:
@@ -71,16 +73,15 @@ def base_videos(folder: Path) -> list[Path]:
 
 
 def looped(bases: list[Path], *, first: int, seconds: float, name: str) -> Path:
-    """A source of at least `seconds` that plays the bases from `first` on, round and round
+    """A source of about `seconds` that plays the bases from `first` on, round and round
     (FFmpeg's concat demuxer: pts run on across the joins); cameras starting on different
     bases show different parts at the same time."""
-    per_base = BASE_PARTS * 3.2  # s: parts cross a 640 px view in 16 frames of 0.2 s
-    count = max(1, int(np.ceil(seconds / per_base)))
-    files = [bases[(first + i) % len(bases)] for i in range(count)]
+    count = max(1, int(np.ceil(seconds / BASE_MIN_S)))
     folder = bases[0].parent.parent  # FFmpeg takes only relative paths below the list
+    lines = [f"file {bases[(first + i) % len(bases)].relative_to(folder)}" for i in range(count)]
+    lines.append(f"outpoint {seconds - (count - 1) * BASE_MIN_S:.1f}")
     out = folder / f"{name}.ffconcat"
-    lines = "".join(f"file {f.relative_to(folder)}\n" for f in files)
-    out.write_text("ffconcat version 1.0\n" + lines)
+    out.write_text("ffconcat version 1.0\n" + "\n".join(lines) + "\n")
     return out
 
 
@@ -365,7 +366,7 @@ def write_results(report: Report, path: Path, command: str, started: str, loads:
         "",
         f"Machine: {machine()}  ",
         f"Run: `{command}` from {started} to {now}  ",
-        f"Load average (1 / 5 / 15 min) at the start of each section: {'; '.join(loads)}  ",
+        f"Load average (1 / 5 / 15 min): {'; '.join(loads)}  ",
         "Model: the shipped `models/linewatch-tile` on CPU (oneDNN, 2 threads); "
         "lines in parts mode (`method: contrast`, `merge_gap: 64`) on `linewatch simulate` "
         "procedural tiles, 640x480.",
@@ -379,8 +380,8 @@ def write_results(report: Report, path: Path, command: str, started: str, loads:
         lines.append(f"| {name} | {value} |")
     lines.append("")
     text = path.read_text() if path.exists() else ""
-    extra = text.split("<!-- more -->", 1)[1] if "<!-- more -->" in text else "\n"
-    path.write_text("\n".join(lines) + "<!-- more -->" + extra)
+    extra = text.split(MORE, 1)[1] if MORE in text else "\n"
+    path.write_text("\n".join(lines) + MORE + extra)
 
 
 def main() -> int:
@@ -403,25 +404,29 @@ def main() -> int:
     os.environ.setdefault("LINEWATCH_LOG_LEVEL", "ERROR")  # not every NG part
     setup_logging("bench")
     report, loads = Report(), []
+
+    def done(section: str) -> None:  # each section's figures are kept as it ends
+        loads.append(f"after {section} {load_average()}")
+        write_results(report, args.out, command, started, loads)
+
+    loads.append(f"start {load_average()}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
         work = Path(tmp)
         bases = base_videos(args.video_dir or work)
-        video = looped(bases, first=0, seconds=len(bases) * BASE_PARTS * 3.2, name="line")
+        video = looped(bases, first=0, seconds=len(bases) * BASE_MIN_S, name="line")
         if "side" in args.sections:
-            loads.append(f"side by side {load_average()}")
             side_by_side(report, video, redis.url, work)
+            done("side by side")
         if "stages" in args.sections:
-            loads.append(f"stages {load_average()}")
             stage_figures(report, bases[0], redis.url, work)
+            done("stages")
         report.section = "Live cameras at 5 fps, parts mode (paced file cameras through `run_line`)"
         for cameras in args.cameras:
-            loads.append(f"{cameras} cameras {load_average()}")
             camera_run(report, cameras, args.camera_run_s, redis.url, work, f"cams{cameras}", bases)
+            done(f"{cameras} cameras")
         if args.soak_s > 0:
-            loads.append(f"soak {load_average()}")
             soak(report, args.soak_s, redis.url, work, bases)
-    loads.append(f"end {load_average()}")
-    write_results(report, args.out, command, started, loads)
+            done("soak")
     print(f"wrote {args.out}")
     return 0
 
