@@ -129,6 +129,8 @@ class ProcessSampler:
         self.client = broker.connect(redis_url)
         self.line, self.every_s = line, every_s
         self.processes: dict[int, ProcessSamples] = {}
+        self.totals: list[tuple[float, dict[str, float]]] = []  # (s since start, MB per role)
+        self._started = time.monotonic()
         self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -151,6 +153,7 @@ class ProcessSampler:
             fields = self.client.hgetall(key)
             if b"pid" in fields:  # a key can expire between SCAN and HGETALL
                 self._roles[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
+        tick: dict[str, float] = {}
         for pid in _children(os.getpid()):
             stat = _stat(pid)
             if stat is None:
@@ -161,6 +164,13 @@ class ProcessSampler:
             samples.role = role
             samples.rss_mb.append((time.monotonic(), rss_mb))
             samples.cpu_s = cpu_s
+            tick[role] = tick.get(role, 0.0) + rss_mb
+        self.totals.append((time.monotonic() - self._started, tick))
+
+    def total_at(self, role: str, second: float) -> float:
+        """The role's RSS (MB, all its processes) in the first sample at or after `second`."""
+        later = [tick.get(role, 0.0) for at, tick in self.totals if at >= second]
+        return later[0] if later else float("nan")
 
     def cpu_by_role(self) -> dict[str, float]:
         totals: dict[str, float] = {}
