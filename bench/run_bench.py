@@ -320,7 +320,9 @@ def camera_run(
     ]
     settings = line_settings(work, name, redis_url, live)
     with ProcessSampler(redis_url=redis_url, line=name, every_s=sample_s) as sampler:
+        started = time.perf_counter()
         stats = run_line(settings)
+        wall = time.perf_counter() - started
     figures = part_figures(settings)
     label = f"{cameras} camera{'s' if cameras > 1 else ''} @ 5 fps"
     report.add(
@@ -340,6 +342,12 @@ def camera_run(
     report.add(
         f"{label}: dropped / stale views, late verdicts",
         f"{stats.dropped} / {stats.stale}, {figures.late}",
+    )
+    report.add(
+        f"{label}: CPU cores busy per role over the run ({wall:.0f} s, start-up included)",
+        ", ".join(
+            f"{role} {cpu / wall:.2f}" for role, cpu in sorted(sampler.cpu_by_role().items())
+        ),
     )
     return sampler
 
