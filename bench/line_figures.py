@@ -144,11 +144,18 @@ class ProcessSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        self._sample()
-        while not self._stop.wait(self.every_s):
-            self._sample()
+        """CPU time every second at most (a worker's last figure is the one before it
+        ends); RSS points every `every_s`."""
+        due = 0.0
+        while True:
+            keep = time.monotonic() >= due
+            if keep:
+                due = time.monotonic() + self.every_s
+            self._sample(keep_rss=keep)
+            if self._stop.wait(min(1.0, self.every_s)):
+                return
 
-    def _sample(self) -> None:
+    def _sample(self, keep_rss: bool) -> None:
         for key in broker.live_keys(self.client, f"lw:worker:{self.line}:*"):
             fields = self.client.hgetall(key)
             if b"pid" in fields:  # a key can expire between SCAN and HGETALL
@@ -162,10 +169,12 @@ class ProcessSampler:
             role = "redis" if "redis" in comm else self._roles.get(pid, "ingest")
             samples = self.processes.setdefault(pid, ProcessSamples(role))
             samples.role = role
-            samples.rss_mb.append((time.monotonic(), rss_mb))
             samples.cpu_s = cpu_s
-            tick[role] = tick.get(role, 0.0) + rss_mb
-        self.totals.append((time.monotonic() - self._started, tick))
+            if keep_rss:
+                samples.rss_mb.append((time.monotonic(), rss_mb))
+                tick[role] = tick.get(role, 0.0) + rss_mb
+        if keep_rss:
+            self.totals.append((time.monotonic() - self._started, tick))
 
     def total_at(self, role: str, second: float) -> float:
         """The role's RSS (MB, all its processes) in the first sample at or after `second`."""
@@ -181,13 +190,18 @@ class ProcessSampler:
     def peak_by_role(self) -> dict[str, float]:
         peaks: dict[str, float] = {}
         for s in self.processes.values():
-            peaks[s.role] = max(peaks.get(s.role, 0.0), max(mb for _, mb in s.rss_mb))
+            if s.rss_mb:
+                peaks[s.role] = max(peaks.get(s.role, 0.0), max(mb for _, mb in s.rss_mb))
         return peaks
 
     def growth_per_hour(self, role: str, skip_s: float) -> float:
         """Worst relative RSS growth per hour among `role`'s processes (linear fit after
         the first `skip_s`: start-up and warm-up are not growth)."""
-        fits = [_growth(s.rss_mb, skip_s) for s in self.processes.values() if s.role == role]
+        fits = [
+            _growth(s.rss_mb, skip_s)
+            for s in self.processes.values()
+            if s.role == role and s.rss_mb
+        ]
         fits = [g for g in fits if g == g]
         return max(fits) if fits else float("nan")
 

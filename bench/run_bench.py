@@ -419,7 +419,7 @@ def write_results(report: Report, path: Path, command: str, started: str, loads:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--soak-s", type=float, default=3600.0)
-    parser.add_argument("--camera-run-s", type=float, default=40.0)
+    parser.add_argument("--camera-run-s", type=float, default=45.0)
     parser.add_argument("--cameras", type=int, nargs="*", default=[1, 8, 30])
     parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds (best kept)")
     parser.add_argument(
