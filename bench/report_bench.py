@@ -18,21 +18,25 @@ import argparse
 import os
 import platform
 import time
-import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from pg_scratch import (
+    CAMERAS,
+    DAYS,
+    best_of,
+    fill,
+    parse_args,
+    report_windows,
+    roll_up,
+    scratch_schema,
+    utc_now,
+    write_section,
+)
+from sqlalchemy import Engine
 
-from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import reporting
 
-ROOT = Path(__file__).resolve().parent.parent
 MARKER = "<!-- report-bench -->"
-DAYS = 30
-CAMERAS = 10
-CHUNK = 1_000_000
 
 # Row i: camera i % CAMERAS, evenly spread over the last DAYS days; a multiplicative hash
 # picks the label: 1% stale (empty label), 93% free, the rest five defect classes.
@@ -74,8 +78,8 @@ NOTES = [
     "  (parallel seq scan + hash aggregate): that is where the 2 s target is missed on this",
     "  shared 2-core machine. Pruned history is read from the hourly summaries instead.",
     "- `linewatch report` runs `build_report` (two scans of the window), not the five queries.",
-    "- After the one-shot roll-up ~97% of the detections heap is dead space that VACUUM cannot",
-    "  return; the 24 h queries after pruning read that sparse heap (compare the columns).",
+    "- After the one-shot roll-up the bench runs VACUUM FULL on `detections`: a line pruned",
+    "  daily reuses the freed space, so its heap holds about a day of rows, as here.",
 ]
 QUERIES: dict[str, Callable[[Engine, reporting.Window], object]] = {
     "defects per camera per hour": reporting.camera_hours,
@@ -85,50 +89,6 @@ QUERIES: dict[str, Callable[[Engine, reporting.Window], object]] = {
     "model version comparison": reporting.model_versions,
     "whole report (build_report: 2 scans)": reporting.build_report,
 }
-
-
-def fill(engine: Engine, rows: int, now: datetime) -> float:
-    """Insert `rows` detections; returns seconds."""
-    start, began = now - timedelta(days=DAYS), time.perf_counter()
-    step = timedelta(days=DAYS) / rows
-    for lo in range(0, rows, CHUNK):
-        with engine.begin() as connection:
-            connection.execute(text("SET LOCAL synchronous_commit = off"))
-            connection.execute(
-                text(FILL),
-                {
-                    "cameras": CAMERAS,
-                    "start": start,
-                    "step": step,
-                    "lo": lo,
-                    "hi": min(lo + CHUNK, rows) - 1,
-                },
-            )
-        print(f"  {min(lo + CHUNK, rows):>11,} rows", flush=True)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("VACUUM ANALYZE"))
-    return time.perf_counter() - began
-
-
-def roll_up(engine: Engine, now: datetime) -> float:
-    began = time.perf_counter()
-    cutoff = now - timedelta(days=1)
-    with engine.begin() as connection:
-        connection.execute(text(ROLL_UP), {"cutoff": cutoff})
-        connection.execute(text("DELETE FROM detections WHERE captured_at < :c"), {"c": cutoff})
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("VACUUM ANALYZE"))
-    return time.perf_counter() - began
-
-
-def best_of(call: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Fastest of `repeats` runs (the machine is shared) and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        began = time.perf_counter()
-        result = call()
-        best = min(best, time.perf_counter() - began)
-    return best, result
 
 
 def time_reports(
@@ -182,55 +142,22 @@ def section(
     return "\n".join([*lines, "", *NOTES]) + "\n"
 
 
-def write_section(path: Path, text_: str) -> None:
-    """Replace this bench's section (from MARKER on); keep everything above it."""
-    old = path.read_text() if path.exists() else ""
-    head = old.split(MARKER, 1)[0].rstrip("\n")
-    path.write_text(f"{head}\n\n{text_}" if head else text_)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--url",
-        default=os.environ.get(
-            "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-    )
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    args = parser.parse_args()
-
-    schema = f"report_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        server = connection.execute(text("SHOW server_version")).scalar()
-    try:
-        engine = storage.open_database(f"{args.url}?options=-csearch_path%3D{schema}")
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        windows = {
-            "24h": reporting.Window(now - timedelta(hours=24), now),
-            "30d": reporting.Window(now - timedelta(days=DAYS, hours=1), now),
-        }
-        print(f"filling {args.rows:,} rows into schema {schema}", flush=True)
-        loads = {"fill": fill(engine, args.rows, now)}
-        print(f"filled in {loads['fill']:.1f} s; raw rows:", flush=True)
+    args = parse_args(__doc__.splitlines()[0])
+    now = utc_now()
+    with scratch_schema(args.url, "report_bench") as (engine, server):
+        windows = report_windows(now)
+        print(f"filling {args.rows:,} rows", flush=True)
+        loads = {"fill": fill(engine, sql=FILL, rows=args.rows, now=now)}
         raw, raw_results = time_reports(engine, windows, args.repeats)
-        loads["prune"] = roll_up(engine, now)
+        loads["prune"] = roll_up(engine, sql=ROLL_UP, table="detections", now=now)
         print(f"rolled up in {loads['prune']:.1f} s; after prune:", flush=True)
         pruned, pruned_results = time_reports(engine, windows, args.repeats)
         same = raw_results == pruned_results
         print(f"reports identical before and after prune: {same}")
-        engine.dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
     if not args.no_write:
-        write_section(args.out, section(args, loads, raw, pruned, same, f"PostgreSQL {server}"))
+        text_ = section(args, loads, raw, pruned, same, server)
+        write_section(args.out, marker=MARKER, section=text_)
         print(f"wrote {args.out}")
     return 0 if same else 1
 

@@ -50,7 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         cmd_rq_worker(settings, args.debug)
     elif args.role == "ingest":
         if not args.camera:
-            raise LinewatchError("`linewatch worker ingest` needs --camera ID")
+            raise LinewatchError("`linewatch worker ingest` needs --camera ID[,ID...]")
         ingest.main(settings, args.camera, args.debug, settings.metrics_port)
     elif args.role == "infer":
         inference.main(settings, args.id, args.debug, settings.metrics_port)
@@ -65,7 +65,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.debug:
         os.environ.setdefault("LINEWATCH_LOG_LEVEL", "WARNING")  # the progress bar speaks
     setup_logging("demo", args.debug)
-    return run_demo(args.data_dir, args.parts, args.fps, debug=args.debug)
+    port = args.port if args.serve else None
+    return run_demo(args.data_dir, args.parts, args.fps, debug=args.debug, serve_port=port)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -220,6 +221,27 @@ def cmd_status(args: argparse.Namespace) -> int:
             live.update(status_screen(client, settings))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from linewatch.check import run_checks
+
+    results = run_checks(_settings(args))
+    table = Table("check", "", "detail", title="linewatch check")
+    for result in results:
+        mark = "[green]ok[/]" if result.ok else "[red]FAIL[/]"
+        table.add_row(result.name, mark, result.detail)
+    console = Console()
+    (console if console.is_terminal else Console(width=200)).print(table)  # logs: no wrap
+    failed = [r.name for r in results if not r.ok]
+    print(
+        f"{len(results) - len(failed)} of {len(results)} checks passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from linewatch.pipeline.redact import redact_url
     from linewatch.pipeline.storage import migrate
@@ -355,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run ingest, inference and sink on this machine")
+    run = commands.add_parser(
+        "run", help="run ingest, inference and sink (and the API: api.enabled) on this machine"
+    )
     run.add_argument("--config", type=Path, help="line YAML file (LINEWATCH_* env overrides)")
     run.add_argument(
         "--strict",
@@ -365,10 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    check = commands.add_parser(
+        "check", help="try every service and camera the line needs and list what is wrong"
+    )
+    check.add_argument("--config", type=Path, help="line YAML file")
+    check.set_defaults(func=cmd_check)
+
     worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")
     worker.add_argument("role", choices=["ingest", "infer", "sink", "rq"])
     worker.add_argument("--config", type=Path, help="line YAML file")
-    worker.add_argument("--camera", help="camera id (ingest)")
+    worker.add_argument("--camera", help="camera id (ingest); several: cam1,cam2 (one thread each)")
     worker.add_argument("--id", help="stable consumer name (infer, sink); default host-based")
     worker.set_defaults(func=cmd_worker)
 
@@ -376,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--parts", type=int, default=40, help="parts on the demo line")
     demo.add_argument("--fps", type=float, default=10.0, help="frame rate of the demo video")
     demo.add_argument("--data-dir", type=Path, default=Path("linewatch-data/demo"))
+    demo.add_argument(
+        "--serve", action="store_true", help="the dashboard beside the line, and after it"
+    )
+    demo.add_argument("--port", type=int, default=8000, help="--serve: the dashboard's port")
     demo.set_defaults(func=cmd_demo)
 
     dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered entries")

@@ -1,5 +1,6 @@
 """`linewatch demo`: a moving line of synthetic tiles analysed in parts mode on the embedded
-defaults; `write_demo_video` keeps the frame-mode video the frame-mode tests use."""
+defaults, with `--serve` the dashboard beside it and after it; `write_demo_video` keeps the
+frame-mode video the frame-mode tests use."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from linewatch.line import LineStats, run_line
+from linewatch.api.server import serve
+from linewatch.line import LineStats, redis_for, run_line
 from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.simulation.line_evaluation import (
     PartScore,
@@ -45,18 +47,24 @@ def write_demo_video(path: Path, frames: int, fps: float, seed: int = 7) -> list
 DEMO_PARTS = {"method": "contrast", "merge_gap": 64}  # the simulator keeps parts 96 px apart
 
 
-def demo_settings(data_dir: Path, video: Path) -> Settings:
+def demo_settings(data_dir: Path, video: Path, serve_port: int | None = None) -> Settings:
     camera = {"id": CAMERA_ID, "url": str(video), "live": False, "parts": DEMO_PARTS}
-    return load_settings(overrides={"line": "demo", "data_dir": str(data_dir), "cameras": [camera]})
+    overrides = {"line": "demo", "data_dir": str(data_dir), "cameras": [camera]}
+    if serve_port is not None:  # the token, if any, still comes from LINEWATCH_API__TOKEN
+        overrides["api"] = {"enabled": True, "port": serve_port}
+    return load_settings(overrides=overrides)
 
 
-def run_demo(data_dir: Path, parts: int, fps: float, debug: bool = False) -> int:
-    """A moving line of synthetic tiles analysed in parts mode; prints the part figures."""
+def run_demo(
+    data_dir: Path, parts: int, fps: float, *, debug: bool = False, serve_port: int | None = None
+) -> int:
+    """A moving line of synthetic tiles analysed in parts mode; prints the part figures.
+    `serve_port`: the dashboard runs beside the line, then serves its parts until Ctrl-C."""
     console = Console()
     data_dir.mkdir(parents=True, exist_ok=True)
     spec = MovingLineSpec(parts=parts, fps=fps, seed=7)
     ((video, parts_csv, _),) = simulate_moving(data_dir, spec)
-    settings = demo_settings(data_dir, video)
+    settings = demo_settings(data_dir, video, serve_port)
     database = Path(settings.resolved_database_url().removeprefix("sqlite:///"))
     if not settings.database_url:
         database.unlink(missing_ok=True)
@@ -64,6 +72,19 @@ def run_demo(data_dir: Path, parts: int, fps: float, debug: bool = False) -> int
     console.print(
         f"demo line: {video} ({len(truth)} parts, {sum(p.is_defect for p in truth)} defective)"
     )
+    if serve_port is None:
+        return _analyse(console, settings, truth, fps, debug)
+    with redis_for(settings) as settings:  # one Redis for the line and the dashboard after it
+        console.print(f"dashboard: http://{settings.api.host}:{serve_port}/ (Ctrl-C stops it)")
+        code = _analyse(console, settings, truth, fps, debug)
+        console.print(f"the line is done; the dashboard keeps serving its parts on :{serve_port}")
+        serve(settings)
+    return code
+
+
+def _analyse(
+    console: Console, settings: Settings, truth: list[TruthPart], fps: float, debug: bool
+) -> int:
     started = time.monotonic()
     with _progress(console) as progress:
         task = progress.add_task("analysing (views written)", total=None)

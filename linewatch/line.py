@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from linewatch.pipeline import defaults, keys
@@ -23,6 +24,7 @@ from linewatch.workers import inference, ingest, sink
 log = logging.getLogger(__name__)
 
 Progress = Callable[["LineStats"], None]
+PROBE_THREADS = 8  # cameras probed at once at start-up
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,13 @@ def check_line(settings: Settings, strict: bool = False) -> None:
         if camera.parts.method != "none":  # views are resized to the model's input size
             ingest.model_view(settings.inference.model_dir, camera.id)
     open_database(settings.resolved_database_url()).dispose()
-    for camera in settings.cameras:
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:  # a dead camera waits its open timeout
+        probes = [
+            (camera, pool.submit(probe_camera, camera, settings)) for camera in settings.cameras
+        ]
+    for camera, probe in probes:
         try:
-            probe_camera(camera, settings)
+            probe.result()
         except SourceError as exc:
             if strict or not is_live(camera.url):
                 raise
@@ -117,8 +123,8 @@ def line_roles(settings: Settings, debug: bool) -> list[Role]:
     """The line's processes. Each gets the validated settings object itself (secrets
     intact; see Role), never a JSON dump, which masks every SecretStr."""
     roles = [
-        Role(f"ingest:{c.id}", ingest.main, (settings, c.id, debug), restart=is_live(c.url))
-        for c in settings.cameras
+        Role(f"ingest:{ids}", ingest.main, (settings, ids, debug), restart=live)
+        for ids, live in ingest_groups(settings)
     ]
     roles += [
         Role(f"infer:{i}", inference.main, (settings, inference.default_worker_id(i), debug))
@@ -128,7 +134,32 @@ def line_roles(settings: Settings, debug: bool) -> list[Role]:
     if settings.metrics_port:
         for index, role in enumerate(roles):
             role.args = (*role.args, settings.metrics_port + index)
-    return roles
+    return roles + api_roles(settings, debug)
+
+
+def api_roles(settings: Settings, debug: bool) -> list[Role]:
+    """`api.enabled`: the HTTP API and dashboard as one more process (its own /metrics).
+    It serves while the line runs and stops with it."""
+    from linewatch.api import server
+
+    return [Role("api", server.main, (settings, debug))] if settings.api.enabled else []
+
+
+def ingest_groups(settings: Settings) -> list[tuple[str, bool]]:
+    """The ingest processes: up to `ingest.cameras_per_process` camera ids each (comma-
+    separated), live cameras apart from files (a crashed live process is restarted; a
+    file is never read twice), in configuration order."""
+    size = settings.ingest.cameras_per_process
+    groups: list[tuple[str, bool]] = []
+    for live in (True, False):
+        ids = [c.id for c in settings.cameras if is_live(c.url) == live]
+        groups += [(",".join(ids[i : i + size]), live) for i in range(0, len(ids), size)]
+    return sorted(groups, key=lambda group: _first_index(settings, group[0]))
+
+
+def _first_index(settings: Settings, ids: str) -> int:
+    first = ids.split(",")[0]
+    return next(i for i, camera in enumerate(settings.cameras) if camera.id == first)
 
 
 def run_line(
@@ -162,6 +193,7 @@ def _start_consumers_first(
 ) -> None:
     """Start inference and sink, wait for their heartbeats (model loaded), then ingest,
     so the first frames do not wait behind model start-up."""
+    supervisor.start("api")
     supervisor.start("infer")
     supervisor.start("sink")
     expected = settings.inference.workers + 1
@@ -202,7 +234,7 @@ def _supervise(
         if _finished(supervisor, stats):
             break
         if not supervisor.alive("infer") or not supervisor.alive("sink"):
-            if all(r.finished for r in supervisor.roles if not r.name.startswith("ingest")):
+            if all(r.finished for r in supervisor.roles if r.name.startswith(("infer", "sink"))):
                 break
     return stats
 

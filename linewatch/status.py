@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 from rich.console import Group
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline import keys
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.storage import part_activity
 from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video import camera_state
@@ -74,31 +76,60 @@ def streams_table(client: broker.Client, settings: Settings) -> Table:
     return table
 
 
-def alerts_table(settings: Settings, limit: int = 10) -> Table:
-    table = Table(title=f"recent alerts (last {limit})")
-    for column in ("id", "camera", "defect", "state", "opened seq", "closed seq", "peak"):
+def parts_table(engine: Engine, settings: Settings) -> Table:
+    """Per camera: parts per minute and NG rate over the last minute, the last NG part."""
+    window = f"{part_activity.WINDOW_S:.0f} s"
+    table = Table(title=f"parts (parts/min and NG rate over the last {window})")
+    for column in ("camera", "parts/min", "NG rate", "last NG part", "class", "seen"):
         table.add_column(column)
-    engine = open_database(settings.resolved_database_url())
+    reject = settings.verdict.on_uninspected == "reject"
+    cameras = [camera.id for camera in settings.cameras]
+    recent = part_activity.recent(engine, reject)
+    last = part_activity.last_ng(engine, cameras, reject)
+    now = datetime.now(timezone.utc)
+    for camera in cameras:
+        activity = recent.get(camera, part_activity.Activity(0, 0))
+        rate = activity.ng_rate
+        ng = last.get(camera)
+        table.add_row(
+            camera,
+            f"{activity.parts * 60 / part_activity.WINDOW_S:.1f}",
+            "-" if rate is None else f"{rate:.1%}",
+            str(ng.part_id) if ng else "-",
+            ng.label if ng else "-",
+            f"{(now - ng.captured_at).total_seconds():.0f} s ago" if ng else "-",
+        )
+    return table
+
+
+def alerts_table(engine: Engine, limit: int = 10) -> Table:
+    table = Table(title=f"recent alerts (last {limit})")
+    for column in ("id", "camera", "kind", "defect", "state", "part", "peak"):
+        table.add_column(column)
     with Session(engine) as session:
         rows = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(limit)).all()
         for a in rows:
             table.add_row(
                 str(a.id),
                 a.camera_id,
+                a.kind,
                 a.label,
                 a.state,
-                str(a.opened_seq),
-                str(a.closed_seq or "-"),
+                "-" if a.part_id is None else str(a.part_id),
                 f"{a.peak_score:.2f}",
             )
-    engine.dispose()
     return table
 
 
 def status_screen(client: broker.Client, settings: Settings) -> Group:
-    return Group(
-        cameras_table(client, settings),
-        workers_table(client, settings),
-        streams_table(client, settings),
-        alerts_table(settings),
-    )
+    engine = open_database(settings.resolved_database_url())
+    try:
+        return Group(
+            cameras_table(client, settings),
+            parts_table(engine, settings),
+            workers_table(client, settings),
+            streams_table(client, settings),
+            alerts_table(engine),
+        )
+    finally:
+        engine.dispose()

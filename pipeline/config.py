@@ -206,6 +206,13 @@ class IngestSettings(Strict):
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    cameras_per_process: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="`linewatch run` ingests this many cameras per process, one thread each "
+        "(live cameras and files in separate processes)",
+    )
 
 
 class InferenceSettings(Strict):
@@ -272,9 +279,9 @@ class AlertSettings(Strict):  # k, n, m, cooldown_s: the frame rule (frame mode)
 
 
 class ApiSettings(Strict):
-    """`linewatch serve`: the HTTP API and dashboard."""
+    """`linewatch serve` (and `linewatch run` when enabled): the HTTP API and dashboard."""
 
-    enabled: bool = False  # also start it from `linewatch run` (not wired yet)
+    enabled: bool = False  # also start it from `linewatch run` (a supervised role)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None  # Bearer token; none: listen on 127.0.0.1 only, no auth
@@ -306,7 +313,14 @@ class VerdictSettings(Strict):
         default=3000,
         ge=1,
         le=3_600_000,
-        description="the verdict is due this long after the part left view (verdict_deadline_ms)",
+        description="live cameras: the verdict is due this long after the part left view "
+        "(verdict_deadline_ms), else the part is sent as uninspected",
+    )
+    file_wait_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="files (read faster than real time, their views queue behind the "
+        "backlog): a part waits this long for its views; only lost views reach it",
     )
     late_window_s: float = Field(
         default=300.0,
@@ -330,6 +344,7 @@ class OutputsSettings(Strict):
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
     mqtt_reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    mqtt_status_every_s: float = Field(default=10.0, gt=0, le=3600)  # retained camera status
 
     @field_validator("mqtt_url")
     @classmethod

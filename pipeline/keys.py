@@ -54,6 +54,12 @@ def model(line: str) -> str:
     return f"{PREFIX}:model:{line}"
 
 
+def announced(line: str, what: str) -> str:
+    """Marker of an announcement published on pub/sub (`verdict:<camera>:<part>`,
+    `alert:<id>:<state>`): a sink that gives it again after a kill does not repeat it."""
+    return f"{PREFIX}:announced:{line}:{what}"
+
+
 def webhook_job_id(alert_id: int, state: str) -> str:
     """RQ job id of an alert state's webhook delivery (one job per state change)."""
     return f"alert-{alert_id}-{state}-webhook"

@@ -24,6 +24,11 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 HEALTHY_WITHIN_S = 30.0
 
 FRAMES = Counter("linewatch_frames_total", "Frames by stage and outcome", ["stage", "outcome"])
+INGEST_FRAMES = Counter(
+    "linewatch_ingest_frames_total",
+    "Per camera: frames sampled (decoded), messages sent, messages shed (dropped)",
+    ["camera", "outcome"],
+)
 BATCH_SIZE = Histogram(
     "linewatch_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class _WorkerContext(logging.Filter):
-    """Stamps every record with the worker (role:pid) and, for ingest, the camera id;
-    URL passwords are masked."""
+    """Stamps every record with the worker (role:pid) and, for ingest, the camera id (of
+    the camera's thread, `ingest:<camera>`, else the role's cameras); URL passwords are
+    masked."""
 
     def __init__(self, role: str) -> None:
         super().__init__()
@@ -35,8 +36,10 @@ class _WorkerContext(logging.Filter):
             record.msg, record.args = redacted, None
         record.role = self.role
         record.worker = f"{self.role}:{os.getpid()}"
-        if self.camera and not hasattr(record, "camera"):
-            record.camera = self.camera
+        thread = record.threadName or ""
+        camera = thread.removeprefix("ingest:") if thread.startswith("ingest:") else self.camera
+        if camera and not hasattr(record, "camera"):
+            record.camera = camera
         return True
 
 

@@ -325,8 +325,11 @@ class PartEndMessage:
     last_pts: float
     first_capture_ts: int
     last_capture_ts: int
-    ended_ts: int  # when the part left view (the verdict deadline counts from here)
+    ended_ts: int  # when the part left view
     reason: str  # left | lost | stuck | stream-ended
+    # when the verdict is due: a live camera's ended_ts + verdict.deadline_ms, a file's
+    # ended_ts + verdict.file_wait_s; 0 (an older ingest): the sink's verdict.deadline_ms
+    deadline_ts: int = 0
 
     def encode(self) -> Fields:
         return {b"kind": PART_END_KIND, **_encode(asdict(self))}
@@ -354,6 +357,7 @@ class PartEndMessage:
             last_capture_ts=_int(fields, "last_capture_ts"),
             ended_ts=_int(fields, "ended_ts"),
             reason=reason,
+            deadline_ts=_int(fields, "deadline_ts") if b"deadline_ts" in fields else 0,
         )
 
 

@@ -1,31 +1,38 @@
 """Builders shared by the API and dashboard tests (tests/test_api*.py, test_dashboard.py):
 settings with a token, the shipped model loaded once, images, parts rows, a real uvicorn
-server. Test modules import these, never each other."""
+server, `linewatch run` with its API. Test modules import these, never each other."""
 
 from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import uvicorn
+import yaml
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from linewatch.api.classify import ModelHolder
 from linewatch.pipeline.config import Settings, load_settings
+from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_moving
 from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.schemas.messages import PartVerdict
 from linewatch.schemas.tables import Part
+from tests.helpers import clean_env
 
 TOKEN = "tok-3f9a1c77e2"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -158,3 +165,69 @@ def verdict_for(camera: str, part_id: int, verdict: str = "defect") -> PartVerdi
         views_sent=4,
         views_inferred=4,
     )
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90) -> dict:  # type: ignore[type-arg]
+    """The /healthz answer of a server process, once it answers."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the server process exited {process.returncode}"
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).json()  # type: ignore[no-any-return]
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url}/healthz did not answer within {timeout_s:.0f} s")
+
+
+@dataclass
+class RunningLine:
+    url: str  # the API's base URL
+    database_url: str
+    process: subprocess.Popen  # type: ignore[type-arg]
+    log: Path  # its stdout and stderr
+
+    def stop(self) -> str:
+        """SIGTERM (finish, then exit 0); returns everything the run printed."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        assert self.process.wait(60) == 0, self.log.read_text()
+        return self.log.read_text()
+
+
+@contextmanager
+def line_with_api(tmp_path: Path, parts: int = 40) -> Iterator[RunningLine]:
+    """`linewatch run` with `api.enabled` (token TOKEN, user alice) on a moving line that
+    is replayed at its frame rate, so the line is still running while a test looks."""
+    spec = MovingLineSpec(parts=parts, defect_rate=0.5, seed=3)
+    ((video, _, _),) = simulate_moving(tmp_path / "video", spec)
+    port, database_url = free_port(), f"sqlite:///{tmp_path / 'lw.db'}"
+    camera = {"id": "cam1", "url": str(video), "realtime": True}
+    camera["parts"] = {"method": "contrast", "merge_gap": 64}
+    config = tmp_path / "line.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "line": "apirun",
+                "data_dir": str(tmp_path / "data"),
+                "database_url": database_url,
+                "cameras": [camera],
+                "api": {"enabled": True, "port": port, "user": "alice"},
+            }
+        )
+    )
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "linewatch.cli", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env({"LINEWATCH_API__TOKEN": TOKEN}),
+        )
+    line = RunningLine(f"http://127.0.0.1:{port}", database_url, process, log)
+    try:
+        wait_healthy(line.url, process)
+        yield line
+    finally:
+        if process.poll() is None:  # the test failed: stop the line and its workers anyway
+            process.terminate()
+            process.wait(60)

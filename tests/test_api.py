@@ -109,6 +109,7 @@ def test_type_is_told_by_the_bytes_not_the_name(lite: TestClient) -> None:
     [
         ("notes.txt", b"just some text, not an image", 415, "not a JPEG or PNG"),
         ("renamed.jpg", b"GIF89a\x01\x00\x01\x00", 415, "not a JPEG or PNG"),
+        ("notes.jpg", b"a text file renamed to .jpg\n", 415, "not a JPEG or PNG"),
         ("empty.png", b"", 415, "empty file"),
         ("cut.jpg", jpeg(tile())[:400], 400, "truncated"),
         ("cut.png", png(tile())[:20], 400, "truncated or corrupt"),
@@ -155,6 +156,19 @@ def test_every_route_but_healthz_needs_the_token(lite: TestClient, path: str) ->
     assert wrong.status_code == 401 and "wrong token" in wrong.json()["detail"]
     assert missing.headers["www-authenticate"] == "Bearer"
     assert lite.get(path, headers=AUTH).status_code == 200
+
+
+UNLISTED = [("get", "/metrics"), ("get", "/openapi.json"), ("get", "/docs")]
+
+
+def test_every_data_route_refuses_a_request_without_the_token(lite: TestClient) -> None:
+    paths = lite.app.openapi()["paths"]  # type: ignore[attr-defined]
+    listed = [(m, p) for p, methods in paths.items() for m in methods if p != "/v1/session"]
+    assert len(listed) >= 12
+    for method, path in listed + UNLISTED:
+        response = lite.request(method, path.replace("{part}", "1"))
+        assert response.status_code == 401, f"{method} {path}: {response.status_code}"
+    assert lite.get("/static/dashboard.js").status_code == 200  # static files hold no data
 
 
 def test_classify_needs_the_token(lite: TestClient) -> None:

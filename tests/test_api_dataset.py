@@ -1,11 +1,12 @@
 """`linewatch dataset export --reviewed`: reviewed crops as an ImageFolder + manifest that
-the training code reads."""
+the training code reads, and `linewatch train --init-from` fine-tunes on."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import numpy as np
 import yaml
 from sqlalchemy import Engine
 
@@ -57,3 +58,30 @@ def test_export_needs_the_reviewed_flag(sqlite_url: str, tmp_path: Path, capsys)
     config.write_text(yaml.safe_dump({"database_url": sqlite_url}))
     assert main(["dataset", "export", "--out", str(tmp_path / "x"), "--config", str(config)]) == 2
     assert "pass --reviewed" in capsys.readouterr().err
+
+
+def test_train_init_from_fine_tunes_on_the_exported_reviews(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    import paddle
+
+    engine = database.open_database(sqlite_url)
+    for part_id in range(6):  # three reviewed crops per class: enough for a split
+        verdict, label = ("defect", "crack") if part_id % 2 else ("ok", "free")
+        row = insert_part(engine, part_id=part_id, evidence=jpeg(tile(part_id)))
+        queries.add_review(engine, row, "alice", verdict, label)
+    engine.dispose()
+    config = tmp_path / "line.yaml"
+    config.write_text(yaml.safe_dump({"database_url": sqlite_url}))
+    out, first, tuned = tmp_path / "reviewed", tmp_path / "first", tmp_path / "tuned"
+    export = ["dataset", "export", "--reviewed", "--out", str(out), "--config", str(config)]
+    assert main(export) == 0
+    small = ["--arch", "PPLCNet_x0_25", "--image-size", "48", "--epochs", "1"]
+    small += ["--steps-per-epoch", "1", "--batch-size", "4"]
+    assert main(["train", "--data", str(out), "--run-dir", str(first), *small]) == 0
+    weights = str(first / "best.pdparams")
+    tune = ["--init-from", weights, "--lr", "1e-9", "--seed", "5"]  # another seed's own start
+    assert main(["train", "--data", str(out), "--run-dir", str(tuned), *small, *tune]) == 0
+    before, after = paddle.load(weights), paddle.load(str(tuned / "best.pdparams"))
+    learned = [k for k in before if not k.endswith(("_mean", "_variance"))]  # not BN statistics
+    assert learned and all(np.allclose(before[k], after[k], atol=1e-5) for k in learned)

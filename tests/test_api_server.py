@@ -1,15 +1,19 @@
-"""The API on a real uvicorn server: server-sent events from real Redis pub/sub, and
-`linewatch serve` as a process (binds 127.0.0.1 when no token is configured)."""
+"""The API on a real uvicorn server: server-sent events from real Redis pub/sub;
+`linewatch serve` as a process (binds 127.0.0.1 when no token is configured); the API
+started by `linewatch run` (`api.enabled`) and by `linewatch demo --serve`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,15 +24,21 @@ from linewatch.pipeline import keys
 from linewatch.pipeline.streams import broker
 from tests.api_helpers import (
     AUTH,
+    TOKEN,
     free_port,
     insert_part,
     jpeg,
     line_settings,
+    line_with_api,
     running_server,
     shared_models,
     tile,
     verdict_for,
+    wait_healthy,
 )
+from tests.helpers import clean_env
+
+VERDICTS = ("ok", "defect", "uninspected")
 
 
 @pytest.fixture()
@@ -115,7 +125,7 @@ def test_serve_without_a_token_listens_on_loopback_only_and_says_so(tmp_path: Pa
         env=env,
     )
     try:
-        health = _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        health = wait_healthy(f"http://127.0.0.1:{port}", process)
         assert health == {"status": "ok", "database": "ok", "redis": "not configured"}
         parts = httpx.get(f"http://127.0.0.1:{port}/v1/parts")  # no token configured: open
         assert parts.status_code == 200
@@ -123,17 +133,6 @@ def test_serve_without_a_token_listens_on_loopback_only_and_says_so(tmp_path: Pa
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert "listens on 127.0.0.1 only, not 0.0.0.0" in stderr
-
-
-def _wait_healthy(url: str, process: subprocess.Popen) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"linewatch serve exited {process.returncode}"
-        try:
-            return httpx.get(url, timeout=2).json()
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("linewatch serve did not answer /healthz within 60 s")
 
 
 def test_cameras_show_the_ingest_state_recorded_in_redis(
@@ -170,7 +169,7 @@ def test_serve_never_logs_the_token(tmp_path: Path) -> None:
         command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        wait_healthy(f"http://127.0.0.1:{port}", process)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/v1/parts", headers={"Authorization": "Bearer x"}).is_error
         assert httpx.get(
@@ -181,3 +180,62 @@ def test_serve_never_logs_the_token(tmp_path: Path) -> None:
         stdout, stderr = process.communicate(timeout=30)
     assert token not in stdout + stderr
     assert "serving the API and dashboard on http://127.0.0.1:" in stderr
+
+
+def test_linewatch_run_serves_the_api_while_the_line_runs(tmp_path: Path) -> None:
+    with line_with_api(tmp_path) as line:
+        health = httpx.get(f"{line.url}/healthz").json()
+        assert health == {"status": "ok", "database": "ok", "redis": "ok"}  # the run's Redis
+        assert httpx.get(f"{line.url}/v1/parts").status_code == 401
+        parts = wait_until(
+            lambda: httpx.get(f"{line.url}/v1/parts?camera=cam1", headers=AUTH).json()["items"],
+            "parts written by the running line",
+        )
+        cameras = httpx.get(f"{line.url}/v1/cameras", headers=AUTH).json()
+        output = line.stop()
+    assert parts[0]["camera_id"] == "cam1" and parts[0]["verdict"] in VERDICTS
+    (camera,) = cameras["cameras"]
+    assert camera["id"] == "cam1" and camera["state"] in ("streaming", "stopped")
+    assert "decoded" in output and TOKEN not in output  # the run's summary; no secret
+    with pytest.raises(httpx.ConnectError):  # the API stopped with the line
+        httpx.get(f"{line.url}/healthz")
+
+
+def test_demo_serve_shows_the_demo_lines_parts(tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "demo.log"
+    command = [sys.executable, "-m", "linewatch.cli", "demo", "--parts", "6", "--serve"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--data-dir", str(tmp_path / "demo")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: process.poll() is None and "keeps serving" in log.read_text(), "done")
+        wait_healthy(url, process)
+        counted = re.search(r"parts counted / in truth\W+(\d+) / \d+", log.read_text())
+        assert counted, log.read_text()
+        parts = httpx.get(f"{url}/v1/parts?camera=demo-cam&limit=500").json()["items"]
+        (camera,) = httpx.get(f"{url}/v1/cameras").json()["cameras"]
+        page = httpx.get(f"{url}/")
+        with httpx.stream("GET", f"{url}/v1/events", timeout=20) as events:
+            wait_subscribed(events.iter_lines())  # the demo's Redis outlives its line
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(60)
+    assert len(parts) == int(counted[1]) > 0
+    assert camera["id"] == "demo-cam" and camera["parts"] == len(parts)
+    assert page.status_code == 200 and 'id="dashboard"' in page.text
+    assert code == 0 and "FatalError" not in log.read_text()
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 180) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's chromium + chromium-driver through
-Selenium; nothing downloads a browser): sign in, cameras, an NG part pushed over SSE
-with its evidence crop, a review that lands in SQL, a screenshot checked."""
+Selenium; nothing downloads a browser) against a running line (`linewatch run` with its
+API): sign in, cameras, an NG part pushed live over SSE with its evidence crop, a review
+that lands in SQL, a screenshot checked."""
 
 from __future__ import annotations
 
@@ -17,18 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from linewatch.api.app import ApiContext, build_context, create_app
-from linewatch.pipeline.streams import broker
+from linewatch.pipeline.storage import database
 from linewatch.schemas.tables import PartReview
-from tests.api_helpers import (
-    TOKEN,
-    insert_part,
-    jpeg,
-    line_settings,
-    running_server,
-    shared_models,
-    tile,
-    verdict_for,
-)
+from tests.api_helpers import TOKEN, line_settings, line_with_api, running_server, shared_models
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -39,7 +31,7 @@ FLAGS = (
     "--disable-background-networking",
     "--no-first-run",
     "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
+    "--window-size=1400,1200",
 )
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -105,53 +97,71 @@ def camera_rows(driver: Any) -> dict[str, list[str]]:
     }
 
 
-def test_dashboard_shows_cameras_a_live_ng_part_and_takes_a_review(
-    line: tuple[str, ApiContext], browser: Any, redis_client: broker.Client, tmp_path: Path
-) -> None:  # the server first, so the browser (and its event stream) goes before it stops
-    url, context = line
-    engine = context.engine
-    insert_part(engine, part_id=1)
-    insert_part(engine, part_id=2, camera_id="cam-b", verdict="defect", label="fray", score=0.8)
-    sign_in(browser, url)
+def camera_seen(row: list[str]) -> bool:
+    """The row shows the camera's ingest state (from Redis) and the model version."""
+    return row[1] in ("streaming", "stopped") and row[5] not in ("", "-")
 
-    rows = wait_for(lambda: len(camera_rows(browser)) == 2 and camera_rows(browser), "cameras")
-    assert rows["cam-a"][5] == "v1" and rows["cam-b"][3] == "100.0 %"
-    wait_for(lambda: browser.find_element(By.ID, "live").text == "live", "the SSE connection")
 
-    crop = jpeg(cv2.resize(tile(5), (128, 128)))
-    row = insert_part(engine, part_id=3, verdict="defect", label="crack", score=0.95, evidence=crop)
-    redis_client.publish(context.settings.verdicts_channel, verdict_for("cam-a", 3).to_json())
-    card = wait_for(
-        lambda: browser.find_element(By.CSS_SELECTOR, f'#feed li[data-part="{row}"]'),
-        "the NG part in the live feed",
-    )
-    image = card.find_element(By.TAG_NAME, "img")
-    wait_for(lambda: int(image.get_attribute("naturalWidth")) == 128, "the evidence crop")
-    assert "crack" in card.text and "cam-a" in card.text
+def test_dashboard_on_a_running_line_shows_a_live_ng_part_and_takes_a_review(
+    tmp_path: Path, browser: Any
+) -> None:
+    with line_with_api(tmp_path) as line:
+        sign_in(browser, line.url)
+        wait_for(lambda: browser.find_element(By.ID, "live").text == "live", "the SSE connection")
+        part = int(wait_for(lambda: browser.execute_script(LOADED_NG_PART), "a live NG part"))
+        card = browser.find_element(By.CSS_SELECTOR, f'#feed li[data-part="{part}"]')
+        assert "cam1" in card.text
+        # the camera table is refreshed when verdicts arrive; the replay may have ended
+        wait_for(lambda: camera_seen(camera_rows(browser)["cam1"]), "cam1's state and model")
+        wait_for(lambda: browser.execute_script(CHART_HOURS) > 0, "the chart with parts")
 
-    queued = wait_for(
-        lambda: browser.find_element(By.CSS_SELECTOR, f'#queue li[data-part="{row}"]'),
-        "the new NG part in the review queue",
-    )
-    queued.find_element(By.CSS_SELECTOR, "button.review-ok").click()
-    wait_for(lambda: "reviewed ok by alice" in queued.text, "the review confirmation")
-    with Session(engine) as session:
-        (review,) = session.scalars(select(PartReview).where(PartReview.part_row_id == row))
+        queued = browser.find_element(By.CSS_SELECTOR, f'#queue li[data-part="{part}"]')
+        queued.find_element(By.CSS_SELECTOR, "button.review-ok").click()
+        wait_for(lambda: "reviewed ok by alice" in queued.text, "the review confirmation")
+        check_screenshot(browser, tmp_path / "dashboard.png", card)
+        engine = database.open_database(line.database_url)
+        with Session(engine) as session:
+            (review,) = session.scalars(select(PartReview).where(PartReview.part_row_id == part))
+        engine.dispose()
+        output = line.stop()
     assert (review.verdict, review.label, review.reviewer) == ("ok", "free", "alice")
-    assert review.machine_verdict == "defect"
+    assert review.machine_verdict in ("defect", "uninspected")
+    assert TOKEN not in output
 
-    check_screenshot(browser, tmp_path / "dashboard.png")
+
+# The row id of the newest live NG card whose evidence crop has loaded, else null.
+LOADED_NG_PART = """
+const cards = [...document.querySelectorAll('#feed li[data-part]')];
+const loaded = cards.find((li) => li.dataset.part && li.querySelector('img')?.naturalWidth > 0);
+return loaded ? loaded.dataset.part : null;
+"""
+CHART_HOURS = "return Number(document.getElementById('ng-chart').dataset.hours || 0);"
+RED_BGR = np.array([40, 40, 198])  # the chart's bars, #c62828
 
 
-def check_screenshot(driver: Any, path: Path) -> None:
-    """A real rendering: a PNG of the window, not blank, with the header's dark band."""
+def check_screenshot(driver: Any, path: Path, card: Any) -> None:
+    """A real rendering: not blank, the header's dark band, the NG-rate chart's red bars
+    drawn, the live card's evidence crop painted (not the empty grey box)."""
     assert driver.save_screenshot(str(path))
     image = cv2.imread(str(path))
     assert image is not None and image.shape[1] >= 1000
     assert float(image.std()) > 10, "the screenshot is blank"
     header = image[5:30, :, :].mean(axis=(0, 1))
     assert header.max() < 90, f"the header band is not dark: {header}"
-    assert np.count_nonzero(image.reshape(-1, 3).std(axis=1) > 30) > 50  # coloured pixels
+    chart = crop(image, driver.find_element(By.ID, "ng-chart"))
+    red = np.count_nonzero(np.abs(chart.astype(int) - RED_BGR).max(axis=2) < 30)
+    assert red > 200, f"the chart shows {red} red pixels: no NG-rate bar drawn"
+    crop_pixels = crop(image, card.find_element(By.TAG_NAME, "img"))
+    assert float(crop_pixels.std()) > 5, "the evidence crop is not painted"
+
+
+def crop(image: np.ndarray, element: Any) -> np.ndarray:
+    """The screenshot's pixels under an element (the window is large enough to hold it)."""
+    box = element.rect
+    x, y = int(box["x"]), int(box["y"])
+    region = image[y : y + int(box["height"]), x : x + int(box["width"])]
+    assert region.size, f"element at {box} is outside the {image.shape} screenshot"
+    return region
 
 
 def test_dashboard_refuses_a_wrong_token(line: tuple[str, ApiContext], browser: Any) -> None:

@@ -205,18 +205,21 @@ def test_tokens_say_how_far_an_outbox_may_move_its_cursor(tmp_path: Path) -> Non
     _require_mosquitto()
     broker = Mosquitto(tmp_path / "broker")  # down: nothing can be acknowledged yet
     pub = publisher(broker.url, queue_max=4)
-    assert pub.confirmed_through() is None
+    confirmed: list[int] = []
+    pub.on_confirmed(confirmed.append)  # called from the pump thread at each PUBACK
+    assert pub.confirmed_through() is None and pub.room() == 4
     for token, part in ((10, 1), (11, 2), (12, 3)):
         pub.verdict(verdict("cam-a", part), token=token)
     pub.notify(AlertMessage(5, "cam-a", "crack", "raised", 3, 1, None, None, 0.9, 3), token=13)
-    assert pub.confirmed_through() == 9
+    assert pub.confirmed_through() == 9 and pub.room() == 0
     pub.verdict(verdict("cam-a", 3), token=12)  # the outbox giving an entry again: skipped
     pub.verdict(verdict("cam-a", 4), token=14)  # the queue holds 4: token 10 is dropped
     assert pub.confirmed_through() == 10 and pub.pending() == 4
     with broker:
         sub = Subscriber(broker, TOPIC)
         assert pub.flush(10)
-        assert pub.confirmed_through() == 14
+        assert pub.confirmed_through() == 14 and pub.room() == 4
+        assert confirmed[-1] == 14 and confirmed == sorted(confirmed)
         pub.verdict(verdict("cam-a", 4), token=15)  # a second verdict for a part: settled
         assert pub.confirmed_through() == 15
         assert part_ids(sub.wait_for("/verdict", 3), "cam-a") == [2, 3, 4]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import re
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
@@ -20,7 +15,15 @@ from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import reporting, retention
 from linewatch.pipeline.storage.reporting import PartCounts, Window
 from linewatch.schemas.tables import Part, PartHourly
-from tests.helpers import linewatch, part_row, write_parts
+from tests.helpers import (
+    coloured,
+    each_plot_in_chromium,
+    linewatch,
+    part_row,
+    plot_images,
+    require_chromium,
+    write_parts,
+)
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
@@ -48,7 +51,6 @@ PARTS = [
 ]
 CUTOFF = DAY + timedelta(hours=13, minutes=30)  # prunes half of cam1's 13:00 hour
 WHOLE_DAY = Window(DAY, DAY + timedelta(days=1))
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def at(hour: int, minute: int = 0) -> datetime:
@@ -249,20 +251,6 @@ def test_cli_csv_in_parts(engine: Engine, database_url: str, tmp_path: Path) -> 
     assert read_csv(out / "summary.csv")[0]["note"] == "no detections in window"
 
 
-def plot_images(page: str) -> list[np.ndarray]:
-    images = []
-    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
-        raw = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
-        images.append(cv2.imdecode(raw, cv2.IMREAD_COLOR))
-    return images
-
-
-def coloured(image: np.ndarray) -> int:
-    """Pixels of the plotted data (matplotlib's blue and orange), not of axes or text."""
-    blue, green, red = (image[..., i].astype(int) for i in range(3))
-    return int((abs(blue - red) > 80).sum())
-
-
 def test_one_hour_window_draws_every_part_plot(sqlite_url: str, tmp_path: Path) -> None:
     engine = storage.open_database(sqlite_url)
     write_parts(engine, rows())
@@ -277,9 +265,9 @@ def test_one_hour_window_draws_every_part_plot(sqlite_url: str, tmp_path: Path) 
     assert len(images) == 3  # parts per hour + NG rate, Pareto, model versions
     for image in images:
         assert image is not None and coloured(image) > 40, coloured(image)
-    if CHROMIUM.exists():
-        shot = screenshot(out, tmp_path / "shot.png")
-        assert coloured(shot) > 500, "the part plots did not render in Chromium"
+    require_chromium()
+    rendered = each_plot_in_chromium(page, tmp_path)
+    assert len(rendered) == 3 and min(rendered) > 40, f"a part plot did not render: {rendered}"
 
 
 def test_empty_window_says_so_in_parts(engine: Engine, database_url: str, tmp_path: Path) -> None:
@@ -290,23 +278,3 @@ def test_empty_window_says_so_in_parts(engine: Engine, database_url: str, tmp_pa
     assert "no parts in window; no detections in window" in run.stdout
     page = out.read_text()
     assert "No parts in window" in page and "base64" not in page
-
-
-def screenshot(page: Path, shot: Path) -> np.ndarray:
-    subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            "--window-size=1200,2400",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    image = cv2.imread(str(shot))
-    assert image is not None and image.shape == (2400, 1200, 3)
-    return image

@@ -1,6 +1,7 @@
 """The sink in parts mode on real Redis streams and real databases: one parts row per
 part from its stored views, uninspected at the deadline, late verdicts recorded but not
-announced again, part ends before their views, one alert per NG part."""
+announced again, part ends before their views, one alert per NG part; the MQTT cursor
+moves only on the broker's acknowledgement and pub/sub never repeats an announcement."""
 
 from __future__ import annotations
 
@@ -8,14 +9,26 @@ import json
 import time
 
 import pytest
-from sqlalchemy import func, select
+import yaml
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from linewatch.pipeline.alerts.verdict import model_labels
+from linewatch.pipeline.config import OutputsSettings
+from linewatch.pipeline.inference.switching import use_model
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
-from linewatch.schemas.tables import Alert, Detection, Part, PartEnd
+from linewatch.schemas.tables import Alert, Detection, OutboxCursor, Part, PartEnd
 from linewatch.workers import sink
-from tests.helpers import ChannelListener, make_settings, part_end, run_sink_until, view_result
+from tests.helpers import (
+    ChannelListener,
+    copy_with_version,
+    make_settings,
+    part_end,
+    run_sink_until,
+    view_result,
+)
+from tests.mqtt_broker import Mosquitto, Subscriber
 
 FREE = (("free", 0.9), ("crack", 0.06), ("break", 0.04))
 CRACK = (("crack", 0.8), ("break", 0.15), ("free", 0.05))
@@ -319,7 +332,7 @@ def test_decisions_committed_before_a_kill_are_announced_on_restart(
         engine, [batch[0], batch[2]], [], 1, [batch[1], part_end(2, 1, 2, 2)], 10**9
     )
     # a sink decides both parts, commits, and is killed before it announces anything
-    done = sink.part_judge(engine, settings).decide_due(time.time_ns())
+    done = sink.part_judge(engine, settings, redis_client).decide_due(time.time_ns())
     assert len(done.verdicts) == 2 and len(done.alerts) == 1
     listener = ChannelListener(redis_client, f"{line_name}:alerts", f"{line_name}:verdicts")
     run_sink_until(redis_client, engine, settings, "sink-a", lambda: False, timeout_s=1.5)
@@ -331,3 +344,79 @@ def test_decisions_committed_before_a_kill_are_announced_on_restart(
         ("part", 1)
     ]
     engine.dispose()
+
+
+def two_views(part_id: int, defective: bool) -> list:  # type: ignore[type-arg]
+    topk, seq = (CRACK if defective else FREE), part_id * 10
+    views = [view_result(part_id, i, seq + i, topk) for i in (0, 1)]
+    return [*views, part_end(part_id, 2, seq, seq + 1)]
+
+
+def cursors(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with Session(engine) as session:
+        return dict(session.execute(select(OutboxCursor.notifier, OutboxCursor.last_id)).all())  # type: ignore[arg-type]
+
+
+def test_mqtt_cursor_moves_only_on_the_brokers_ack_and_pubsub_never_repeats(
+    database_url, tmp_path, redis_client, redis_url, line_name
+) -> None:  # type: ignore[no-untyped-def]
+    mqtt = Mosquitto(tmp_path / "broker")  # down while the parts are decided
+    settings = settings_for(tmp_path, line_name, redis_url, database_url)
+    settings = settings.model_copy(
+        update={"outputs": OutputsSettings(mqtt_url=mqtt.url, mqtt_topic=f"lw/{line_name}")}
+    )
+    engine = storage.open_database(database_url)
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: True)  # cursors exist
+    start = cursors(engine)
+    listener = ChannelListener(redis_client, f"{line_name}:verdicts")
+    add(redis_client, settings, *[m for p in (1, 2, 3) for m in two_views(p, p == 2)])
+    run_sink_until(redis_client, engine, settings, "sink-a", lambda: count(engine, Part) == 3)
+    moved = cursors(engine)
+    assert moved["PubSubNotifier"] > start["PubSubNotifier"]
+    assert moved["mqtt"] == start["mqtt"], "nothing acknowledged: the MQTT cursor stays"
+    with mqtt:
+        subscriber = Subscriber(mqtt, f"lw/{line_name}")
+        with Session(engine) as session, session.begin():  # as if killed before its commit
+            session.execute(
+                update(OutboxCursor)
+                .where(OutboxCursor.notifier == "PubSubNotifier")
+                .values(last_id=start["PubSubNotifier"])
+            )
+        run_sink_until(redis_client, engine, settings, "sink-a", lambda: False, timeout_s=1.5)
+        verdicts = subscriber.wait_for("/cam/verdict", 3)
+        assert cursors(engine)["mqtt"] == moved["PubSubNotifier"], "acknowledged: stored"
+        run_sink_until(redis_client, engine, settings, "sink-a", lambda: False, timeout_s=1.0)
+        time.sleep(0.3)
+        listener.close()
+        subscriber.close()
+    assert [v["part_id"] for v in subscriber.on("/cam/verdict")] == [1, 2, 3]
+    assert [a["part_id"] for a in subscriber.on("/alerts") if a["kind"] == "part"] == [2]
+    assert [v["part_id"] for v in verdicts] == [1, 2, 3]
+    assert [v["part_id"] for v in listener.messages[f"{line_name}:verdicts"]] == [1, 2, 3]
+    engine.dispose()
+
+
+def test_parts_are_judged_by_the_model_that_inferred_them(
+    tmp_path, redis_client, redis_url, line_name, sqlite_url
+) -> None:  # type: ignore[no-untyped-def]
+    """After `linewatch model use`, views of the new model meet its threshold, not the
+    configured one's; views of the configured model keep theirs."""
+    settings = settings_for(tmp_path, line_name, redis_url, sqlite_url, defect_threshold=None)
+    configured = model_labels(settings.inference.model_dir)
+    swapped = copy_with_version(tmp_path, "swapped-v2")
+    info = yaml.safe_load((swapped / "inference.yml").read_text())
+    info["Linewatch"]["defect_threshold"] = 0.3
+    (swapped / "inference.yml").write_text(yaml.safe_dump(info))
+    use_model(redis_client, settings, swapped)
+    engine = storage.open_database(sqlite_url)
+    doubtful = (("free", 0.5), ("crack", 0.3), ("break", 0.2))  # defect score 0.5
+    views = [
+        view_result(1, 0, 1, doubtful, version="swapped-v2"),
+        view_result(2, 0, 2, doubtful, version=configured.version),
+    ]
+    ends = [part_end(1, 1, 1, 1), part_end(2, 1, 2, 2)]
+    storage.write_batch(engine, views, [], 1, ends, 10**9)
+    done = sink.part_judge(engine, settings, redis_client).decide_due(time.time_ns())
+    verdicts = {v.part_id: (v.verdict, v.model_version) for v in done.verdicts}
+    assert configured.defect_threshold > 0.5
+    assert verdicts == {1: ("defect", "swapped-v2"), 2: ("ok", configured.version)}

@@ -17,7 +17,15 @@ from linewatch.pipeline.storage import migrate, reporting, retention
 from linewatch.pipeline.storage.reporting import Window
 from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.schemas.messages import ResultMessage
-from tests.helpers import assert_clean_error, count_detections, linewatch
+from tests.helpers import (
+    assert_clean_error,
+    coloured,
+    count_detections,
+    each_plot_in_chromium,
+    linewatch,
+    plot_images,
+    require_chromium,
+)
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
@@ -325,6 +333,25 @@ def test_html_renders_in_chromium(html_report: Path, tmp_path: Path) -> None:
     assert 0.02 < non_white < 0.6, non_white
     assert image.std() > 20
     assert ((blue - red) > 60).sum() > 500, "the plots (blue lines and bars) did not render"
+
+
+def test_one_hour_window_draws_every_frame_plot(sqlite_url: str, tmp_path: Path) -> None:
+    engine = storage.open_database(sqlite_url)
+    storage.write_batch(engine, [frame(*row) for row in FRAMES], [], sink_ts=0)
+    engine.dispose()
+    out = tmp_path / "hour.html"
+    window = ("--since", at(6).isoformat()[:16], "--until", at(7).isoformat()[:16])
+    run = linewatch("report", *window, "--out", str(out), "--database-url", sqlite_url)
+    assert run.returncode == 0, run.stderr
+    page = out.read_text()
+    assert "No parts in window" in page
+    images = plot_images(page)
+    assert len(images) == 3  # defects per hour, class shares, model versions
+    for image in images:
+        assert image is not None and coloured(image) > 40, coloured(image)
+    require_chromium()
+    rendered = each_plot_in_chromium(page, tmp_path)
+    assert len(rendered) == 3 and min(rendered) > 40, f"a frame plot did not render: {rendered}"
 
 
 def test_cli_empty_window(html_report: Path, sqlite_url: str, tmp_path: Path) -> None:

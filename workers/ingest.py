@@ -1,16 +1,24 @@
-"""Ingest worker: decode one camera or file and push its frames to the frames stream."""
+"""Ingest worker: decode cameras and files and push their frames to the frames stream.
+
+One process ingests several cameras (`ingest.cameras_per_process`), one thread each:
+PyAV and OpenCV release the GIL while they decode, convert, crop and encode, so the
+threads share the process's cores; each camera keeps its own seq / part_id counters,
+counters hash and state machine, and a dead or reconnecting camera waits in its own
+thread without holding up the others.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from linewatch.pipeline import defaults, keys, metrics
 from linewatch.pipeline.config import CameraSettings, Settings
-from linewatch.pipeline.errors import ConfigError, ModelError
+from linewatch.pipeline.errors import ConfigError, LinewatchError, ModelError
 from linewatch.pipeline.inference.classifier import read_model_info
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.retry import Backoff
@@ -92,6 +100,11 @@ class FrameSender:
         self.seqs = NumberCounter(client, settings.camera_key(camera.id, keys.SEQ), "seq")
         self._backlog_checked = self._recorded = -CHECK_EVERY_S
         self._over_limit = False
+        # a file runs faster than real time: its parts wait for their views (not a live
+        # deadline); only views lost on the way make them reach file_wait_s
+        verdict = settings.verdict
+        live_wait_ns, file_wait_ns = verdict.deadline_ms * 10**6, int(verdict.file_wait_s * 1e9)
+        self._verdict_wait_ns = live_wait_ns if live else file_wait_ns
 
     def send(self, frames: list[DecodedFrame], stop: StopFlag) -> None:
         """Send frames (or their part views); Redis outages are waited out (a resend is
@@ -102,7 +115,7 @@ class FrameSender:
         retry = lambda call, what: broker.with_retry(call, stop.wait, what)  # noqa: E731
         if self.live and retry(self._over_live_limit, "backlog check"):
             self.counters.dropped += len(selection.picks)
-            metrics.FRAMES.labels("ingest", "dropped").inc(len(selection.picks))
+            metrics.INGEST_FRAMES.labels(self.camera.id, "dropped").inc(len(selection.picks))
             self._send(Selection([], selection.ended), stop)
             return
         if not self.live:
@@ -128,7 +141,7 @@ class FrameSender:
             )
         self.counters.sent += len(picks)
         self.counters.parts += len(ended)
-        metrics.FRAMES.labels("ingest", "sent").inc(len(picks))
+        metrics.INGEST_FRAMES.labels(self.camera.id, "sent").inc(len(picks))
         metrics.mark_alive()
 
     def _part_end(self, record: PartRecord) -> dict[bytes, bytes]:
@@ -142,7 +155,7 @@ class FrameSender:
                 self.camera.parts.max_part_s,
                 record.views_sent,
             )
-        return part_end_message(self.camera.id, record).encode()
+        return part_end_message(self.camera.id, record, self._verdict_wait_ns).encode()
 
     def _message(self, pick: Pick, seq: int) -> FrameMessage:
         image = self.views.image(pick)
@@ -207,8 +220,10 @@ def pump(
 ) -> None:
     """Send frames in batches of `batch_size` until the source ends or stop is set."""
     batch: list[DecodedFrame] = []
+    decoded = metrics.INGEST_FRAMES.labels(sender.camera.id, "decoded")
     for frame in frames:
         sender.counters.decoded += 1
+        decoded.inc()
         batch.append(frame)
         if len(batch) >= batch_size:
             sender.send(batch, stop)
@@ -368,16 +383,85 @@ def camera_states(
     return CameraStateMachine(camera.id, [recorder])
 
 
-def main(settings: Settings, camera_id: str, debug: bool = False, metrics_port: int = 0) -> None:
-    """Process entry point (spawned by `linewatch run` or called by `linewatch worker ingest`)."""
+def run_cameras(
+    client: broker.Client, cameras: Sequence[CameraSettings], settings: Settings, stop: StopFlag
+) -> dict[str, IngestCounters]:
+    """Ingest `cameras` in one thread each until every file is read and every live camera
+    is stopped. A camera that fails is logged at once and does not stop the others; once
+    all threads are done, a LinewatchError names the cameras that failed."""
+    results: dict[str, IngestCounters] = {}
+    errors: dict[str, Exception] = {}
+    threads = [
+        threading.Thread(
+            target=_camera_thread,
+            kwargs=dict(
+                client=client,
+                camera=camera,
+                settings=settings,
+                stop=stop,
+                results=results,
+                errors=errors,
+            ),
+            name=f"ingest:{camera.id}",  # the logs' `camera` field (pipeline/runtime.py)
+            daemon=True,
+        )
+        for camera in cameras
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)  # a timed join keeps the main thread free for signals
+    if errors:
+        raise LinewatchError(f"camera {', '.join(errors)} stopped on an error (logged above)")
+    return results
+
+
+def _camera_thread(
+    *,
+    client: broker.Client,
+    camera: CameraSettings,
+    settings: Settings,
+    stop: StopFlag,
+    results: dict[str, IngestCounters],
+    errors: dict[str, Exception],
+) -> None:
+    """One camera: a user error ends it (logged, raised by run_cameras at the end); an
+    unexpected one restarts a live camera after a backoff, as a crashed process would be,
+    and ends a file (never read twice)."""
+    backoff = Backoff(first_s=defaults.RESTART_FIRST_S, max_s=settings.ingest.reconnect_max_s)
+    while True:
+        try:
+            results[camera.id] = run(client, camera, settings, stop)
+            return
+        except LinewatchError as exc:
+            log.error("camera %s: %s", camera.id, exc)
+            errors[camera.id] = exc
+            return
+        except Exception as exc:
+            if not is_live(camera.url):
+                log.exception("camera %s: ingest failed", camera.id)
+                errors[camera.id] = exc
+                return
+            delay = backoff.next()
+            log.exception("camera %s: ingest failed; restarting it in %.0f s", camera.id, delay)
+            if stop.wait(delay):
+                return
+
+
+def main(settings: Settings, camera_ids: str, debug: bool = False, metrics_port: int = 0) -> None:
+    """Process entry point (spawned by `linewatch run` or called by `linewatch worker
+    ingest`): the cameras of `camera_ids`, comma-separated, one thread each."""
+    ids = [name for name in camera_ids.split(",") if name]
 
     def body(stop: StopFlag) -> None:
-        camera = find_camera(settings, camera_id)
+        cameras = [find_camera(settings, camera_id) for camera_id in ids]
         client = broker.connect(settings.require_redis_url("ingest worker"), attempts=20)
-        log.info("camera %s: ingesting %s", camera.id, redact_url(camera.url))
-        run(client, camera, settings, stop)
+        for camera in cameras:
+            log.info("camera %s: ingesting %s", camera.id, redact_url(camera.url))
+        run_cameras(client, cameras, settings, stop)
 
-    run_worker(f"ingest:{camera_id}", debug, body, metrics_port)
+    run_worker(f"ingest:{','.join(ids)}", debug, body, metrics_port)
 
 
 def find_camera(settings: Settings, camera_id: str) -> CameraSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -13,6 +14,7 @@ from typing import TypeVar
 from sqlalchemy import Engine
 
 from linewatch.pipeline import metrics
+from linewatch.pipeline.alerts.camera_status import CameraStatus
 from linewatch.pipeline.alerts.mqtt import MqttPublisher
 from linewatch.pipeline.alerts.notifiers import (
     LogNotifier,
@@ -24,9 +26,10 @@ from linewatch.pipeline.alerts.outbox import Outbox
 from linewatch.pipeline.alerts.parts import DEADLINE, LATE, PartJudge, Round
 from linewatch.pipeline.alerts.reorder import ReorderBuffer
 from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
-from linewatch.pipeline.alerts.verdict import model_labels
+from linewatch.pipeline.alerts.verdict import ModelCatalog, model_labels
 from linewatch.pipeline.alerts.webhook import Webhook
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.inference.switching import requested_model_dir
 from linewatch.pipeline.retry import Interrupted, retry
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage
@@ -74,6 +77,7 @@ class ResultBatchHandler:
         settings: Settings,
         judge: PartJudge | None = None,
         outbox: Outbox | None = None,
+        camera_status: CameraStatus | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -82,6 +86,7 @@ class ResultBatchHandler:
         self.settings = settings
         self.judge = judge  # decides parts (parts mode); None: frames only
         self.outbox = outbox  # announces what the judge decided, after its commit
+        self.camera_status = camera_status  # each camera's retained MQTT status
         self.counters = SinkCounters()
         self.reorder = ReorderBuffer()
         self._evidence: dict[tuple[str, int], bytes] = {}
@@ -119,7 +124,10 @@ class ResultBatchHandler:
         observe_parts(done)
         self.counters.parts += len(done.verdicts)
         self.counters.alerts += len(done.alerts)
-        return self._with_retry(outbox.deliver, stop) is not None
+        delivered = self._with_retry(outbox.deliver, stop) is not None
+        if self.camera_status is not None:
+            self.camera_status.publish_due()
+        return delivered
 
     def status(self) -> dict[str, str | int]:
         """This sink's heartbeat fields (`linewatch status`)."""
@@ -270,11 +278,15 @@ def observe_parts(done: Round) -> None:
             metrics.CAPTURE_TO_VERDICT.observe(seconds)
 
 
-def part_judge(engine: Engine, settings: Settings) -> PartJudge:
-    """Decides parts with the configured model's labels and threshold."""
+def part_judge(engine: Engine, settings: Settings, client: broker.Client) -> PartJudge:
+    """Decides parts with the labels and threshold of the model that inferred their views."""
+    models = ModelCatalog(
+        model_labels(settings.inference.model_dir),
+        requested=lambda: requested_model_dir(client, settings),
+    )
     return PartJudge(
         engine=engine,
-        model=model_labels(settings.inference.model_dir),
+        models=models,
         verdict=settings.verdict,
         line=settings.alerts.line,
     )
@@ -286,7 +298,42 @@ def run(
     """Consume the results stream until stopped."""
     alerts = AlertEngine(settings.alerts)
     alerts.resume(storage.open_events(engine))
-    pubsub = PubSubNotifier(client, settings.alerts.channel, settings.alerts.verdict_channel)
+    mqtt = MqttPublisher.from_settings(settings)
+    notifiers = make_notifiers(client, settings, mqtt)
+    outbox = Outbox(engine=engine, notifiers=notifiers)
+    outbox.open()
+    status = None
+    if mqtt is not None:
+        status = CameraStatus(client=client, engine=engine, settings=settings, publisher=mqtt)
+    handler = ResultBatchHandler(
+        client,
+        engine,
+        alerts,
+        notifiers,
+        settings,
+        judge=part_judge(engine, settings, client),
+        outbox=outbox,
+        camera_status=status,
+    )
+    try:
+        outbox.deliver()  # what a killed sink committed and had not announced yet
+        return _consume(
+            client=client, settings=settings, consumer=consumer, stop=stop, handler=handler
+        )
+    finally:
+        if mqtt is not None:
+            mqtt.close(timeout_s=5)  # sends what is queued, marks the publisher offline
+            with contextlib.suppress(storage.DatabaseError):
+                outbox.settle()  # what the broker confirmed meanwhile is not sent again
+
+
+def make_notifiers(
+    client: broker.Client, settings: Settings, mqtt: MqttPublisher | None
+) -> list[Notifier]:
+    """Log, pub/sub, the webhook queue (when configured) and MQTT (when configured)."""
+    pubsub = PubSubNotifier(
+        client, settings.alerts.channel, settings.alerts.verdict_channel, line=settings.line
+    )
     notifiers: list[Notifier] = [LogNotifier(), pubsub]
     if settings.alerts.webhook_url:
         secret = settings.alerts.webhook_secret
@@ -296,47 +343,20 @@ def run(
             settings.alerts.webhook_timeout_s,
         )
         notifiers.append(WebhookNotifier(client, webhook))
-    mqtt = MqttPublisher.from_settings(settings)
     if mqtt is not None:
         notifiers.append(mqtt)
-    try:
-        return _consume(
-            client=client,
-            engine=engine,
-            settings=settings,
-            consumer=consumer,
-            stop=stop,
-            alerts=alerts,
-            notifiers=notifiers,
-        )
-    finally:
-        if mqtt is not None:
-            mqtt.close(timeout_s=5)  # sends what is queued, marks the publisher offline
+    return notifiers
 
 
 def _consume(
     *,
     client: broker.Client,
-    engine: Engine,
     settings: Settings,
     consumer: str,
     stop: StopFlag,
-    alerts: AlertEngine,
-    notifiers: list[Notifier],
+    handler: ResultBatchHandler,
 ) -> SinkCounters:
     stream = settings.results_stream
-    outbox = Outbox(engine=engine, notifiers=notifiers)
-    outbox.open()
-    outbox.deliver()  # what a killed sink committed and had not announced yet
-    handler = ResultBatchHandler(
-        client,
-        engine,
-        alerts,
-        notifiers,
-        settings,
-        judge=part_judge(engine, settings),
-        outbox=outbox,
-    )
     size = settings.sink.batch_size
     ConsumerLoop(
         client=client,

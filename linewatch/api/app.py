@@ -4,7 +4,8 @@ the dashboard's static shell), the authenticated /v1 routes, /metrics and /docs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ApiContext:
     engine: Engine
     redis: broker.Client | None
     models: ModelHolder
+    stopping: threading.Event = field(default_factory=threading.Event)  # ends event streams
 
 
 def build_context(settings: Settings) -> ApiContext:

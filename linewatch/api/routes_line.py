@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # app.py imports this module
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
+WAKE_S = 1.0  # an event stream looks this often whether its client left or the server stops
+KEEP_ALIVE_S = 15.0  # a comment after this long without an event keeps proxies from closing
 Camera = Annotated[str | None, Query(max_length=128)]
 
 
@@ -175,13 +177,17 @@ async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIter
 async def _events(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
     ctx = _ctx(request)
     assert ctx.settings.redis_url is not None
-    listening = pubsub.listen(ctx.settings.redis_url, list(channels))
+    listening = pubsub.listen(ctx.settings.redis_url, list(channels), idle_s=WAKE_S)
     async with aclosing(listening) as messages:  # unsubscribes as soon as the client goes
         await anext(messages)  # subscribed now, so nothing published from here is missed
         yield "retry: 2000\n: subscribed\n\n"
+        last_sent = time.monotonic()
         async for message in messages:
-            if await request.is_disconnected():
-                break
+            if ctx.stopping.is_set() or await request.is_disconnected():
+                break  # the browser reconnects to the next server by itself
+            if message is None and time.monotonic() - last_sent < KEEP_ALIVE_S:
+                continue
+            last_sent = time.monotonic()
             yield await _event(ctx, channels, message)
 
 

@@ -13,10 +13,11 @@ the broker. paho's network thread (`loop_start`) talks to the broker and reconne
 capped exponential backoff; a pump thread of ours hands queued messages to paho while
 connected, at most `inflight_max` unacknowledged at a time, oldest first. Messages handed
 to paho stay in paho until the broker's PUBACK and are sent again (DUP) after a
-reconnect, so QoS 1 is at-least-once: a duplicate can only follow a lost connection with a
-message in flight. Nothing new is handed over after a reconnect until those resends are
-acknowledged, which keeps each topic in order. A full queue drops its oldest message,
-counted in `linewatch_mqtt_messages_total{outcome="dropped"}`.
+reconnect, so QoS 1 is at-least-once: within a process a duplicate can only follow a lost
+connection with a message in flight (across a killed process, see the outbox's tokens:
+confirmed_through / on_confirmed). Nothing new is handed over after a reconnect until
+those resends are acknowledged, which keeps each topic in order. A full queue drops its
+oldest message, counted in `linewatch_mqtt_messages_total{outcome="dropped"}`.
 
 paho is never called while our lock is held: paho runs `on_publish` under its own lock,
 so our callbacks only set flags and wake the pump.
@@ -32,6 +33,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,6 +139,7 @@ class MqttPublisher:
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._open_tokens: OrderedDict[int, None] = OrderedDict()  # given, not yet settled
         self._last_token: int | None = None
+        self._confirmed_callback: Callable[[int], None] | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._epoch = 0  # bumped by paho's thread on each disconnect
@@ -226,6 +229,16 @@ class MqttPublisher:
             if self._open_tokens:
                 return next(iter(self._open_tokens)) - 1
             return self._last_token
+
+    def on_confirmed(self, callback: Callable[[int], None] | None) -> None:
+        """Call `callback(confirmed_through())` from the pump thread as soon as the broker's
+        acknowledgements move it, so an outbox can store its cursor at once."""
+        self._confirmed_callback = callback
+
+    def room(self) -> int:
+        """Messages the queue takes before it drops its oldest (the outbox gives no more)."""
+        with self._lock:
+            return max(0, self.config.queue_max - len(self._queue))
 
     def camera_status(
         self, camera_id: str, state: str, parts_per_min: float, ng_rate: float | None
@@ -384,6 +397,11 @@ class MqttPublisher:
                 if entry.message.key:
                     self._delivered.append(entry.message.key)
             self._set_queued_gauge_locked()
+        callback = self._confirmed_callback
+        confirmed = self.confirmed_through()
+        if callback is not None and confirmed is not None:
+            if any(e.message.token is not None for e in done):
+                callback(confirmed)
 
     def _fill(self) -> None:
         while self._connected and not self._stopping.is_set():
@@ -501,3 +519,35 @@ def _set_tls(client: paho.Client, config: MqttConfig) -> None:
 
 def _default_client_id(line: str) -> str:
     return f"linewatch-{line}-{socket.gethostname()[:20]}-{os.getpid()}"[:64]
+
+
+def probe_broker(config: MqttConfig, timeout_s: float) -> None:
+    """Connect once with a client of its own (no will, nothing published) and disconnect;
+    ConnectionError says why the broker did not accept it."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{config.client_id or 'linewatch'}-check"
+    )
+    if config.username:
+        client.username_pw_set(config.username, config.password)
+    if config.tls:
+        _set_tls(client, config)
+    try:
+        client.connect(config.host, config.port, keepalive=10)
+    except OSError as exc:
+        raise ConnectionError(
+            f"MQTT broker {config.safe_url} unreachable ({exc.strerror or exc}); start it or "
+            "fix outputs.mqtt_url"
+        ) from None
+    outcome: list[str] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: outcome.append(str(reason))
+    deadline = time.monotonic() + timeout_s
+    while not outcome and time.monotonic() < deadline:
+        client.loop(timeout=0.1)
+    client.disconnect()
+    if not outcome:
+        raise ConnectionError(f"MQTT broker {config.safe_url} did not answer in {timeout_s:g} s")
+    if outcome[0] != "Success":
+        raise ConnectionError(
+            f"MQTT broker {config.safe_url} refused the connection: {outcome[0]} (check "
+            "outputs.mqtt_url's user and password)"
+        )

@@ -33,7 +33,7 @@ from linewatch.pipeline.alerts.line_alarm import LINE_LABEL, LineAlarm, LineEven
 from linewatch.pipeline.alerts.outbox import ALERT, VERDICT
 from linewatch.pipeline.alerts.verdict import (
     UNINSPECTED_LABEL,
-    ModelLabels,
+    ModelCatalog,
     Verdict,
     decide,
 )
@@ -79,12 +79,12 @@ class PartJudge:
         self,
         *,
         engine: Engine,
-        model: ModelLabels,
+        models: ModelCatalog,
         verdict: VerdictSettings,
         line: LineAlarmSettings,
     ) -> None:
         self.engine = engine
-        self.model = model
+        self.models = models
         self.settings = verdict
         self.line = LineAlarm(line)
         reject = verdict.on_uninspected == "reject"
@@ -124,7 +124,7 @@ class PartJudge:
             store.drop_evidence(session, end.camera_id, end.part_id)
         if action == EXPIRE:
             return None
-        verdict = decide(views, self.model, self.settings)
+        verdict = decide(views, self.models.for_views(views), self.settings)
         late = action == LATE or (action == FINAL and now > pending.deadline_ts)
         row = self._row(pending, verdict, now, late)
         if action == LATE:

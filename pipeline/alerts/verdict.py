@@ -17,11 +17,15 @@ votes kept in memory, so a restarted sink reaches the same verdict for the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linewatch.pipeline.config import VerdictSettings
+from linewatch.pipeline.errors import LinewatchError
+
+log = logging.getLogger(__name__)
 
 UNINSPECTED_LABEL = "uninspected"
 
@@ -85,6 +89,43 @@ def model_labels(folder: Path) -> ModelLabels:
         defect_threshold=float(info.defect_threshold),
         detector=isinstance(info, DetectorInfo),
     )
+
+
+class ModelCatalog:
+    """The rule's view of each model the line's views may come from, by version: the
+    configured folder, and the one `linewatch model use` asked the workers to switch to
+    (read again when a view names a version not seen yet), so a part inferred by a
+    swapped-in model is judged with that model's labels and threshold."""
+
+    def __init__(self, default: ModelLabels, requested: Callable[[], Path | None]) -> None:
+        self.default = default
+        self._requested = requested
+        self._known = {default.version: default}
+        self._unknown: set[str] = set()
+
+    def for_views(self, views: Sequence[ViewResult]) -> ModelLabels:
+        version = _version(views, self.default)
+        if version not in self._known and version not in self._unknown:
+            self._learn(version)
+        return self._known.get(version, self.default)
+
+    def _learn(self, version: str) -> None:
+        folder = self._requested()
+        try:
+            model = model_labels(folder) if folder else None
+        except LinewatchError as exc:
+            log.warning("requested model folder %s cannot be read: %s", folder, exc)
+            model = None
+        if model is not None:
+            self._known[model.version] = model
+        if version not in self._known:
+            self._unknown.add(version)
+            log.warning(
+                "views of model version %s, which is neither the configured model (%s) nor "
+                "the requested one: judged with the configured model's threshold",
+                version,
+                self.default.version,
+            )
 
 
 def parse_topk(text: str) -> tuple[tuple[str, float], ...]:

@@ -64,12 +64,16 @@ def open_database(url: str) -> Engine:
     try:
         migrate.ensure_schema(engine, redact_url(url))
     except OperationalError as exc:
-        raise ServiceUnavailable(
-            f"cannot reach database {redact_url(url)} "
-            f"({one_line(exc.orig)}); "
-            "start it or fix database_url / LINEWATCH_DATABASE_URL"
-        ) from exc
+        raise unreachable(url, exc) from exc
     return engine
+
+
+def unreachable(url: str, exc: OperationalError) -> ServiceUnavailable:
+    """The error for a database that did not answer, naming its redacted URL."""
+    return ServiceUnavailable(
+        f"cannot reach database {redact_url(url)} ({one_line(exc.orig)}); "
+        "start it or fix database_url / LINEWATCH_DATABASE_URL"
+    )
 
 
 def _prepare_sqlite(engine: Engine) -> None:

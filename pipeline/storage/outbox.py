@@ -46,9 +46,12 @@ def after(engine: Engine, last_id: int, limit: int) -> list[tuple[int, str, str]
 
 
 def advance(engine: Engine, name: str, last_id: int) -> None:
+    """Move a cursor forward to `last_id` (never back: two threads may move it)."""
     with Session(engine) as session, session.begin():
         session.execute(
-            update(OutboxCursor).where(OutboxCursor.notifier == name).values(last_id=last_id)
+            update(OutboxCursor)
+            .where(OutboxCursor.notifier == name, OutboxCursor.last_id < last_id)
+            .values(last_id=last_id)
         )
 
 

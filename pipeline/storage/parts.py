@@ -44,7 +44,9 @@ class PendingPart:
 def store_part_ends(
     session: Session, ends: Sequence[PartEndMessage], deadline_ns: int, now: int
 ) -> int:
-    """Store the part ends not stored or decided yet; returns how many were new."""
+    """Store the part ends not stored or decided yet; returns how many were new. A part
+    end's verdict is due at its `deadline_ts` (ingest's: live or file), else (a part end
+    without one) `deadline_ns` after it ended."""
     if not ends:
         return 0
     unique = {(end.camera_id, end.part_id): end for end in ends}
@@ -77,7 +79,7 @@ def _end_row(end: PartEndMessage, deadline_ns: int, now: int) -> dict[str, objec
         "last_capture_ts": end.last_capture_ts,
         "ended_ts": end.ended_ts,
         "reason": end.reason,
-        "deadline_ts": end.ended_ts + deadline_ns,
+        "deadline_ts": end.deadline_ts or end.ended_ts + deadline_ns,
         "received_ts": now,
         "announced": False,
     }
@@ -112,6 +114,7 @@ def _pending(row: PartEnd, views_stored: int) -> PendingPart:
         last_capture_ts=row.last_capture_ts,
         ended_ts=row.ended_ts,
         reason=row.reason,
+        deadline_ts=row.deadline_ts,
     )
     return PendingPart(end, row.deadline_ts, row.announced, views_stored)
 

@@ -253,3 +253,18 @@ def live_keys(client: redis.Redis, pattern: str) -> list[str]:
 def publish(client: redis.Redis, channel: str, message: str) -> None:
     """PUBLISH `message` on a pub/sub channel (alerts); stream entries are *added*."""
     client.publish(channel, message)
+
+
+# SET NX and PUBLISH in one script: a process killed in between cannot publish twice.
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def publish_once(client: redis.Redis, channel: str, message: str, marker: str, ttl_s: int) -> bool:
+    """PUBLISH unless `marker` was set by an earlier call (kept `ttl_s`); True if published."""
+    return bool(client.eval(_PUBLISH_ONCE, 1, marker, channel, message, ttl_s))

@@ -135,7 +135,8 @@ def make_frame_views(
     )
 
 
-def part_end_message(camera_id: str, record: PartRecord) -> PartEndMessage:
+def part_end_message(camera_id: str, record: PartRecord, wait_ns: int) -> PartEndMessage:
+    """The part's end; its verdict is due `wait_ns` after it ended."""
     return PartEndMessage(
         camera_id=camera_id,
         part_id=record.part_id,
@@ -148,4 +149,5 @@ def part_end_message(camera_id: str, record: PartRecord) -> PartEndMessage:
         last_capture_ts=record.last_capture_ts,
         ended_ts=record.ended_ts,
         reason=record.reason,
+        deadline_ts=record.ended_ts + wait_ns,
     )
