@@ -47,8 +47,11 @@ class PartFigures:
         return self.views / self.seconds if self.seconds > 0 else 0.0
 
 
-def part_figures(settings: Settings) -> PartFigures:
-    deadline_ns = settings.verdict.deadline_ms * 1_000_000
+def part_figures(settings: Settings, *, live: bool) -> PartFigures:
+    """`live`: the cameras are live (a part's verdict is due `deadline_ms` after its end),
+    else files (`file_wait_s`): that is how its end time is read back from its deadline."""
+    verdict = settings.verdict
+    wait_ns = verdict.deadline_ms * 10**6 if live else int(verdict.file_wait_s * 1e9)
     engine = open_database(settings.resolved_database_url())
     with Session(engine) as session:
         rows = session.execute(
@@ -68,7 +71,7 @@ def part_figures(settings: Settings) -> PartFigures:
         parts=len(rows),
         views=int(views),
         seconds=float(decided.max() - first.min()) / 1e9,
-        end_to_verdict_ns=list(decided - (deadline - deadline_ns)),
+        end_to_verdict_ns=list(decided - (deadline - wait_ns)),
         last_seen_to_verdict_ns=list(decided - last_seen),
         verdicts=verdicts,
         late=int(late),

@@ -238,7 +238,7 @@ def line_once(video: Path, redis_url: str, work: Path, name: str):  # type: igno
         started = time.perf_counter()
         run_line(settings)
         wall = time.perf_counter() - started
-    return part_figures(settings), settings, sampler.cpu_by_role(), wall
+    return part_figures(settings, live=False), settings, sampler.cpu_by_role(), wall
 
 
 def side_by_side(report: Report, video: Path, redis_url: str, work: Path, rounds: int) -> None:
@@ -323,7 +323,7 @@ def camera_run(
         started = time.perf_counter()
         stats = run_line(settings)
         wall = time.perf_counter() - started
-    figures = part_figures(settings)
+    figures = part_figures(settings, live=True)
     label = f"{cameras} camera{'s' if cameras > 1 else ''} @ 5 fps"
     report.add(
         f"{label}: parts / views, verdicts",
