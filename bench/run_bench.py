@@ -1,10 +1,12 @@
-"""The linewatch benchmark suite: every stage alone, then the whole line, in one run.
+"""The linewatch benchmark suite, parts mode: stages alone, the line against hand-written
+loops side by side, 1 / 8 / 30 live cameras, and a soak, in one run.
 
-    python bench/run_bench.py                 # full suite, 10-minute soak
-    python bench/run_bench.py --soak-s 120    # shorter soak
+    python bench/run_bench.py                 # full suite, 1-hour soak
+    python bench/run_bench.py --soak-s 60     # development run
 
-Prints a table and writes bench/RESULTS.md (figures + the machine they came from).
-All stages run on the same simulated line video, side by side in one process.
+Prints each figure and writes the top of bench/RESULTS.md (command, machine, date, load
+average); the sections after `<!-- more -->` (API, report benchmarks) are kept.
+`LINEWATCH_PROFILE_DIR=dir` makes every worker write a cProfile dump there.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,28 +23,76 @@ from pathlib import Path
 
 import numpy as np
 
-from linewatch.line import run_line
-from linewatch.pipeline.config import Settings, load_settings
-from linewatch.pipeline.inference.classifier import Classifier
-from linewatch.pipeline.runtime import setup_logging
-from linewatch.pipeline.simulation.simulator import LineSpec, simulate
-from linewatch.pipeline.storage import database as storage
-from linewatch.pipeline.streams import broker
-from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
-from linewatch.pipeline.video.codec import encode_image
-from linewatch.pipeline.video.source import SourceOptions, open_frames
-from linewatch.schemas.messages import FrameMessage, ResultMessage
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from line_figures import (  # noqa: E402
+    HOPS,
+    ProcessSampler,
+    hop_medians,
+    part_figures,
+    percentiles,
+)
+from loops import run_loop  # noqa: E402
+
+from linewatch.line import run_line  # noqa: E402
+from linewatch.pipeline.config import PartsSettings, Settings, load_settings  # noqa: E402
+from linewatch.pipeline.inference.classifier import Classifier  # noqa: E402
+from linewatch.pipeline.runtime import setup_logging  # noqa: E402
+from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_moving  # noqa: E402
+from linewatch.pipeline.storage import database as storage  # noqa: E402
+from linewatch.pipeline.streams import broker  # noqa: E402
+from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis  # noqa: E402
+from linewatch.pipeline.video.codec import decode_image, encode_image  # noqa: E402
+from linewatch.pipeline.video.parts import make_frame_views  # noqa: E402
+from linewatch.pipeline.video.source import SourceOptions, open_frames  # noqa: E402
+from linewatch.schemas.messages import FrameMessage, PartView, ResultMessage  # noqa: E402
+from linewatch.workers.ingest import model_view  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "models" / "linewatch-tile"
+PARTS = {"method": "contrast", "merge_gap": 64}  # the simulator keeps parts 96 px apart
+NO_DEADLINE = {"deadline_ms": 3_600_000}  # files run faster than real time
+SOAK_SAMPLE_S = 60.0
+MORE = "<!-- more -->"  # RESULTS.md below this line is kept: notes, API and report benches
+BASE_VIDEOS = 10  # distinct simulated lines; longer sources loop over them (ffconcat)
+BASE_PARTS = 25  # parts per base video (~80 s at 5 fps)
+BASE_MIN_S = 75.0  # s: every base video is at least this long
+
+
+def base_videos(folder: Path) -> list[Path]:
+    """Distinct moving lines at 5 fps (`linewatch simulate` procedural tiles, 640x480);
+    those already in `folder` are reused."""
+    videos = []
+    for i in range(BASE_VIDEOS):
+        video = folder / f"base{i}" / "cam1.mp4"
+        if not video.exists():
+            spec = MovingLineSpec(parts=BASE_PARTS, fps=5, seed=100 + i)
+            simulate_moving(video.parent, spec)
+        videos.append(video)
+    return videos
+
+
+def looped(bases: list[Path], *, first: int, seconds: float, name: str) -> Path:
+    """A source of about `seconds` that plays the bases from `first` on, round and round
+    (FFmpeg's concat demuxer: pts run on across the joins); cameras starting on different
+    bases show different parts at the same time."""
+    count = max(1, int(np.ceil(seconds / BASE_MIN_S)))
+    folder = bases[0].parent.parent  # FFmpeg takes only relative paths below the list
+    lines = [f"file {bases[(first + i) % len(bases)].relative_to(folder)}" for i in range(count)]
+    lines.append(f"outpoint {seconds - (count - 1) * BASE_MIN_S:.1f}")
+    out = folder / f"{name}.ffconcat"
+    out.write_text("ffconcat version 1.0\n" + "\n".join(lines) + "\n")
+    return out
 
 
 @dataclass
 class Report:
-    rows: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (section, name, value)
+    section: str = ""
 
     def add(self, name: str, value: str) -> None:
-        print(f"{name:<58} {value}", flush=True)
-        self.rows.append((name, value))
+        print(f"{name:<66} {value}", flush=True)
+        self.rows.append((self.section, name, value))
 
 
 def rate(count: int, call: Callable[[], object], repeats: int = 3) -> float:
@@ -56,51 +105,94 @@ def rate(count: int, call: Callable[[], object], repeats: int = 3) -> float:
     return count / best
 
 
-def percentiles(values_ns: list[int]) -> str:
-    if not values_ns:
-        return "n/a"
-    p50, p95, p99 = np.percentile(np.array(values_ns) / 1e6, [50, 95, 99])
-    return f"{p50:.0f} / {p95:.0f} / {p99:.0f} ms"
-
-
-def stage_figures(report: Report, video: Path, redis_url: str, work: Path) -> dict[str, float]:
-    frames = [f.image for f in open_frames(str(video), SourceOptions())]
-    count = len(frames)
-    stages = {"decode": rate(count, lambda: list(open_frames(str(video), SourceOptions())))}
-    report.add("decode only (PyAV, threads auto), frames/s", f"{stages['decode']:.0f}")
-
-    client = broker.connect(redis_url)
-    messages = lambda: [  # noqa: E731
-        FrameMessage(
-            "bench", i, i / 10, 0, 0, 256, 256, "jpeg", encode_image(f, "jpeg"), False
-        ).encode()
-        for i, f in enumerate(frames)
-    ]
-    stages["transport"] = rate(count, lambda: _xadd(client, messages(), 16))
-    single = rate(count, lambda: _xadd(client, messages(), 1))
-    report.add("JPEG encode + XADD, batches of 16, msgs/s", f"{stages['transport']:.0f}")
-    report.add("JPEG encode + XADD, one round trip per frame, msgs/s", f"{single:.0f}")
-
-    classifier = Classifier(Path(load_settings(environ={}).inference.model_dir), max_batch=32)
-    classifier.warm_up()
-    for size in (1, 8, 32):
-        batch, repeats = frames[:size], 32 // size
-        per_s = rate(
-            size * repeats, lambda b=batch, n=repeats: [classifier.predict(b) for _ in range(n)]
-        )
-        stages[f"infer{size}"] = per_s
-        report.add(f"inference (preprocess + predictor) batch {size}, img/s", f"{per_s:.0f}")
-    report.add(
-        "batched inference gain (batch 32 / batch 1)",
-        f"{stages['infer32'] / stages['infer1']:.1f}x",
+def line_settings(
+    work: Path, name: str, redis_url: str, cameras: list[dict], verdict: dict | None = None
+) -> Settings:
+    """Bench defaults; LINEWATCH_* variables tune the rest (e.g. LINEWATCH_INFERENCE__THREADS)."""
+    return load_settings(
+        environ=None,
+        overrides={
+            "line": name,
+            "redis_url": redis_url,
+            "data_dir": str(work),
+            "database_url": f"sqlite:///{work / (name + '.db')}",
+            "cameras": [{**camera, "parts": PARTS} for camera in cameras],
+            "verdict": verdict or {},
+        },
     )
 
+
+def stage_figures(report: Report, video: Path, redis_url: str, work: Path) -> None:
+    """Each stage alone, in parts terms: views are crops at the model's input size."""
+    report.section = "Stages alone (parts mode: views are crops at the model's input size)"
+    frames = list(open_frames(str(video), SourceOptions()))
+    decode = rate(len(frames), lambda: sum(1 for _ in open_frames(str(video), SourceOptions())))
+    report.add(
+        f"decode (PyAV, {frames[0].image.shape[1]}x{frames[0].image.shape[0]}), frames/s",
+        f"{decode:.0f}",
+    )
+    view = model_view(MODEL_DIR, "bench")
+    crops: list[np.ndarray] = []
+
+    def locate_track_crop() -> None:
+        views = make_frame_views(
+            PartsSettings(**PARTS), camera_id="b", model_view=lambda: view, new_part_id=int
+        )
+        crops.clear()
+        for frame in frames:
+            crops.extend(views.image(pick) for pick in views.select([frame]).picks)
+
+    per_frame = rate(len(frames), locate_track_crop)
+    report.add("locate + track + crop views, frames/s (one thread)", f"{per_frame:.0f}")
+    report.add("views per frame on this line", f"{len(crops) / len(frames):.2f}")
+    jpegs = [encode_image(crop, "jpeg") for crop in crops]
+    client = broker.connect(redis_url)
+
+    def messages() -> list:
+        return [
+            FrameMessage(
+                "bench",
+                i,
+                i / 10,
+                0,
+                0,
+                view.size[0],
+                view.size[1],
+                "jpeg",
+                encode_image(crop, "jpeg"),
+                False,
+                view=PartView(i, 0, 0, 0, 1, 1),
+            ).encode()
+            for i, crop in enumerate(crops)
+        ]
+
+    for batch in (16, 1):
+        per_s = rate(len(crops), lambda b=batch: _xadd(client, messages(), b))
+        report.add(f"view JPEG encode + XADD, {batch} per round trip, msgs/s", f"{per_s:.0f}")
+    classifier = Classifier(MODEL_DIR, max_batch=32)
+    classifier.warm_up()
+    size = view.size
+    for batch in (1, 8, 32):
+        chunk = jpegs[:batch]
+        per_s = rate(
+            batch * (64 // batch),
+            lambda c=chunk, n=64 // batch: [
+                classifier.predict([decode_image(j, "jpeg", *size) for j in c]) for _ in range(n)
+            ],
+        )
+        report.add(
+            f"inference (JPEG decode + preprocess + predictor) batch {batch}, views/s",
+            f"{per_s:.0f}",
+        )
+    tensor = classifier.preprocessor.batch([decode_image(j, "jpeg", *size) for j in jpegs[:32]])
+    alone = rate(32 * 2, lambda: [classifier.infer(tensor) for _ in range(2)])
+    report.add("predictor alone, batch 32, views/s", f"{alone:.0f}")
     engine = storage.open_database(f"sqlite:///{work / 'sink-bench.db'}")
-    results = [_result(i) for i in range(2048)]
+    results = [_result(i, jpegs[0]) for i in range(2048)]
     offset = iter(range(0, 10**9, 10_000))
-    stages["sink"] = rate(len(results), lambda: _write(engine, results, next(offset)))
-    report.add("sink: SQLite insert batches of 256, rows/s", f"{stages['sink']:.0f}")
-    return stages
+    sink = rate(len(results), lambda: _write(engine, results, next(offset)))
+    report.add("sink: SQLite view rows (part views), batches of 256, rows/s", f"{sink:.0f}")
+    engine.dispose()
 
 
 def _xadd(client: broker.Client, entries: list, batch: int) -> None:
@@ -108,7 +200,7 @@ def _xadd(client: broker.Client, entries: list, batch: int) -> None:
         broker.add_entries(client, "lw:bench", entries[start : start + batch], maxlen=1000)
 
 
-def _result(seq: int) -> ResultMessage:
+def _result(seq: int, evidence: bytes) -> ResultMessage:
     return ResultMessage(
         "bench",
         seq,
@@ -126,6 +218,8 @@ def _result(seq: int) -> ResultMessage:
         0,
         0,
         "w",
+        evidence=evidence if seq % 5 == 0 else b"",
+        view=PartView(seq // 4, seq % 4, 10, 10, 200, 200),
     )
 
 
@@ -135,227 +229,147 @@ def _write(engine, results: list[ResultMessage], offset: int) -> None:  # type: 
         storage.write_batch(engine, shifted[start : start + 256], [], time.time_ns())
 
 
-def line_settings(work: Path, name: str, redis_url: str, cameras: list[dict]) -> Settings:
-    """Bench defaults; LINEWATCH_* variables tune the rest (e.g. LINEWATCH_INFERENCE__THREADS)."""
-    return load_settings(
-        environ=None,
-        overrides={
-            "line": name,
-            "redis_url": redis_url,
-            "data_dir": str(work),
-            "database_url": f"sqlite:///{work / (name + '.db')}",
-            "cameras": cameras,
-        },
+def line_once(video: Path, redis_url: str, work: Path, name: str):  # type: ignore[no-untyped-def]
+    """One `linewatch run` of the video: its figures, settings, CPU s per role, wall s."""
+    settings = line_settings(
+        work, name, redis_url, [{"id": "cam1", "url": str(video)}], NO_DEADLINE
     )
+    with ProcessSampler(redis_url=redis_url, line=name, every_s=0.2) as sampler:
+        started = time.perf_counter()
+        run_line(settings)
+        wall = time.perf_counter() - started
+    return part_figures(settings, live=False), settings, sampler.cpu_by_role(), wall
 
 
-def latencies(settings: Settings) -> tuple[list[int], list[int], list[float]]:
-    """capture->result and capture->alert (ns), and the achieved frames/s of each camera."""
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
-    from linewatch.schemas.tables import Alert, Detection
-
-    engine = storage.open_database(settings.resolved_database_url())
-    with Session(engine) as session:
-        result = session.scalars(select(Detection.sink_ts - Detection.capture_ts)).all()
-        alert = session.scalars(select(Alert.raised_ts - Alert.opened_ts)).all()
-        spans = session.execute(
-            select(func.count(), func.min(Detection.capture_ts), func.max(Detection.capture_ts))
-            .where(Detection.status == "ok")
-            .group_by(Detection.camera_id)
-        ).all()
-    engine.dispose()
-    fps = [(n - 1) / ((last - first) / 1e9) for n, first, last in spans if n > 1 and last > first]
-    return list(result), list(alert), fps
-
-
-def stage_medians(settings: Settings) -> str:
-    """Median ms per hop of a frame: capture->ingest, queue, batch wait, infer, to SQL."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from linewatch.schemas.tables import Detection
-
-    engine = storage.open_database(settings.resolved_database_url())
-    with Session(engine) as session:
-        rows = session.execute(
-            select(
-                Detection.ingest_ts - Detection.capture_ts,
-                Detection.dequeue_ts - Detection.ingest_ts,
-                Detection.infer_start_ts - Detection.dequeue_ts,
-                Detection.infer_end_ts - Detection.infer_start_ts,
-                Detection.sink_ts - Detection.infer_end_ts,
-            ).where(Detection.status == "ok")
-        ).all()
-    engine.dispose()
-    if not rows:
-        return "n/a"
-    medians = np.median(np.array(rows, dtype=np.float64), axis=0) / 1e6
-    return " / ".join(f"{m:.0f}" for m in medians) + " ms"
-
-
-def steady_percentiles(settings: Settings, skip_s: float = 10.0) -> str:
-    """capture->result percentiles without each camera's first `skip_s` (process start-up)."""
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
-    from linewatch.schemas.tables import Detection
-
-    engine = storage.open_database(settings.resolved_database_url())
-    with Session(engine) as session:
-        first = (
-            select(Detection.camera_id, func.min(Detection.capture_ts).label("start"))
-            .group_by(Detection.camera_id)
-            .subquery()
+def side_by_side(report: Report, video: Path, redis_url: str, work: Path, rounds: int) -> None:
+    """The line, the batched single process and the naive loop on the same video, in
+    turn, `rounds` times: each is given its best round (the machine is shared)."""
+    report.section = "Parts-mode line against hand-written loops (same video, same model, one run)"
+    classifier = Classifier(MODEL_DIR, max_batch=32)
+    classifier.warm_up()
+    loop = {
+        "classifier": classifier,
+        "parts": PartsSettings(**PARTS),
+        "view": model_view(MODEL_DIR, "b"),
+    }
+    lines, batches, naives = [], [], []
+    for round_ in range(rounds):
+        lines.append(line_once(video, redis_url, work, f"e2e{round_}"))
+        batches.append(run_loop(video, db=work / "batched.db", batch_size=32, **loop))
+        naives.append(run_loop(video, db=work / "naive.db", batch_size=1, **loop))
+    report.add(
+        "parts/s per round: line / single process / naive loop",
+        "; ".join(
+            f"{a[0].parts_per_s:.1f} / {b.parts_per_s:.1f} / {c.parts_per_s:.1f}"
+            for a, b, c in zip(lines, batches, naives, strict=True)
+        ),
+    )
+    line, settings, cpu, wall = max(lines, key=lambda run: run[0].parts_per_s)
+    batched = max(batches, key=lambda run: run.parts_per_s)
+    naive = max(naives, key=lambda run: run.parts_per_s)
+    for name, figures in (
+        ("`linewatch run` (ingest, inference, sink processes)", line),
+        ("hand-written single process, batch 32, executemany", batched),
+        ("naive loop, one view at a time, commit per row", naive),
+    ):
+        report.add(
+            f"{name}: parts / views, parts/s, views/s",
+            f"{figures.parts} / {figures.views}, "
+            f"{figures.parts_per_s:.1f}, {figures.views_per_s:.1f}",
         )
-        values = session.scalars(
-            select(Detection.sink_ts - Detection.capture_ts)
-            .join(first, first.c.camera_id == Detection.camera_id)
-            .where(Detection.capture_ts >= first.c.start + int(skip_s * 1e9))
-        ).all()
-    engine.dispose()
-    return percentiles(list(values))
-
-
-def e2e_figures(
-    report: Report, stages: dict[str, float], video: Path, redis_url: str, work: Path
-) -> None:
-    settings = line_settings(work, "e2e", redis_url, [{"id": "cam1", "url": str(video)}])
-    stats = run_line(settings)
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
-    from linewatch.schemas.tables import Detection
-
-    engine = storage.open_database(settings.resolved_database_url())
-    with Session(engine) as session:
-        first, last = session.execute(
-            select(func.min(Detection.capture_ts), func.max(Detection.sink_ts))
-        ).one()
-    e2e = stats.written / ((last - first) / 1e9)
-    slowest_name = min(("decode", "transport", "infer32", "sink"), key=lambda k: stages[k])
-    report.add("end to end, one file, frames/s (first capture -> last write)", f"{e2e:.0f}")
-    report.add(f"e2e / slowest single stage ({slowest_name})", f"{e2e / stages[slowest_name]:.2f}")
-
-
-class RssSampler:
-    """Resident memory of this process's children (the line's workers), per process."""
-
-    def __init__(self, redis_url: str, line: str, every_s: float = 2.0) -> None:
-        self.client = broker.connect(redis_url)
-        self.line, self.every_s = line, every_s
-        self.samples: dict[int, list[tuple[float, float]]] = {}
-        self.roles: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            for key in broker.live_keys(self.client, f"lw:worker:{self.line}:*"):
-                fields = self.client.hgetall(key)
-                if b"pid" in fields:  # a key can expire between SCAN and HGETALL
-                    self.roles[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
-            for pid in _children(os.getpid()):
-                comm = Path(f"/proc/{pid}/comm")
-                if pid not in self.roles and comm.exists() and "redis" in comm.read_text():
-                    self.roles[pid] = "redis"
-                self.samples.setdefault(pid, []).append((time.monotonic(), _rss_mb(pid)))
-
-    def _by_role(self) -> dict[str, list[list[tuple[float, float]]]]:
-        """Samples per role; a worker counts as its role from its first sample on, even
-        before its first heartbeat (while it loads the model)."""
-        grouped: dict[str, list[list[tuple[float, float]]]] = {}
-        for pid, rows in self.samples.items():
-            grouped.setdefault(self.roles.get(pid, "ingest"), []).append(rows)
-        return grouped
-
-    def peak(self) -> dict[str, float]:
-        runs = self._by_role()
-        return {role: max(mb for rows in runs[role] for _, mb in rows) for role in runs}
-
-    def growth_per_hour(self, role: str) -> float:
-        """Worst relative RSS growth per hour among `role`'s processes (fit after 60 s)."""
-        growths = [_growth(rows) for rows in self._by_role().get(role, [])]
-        growths = [g for g in growths if g == g]
-        return max(growths) if growths else float("nan")
-
-
-def _growth(rows: list[tuple[float, float]]) -> float:
-    t0 = rows[0][0]
-    steady = [(t - t0, mb) for t, mb in rows if t - t0 > 60]
-    if len(steady) < 3:
-        return float("nan")
-    times, mbs = np.array(steady).T
-    return float(np.polyfit(times, mbs, 1)[0] * 3600 / mbs[0])
-
-
-def _children(parent: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                    pids.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return pids
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    for name, figures in (("single process", batched), ("naive loop", naive)):
+        report.add(
+            f"{name}: seconds in " + ", ".join(figures.phases),
+            " / ".join(f"{s:.1f}" for s in figures.phases.values()) + f" of {figures.seconds:.1f}",
+        )
+    report.add("line / single process (parts/s)", f"{line.parts_per_s / batched.parts_per_s:.2f}x")
+    report.add("line / naive loop (parts/s)", f"{line.parts_per_s / naive.parts_per_s:.2f}x")
+    report.add(
+        "line: part-end frame -> verdict p50 / p95 / p99", percentiles(line.end_to_verdict_ns)
+    )
+    report.add(
+        "line: last sighting -> verdict p50 / p95 / p99", percentiles(line.last_seen_to_verdict_ns)
+    )
+    report.add(f"line: median ms {HOPS}", hop_medians(settings))
+    report.add("line: verdicts", ", ".join(f"{k} {v}" for k, v in sorted(line.verdicts.items())))
+    report.add(
+        "line: CPU seconds per role, start-up and model warm-up included (run_line wall "
+        + f"{wall:.1f} s, first capture -> last verdict {line.seconds:.1f} s)",
+        ", ".join(f"{role} {s:.1f}" for role, s in sorted(cpu.items())),
+    )
 
 
 def camera_run(
-    report: Report, cameras: int, seconds: float, redis_url: str, work: Path, label: str
-) -> RssSampler:
-    """`cameras` live cameras at 5 fps (real-time replays of simulated lines)."""
-    parts = int(seconds * 5 / 8) + 1
-    videos = simulate(work / f"cams{cameras}", LineSpec(parts=parts, fps=5, seed=cameras), cameras)
-    name = f"{label}{cameras}"
-    settings = line_settings(
-        work,
-        name,
-        redis_url,
-        [
-            {"id": f"cam{i + 1}", "url": str(video), "realtime": True}
-            for i, (video, _) in enumerate(videos)
-        ],
-    )
-    with RssSampler(redis_url, name) as sampler:
+    report: Report,
+    cameras: int,
+    seconds: float,
+    redis_url: str,
+    work: Path,
+    name: str,
+    bases: list[Path],
+    sample_s: float = 1.0,
+) -> ProcessSampler:
+    """`cameras` live cameras at 5 fps in parts mode (real-time replays of moving lines)."""
+    live = [
+        {
+            "id": f"cam{i + 1}",
+            "realtime": True,
+            "url": str(looped(bases, first=i, seconds=seconds, name=f"{name}-cam{i + 1}")),
+        }
+        for i in range(cameras)
+    ]
+    settings = line_settings(work, name, redis_url, live)
+    with ProcessSampler(redis_url=redis_url, line=name, every_s=sample_s) as sampler:
+        started = time.perf_counter()
         stats = run_line(settings)
-    result_ns, alert_ns, fps = latencies(settings)
+        wall = time.perf_counter() - started
+    figures = part_figures(settings, live=True)
+    label = f"{cameras} camera{'s' if cameras > 1 else ''} @ 5 fps"
     report.add(
-        f"{cameras} live cameras @ 5 fps: inferred fps per camera (min / mean)",
-        f"{min(fps, default=0):.2f} / {np.mean(fps) if fps else 0:.2f}",
-    )
-    report.add(f"{cameras} cameras: capture->result p50/p95/p99", percentiles(result_ns))
-    report.add(
-        f"{cameras} cameras: capture->result p50/p95/p99 after the first 10 s",
-        steady_percentiles(settings),
+        f"{label}: parts / views, verdicts",
+        f"{figures.parts} / {figures.views}, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(figures.verdicts.items())),
     )
     report.add(
-        f"{cameras} cameras: median ms capture->ingest / queue / batch wait / infer / to SQL",
-        stage_medians(settings),
+        f"{label}: part-end frame -> verdict p50 / p95 / p99",
+        percentiles(figures.end_to_verdict_ns),
     )
-    report.add(f"{cameras} cameras: capture->alert p50/p95/p99", percentiles(alert_ns))
-    report.add(f"{cameras} cameras: dropped / stale frames", f"{stats.dropped} / {stats.stale}")
+    report.add(
+        f"{label}: last sighting -> verdict p50 / p95 / p99",
+        percentiles(figures.last_seen_to_verdict_ns),
+    )
+    report.add(f"{label}: median ms {HOPS}", hop_medians(settings))
+    report.add(
+        f"{label}: dropped / stale views, late verdicts",
+        f"{stats.dropped} / {stats.stale}, {figures.late}",
+    )
+    report.add(
+        f"{label}: CPU cores busy per role over the run ({wall:.0f} s, start-up included)",
+        ", ".join(
+            f"{role} {cpu / wall:.2f}" for role, cpu in sorted(sampler.cpu_by_role().items())
+        ),
+    )
     return sampler
+
+
+def soak(report: Report, seconds: float, redis_url: str, work: Path, bases: list[Path]) -> None:
+    report.section = (
+        f"Soak: 8 live cameras for {seconds:.0f} s, RSS per role every {SOAK_SAMPLE_S:.0f} s"
+    )
+    sampler = camera_run(report, 8, seconds, redis_url, work, "soak", bases, sample_s=SOAK_SAMPLE_S)
+    marks = [m for m in (SOAK_SAMPLE_S, 600.0, seconds / 2) if m < seconds]
+    for role in sorted(sampler.peak_by_role()):
+        curve = ", ".join(f"{sampler.total_at(role, m):.0f} MB at {m / 60:.0f} min" for m in marks)
+        report.add(
+            f"soak: {role} RSS, all its processes",
+            curve + f", {sampler.total_at(role, seconds - SOAK_SAMPLE_S):.0f} MB at the end",
+        )
+    for role, mb in sorted(sampler.peak_by_role().items()):
+        growth = sampler.growth_per_hour(role, skip_s=SOAK_SAMPLE_S)
+        report.add(
+            f"soak: {role} peak RSS, growth per hour (fit after the first minute)",
+            f"{mb:.0f} MB, {growth:+.1%}",
+        )
 
 
 def machine() -> str:
@@ -373,49 +387,79 @@ def machine() -> str:
     )
 
 
-def write_results(report: Report, path: Path, args: argparse.Namespace) -> None:
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def write_results(report: Report, path: Path, command: str, started: str, loads: list[str]) -> None:
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         "# Benchmark results",
         "",
         f"Machine: {machine()}  ",
-        f"Run: `python bench/run_bench.py --soak-s {args.soak_s:.0f}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  ",
-        "Model: the shipped `models/linewatch-tile` on CPU (oneDNN, 2 threads).",
-        "",
-        "| measure | value |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in report.rows),
+        f"Run: `{command}` from {started} to {now}  ",
+        f"Load average (1 / 5 / 15 min): {'; '.join(loads)}  ",
+        "Model: the shipped `models/linewatch-tile` on CPU (oneDNN, 2 threads); "
+        "lines in parts mode (`method: contrast`, `merge_gap: 64`) on `linewatch simulate` "
+        "procedural tiles, 640x480.",
         "",
     ]
-    extra = (
-        path.read_text().split("<!-- more -->", 1)[1]
-        if path.exists() and "<!-- more -->" in path.read_text()
-        else ""
-    )
-    path.write_text("\n".join(lines) + "<!-- more -->" + extra)
+    section = None
+    for name_section, name, value in report.rows:
+        if name_section != section:
+            section = name_section
+            lines += ["", f"### {section}", "", "| measure | value |", "|---|---|"]
+        lines.append(f"| {name} | {value} |")
+    lines.append("")
+    text = path.read_text() if path.exists() else ""
+    extra = text.split(MORE, 1)[1] if MORE in text else "\n"
+    path.write_text("\n".join(lines) + MORE + extra)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--soak-s", type=float, default=600.0)
-    parser.add_argument("--camera-run-s", type=float, default=30.0)
+    parser.add_argument("--soak-s", type=float, default=3600.0)
+    parser.add_argument("--camera-run-s", type=float, default=45.0)
+    parser.add_argument("--cameras", type=int, nargs="*", default=[1, 8, 30])
+    parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds (best kept)")
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        default=["side", "stages"],
+        choices=["side", "stages"],
+        help="development runs: leave out the side-by-side or stage figures",
+    )
+    parser.add_argument("--video-dir", type=Path, help="keep the simulated videos here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    os.environ.setdefault("LINEWATCH_LOG_LEVEL", "WARNING")
+    command = "python " + " ".join(["bench/run_bench.py", *sys.argv[1:]])
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    os.environ.setdefault("LINEWATCH_LOG_LEVEL", "ERROR")  # not every NG part
     setup_logging("bench")
-    report = Report()
+    report, loads = Report(), []
+
+    def done(section: str) -> None:  # each section's figures are kept as it ends
+        loads.append(f"after {section} {load_average()}")
+        write_results(report, args.out, command, started, loads)
+
+    loads.append(f"start {load_average()}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
         work = Path(tmp)
-        ((video, _),) = simulate(work / "line", LineSpec(parts=60, frames_per_part=8, fps=10))
-        stages = stage_figures(report, video, redis.url, work)
-        e2e_figures(report, stages, video, redis.url, work)
-        for cameras in (1, 8, 30):
-            camera_run(report, cameras, args.camera_run_s, redis.url, work, "scale")
-        soak = camera_run(report, 8, args.soak_s, redis.url, work, "soak")
-        for role, mb in sorted(soak.peak().items()):
-            report.add(f"soak ({args.soak_s:.0f} s, 8 cameras): peak RSS {role}", f"{mb:.0f} MB")
-            report.add(f"soak: RSS growth per hour, {role}", f"{soak.growth_per_hour(role):+.1%}")
-    write_results(report, args.out, args)
+        bases = base_videos(args.video_dir or work)
+        video = looped(bases, first=0, seconds=len(bases) * BASE_MIN_S, name="line")
+        if "side" in args.sections:
+            side_by_side(report, video, redis.url, work, args.rounds)
+            done("side by side")
+        if "stages" in args.sections:
+            stage_figures(report, bases[0], redis.url, work)
+            done("stages")
+        report.section = "Live cameras at 5 fps, parts mode (paced file cameras through `run_line`)"
+        for cameras in args.cameras:
+            camera_run(report, cameras, args.camera_run_s, redis.url, work, f"cams{cameras}", bases)
+            done(f"{cameras} cameras")
+        if args.soak_s > 0:
+            soak(report, args.soak_s, redis.url, work, bases)
+            done("soak")
     print(f"wrote {args.out}")
     return 0
 

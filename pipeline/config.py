@@ -33,7 +33,8 @@ PROCESS_ENV = {
     "LINEWATCH_DEBUG",
     "LINEWATCH_LOG_LEVEL",
     "LINEWATCH_LOG_FORMAT",
-}  # read by the CLI and logging, not settings
+    "LINEWATCH_PROFILE_DIR",
+}  # read by the CLI, logging and profiling, not settings
 DEFAULT_MODEL_DIR = Path(str(resources.files("linewatch.models") / "linewatch-tile"))
 
 
@@ -219,6 +220,7 @@ class InferenceSettings(Strict):
     shadow_model_dir: Path | None = None  # also run, results stored apart, never alerted on
     max_batch: int = Field(default=32, ge=1, le=512)
     max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    file_max_wait_ms: int = Field(default=500, ge=0, le=10_000)  # batches of file views only
     threads: int = Field(default=2, ge=1, le=256)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     tensorrt: bool = False

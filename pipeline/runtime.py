@@ -188,6 +188,26 @@ class Supervisor:
                     role.process.join()
 
 
+def profiled(role: str, body: Callable[[StopFlag], object]) -> Callable[[StopFlag], object]:
+    """`body` under cProfile when LINEWATCH_PROFILE_DIR is set (bench/run_bench.py): the
+    stats go to <dir>/<role>-<pid>.prof when the worker ends."""
+    folder = os.environ.get("LINEWATCH_PROFILE_DIR")
+    if not folder:
+        return body
+
+    def run(stop: StopFlag) -> object:
+        import cProfile
+
+        profile = cProfile.Profile()
+        try:
+            return profile.runcall(body, stop)
+        finally:
+            name = role.replace(":", "-").replace("/", "-")
+            profile.dump_stats(os.path.join(folder, f"{name}-{os.getpid()}.prof"))
+
+    return run
+
+
 def run_worker(
     role: str, debug: bool, body: Callable[[StopFlag], object], metrics_port: int = 0
 ) -> None:
@@ -202,7 +222,7 @@ def run_worker(
         metrics.serve(metrics_port)
         log.info("metrics on :%d/metrics, health on :%d/healthz", metrics_port, metrics_port)
     try:
-        body(stop)
+        profiled(role, body)(stop)
     except LinewatchError as exc:
         logging.getLogger(role).error("%s", exc)
         raise SystemExit(2) from None

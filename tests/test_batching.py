@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from linewatch.pipeline.streams.batching import collect_batch
 
 
@@ -30,3 +32,22 @@ def test_nothing_waiting_returns_empty_after_the_idle_block() -> None:
     calls: list[int | None] = []
     assert collect_batch(reader([], calls), 8, 20, idle_block_ms=500) == []
     assert calls == [500]
+
+
+def test_the_window_can_follow_the_first_entries() -> None:
+    """A batch whose first entries are files fills for longer (their latency does not
+    matter); a live one keeps the short window."""
+
+    def slow_reader(calls: list[int | None]):  # type: ignore[no-untyped-def]
+        def read(count: int, block_ms: int | None) -> list[str]:
+            calls.append(block_ms)
+            return ["file"] if len(calls) == 1 else []
+
+        return read
+
+    def window(first: list[str]) -> int:
+        return 60 if first == ["file"] else 5
+
+    started = time.monotonic()
+    batch = collect_batch(slow_reader([]), 8, 5, idle_block_ms=500, window_ms=window)
+    assert batch == ["file"] and time.monotonic() - started >= 0.06

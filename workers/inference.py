@@ -257,10 +257,19 @@ def run(
 
 
 def read_batch(client: broker.Client, settings: Settings, worker_id: str) -> list[broker.Entry]:
-    """New frames: wait for a first one, then fill the batch (pipeline/streams/batching.py)."""
+    """New frames: wait for a first one, then fill the batch (pipeline/streams/batching.py)
+    for `max_wait_ms`, or `file_max_wait_ms` when the first entries are all from files."""
     read = partial(broker.read_group, client, settings.frames_stream, GROUP, worker_id)
     inference = settings.inference
-    return collect_batch(read, inference.max_batch, inference.max_wait_ms, idle_block_ms=500)
+
+    def window_ms(first: list[broker.Entry]) -> int:
+        if any(fields.get(b"live") == b"1" for _, fields in first):
+            return inference.max_wait_ms
+        return inference.file_max_wait_ms
+
+    return collect_batch(
+        read, inference.max_batch, inference.max_wait_ms, idle_block_ms=500, window_ms=window_ms
+    )
 
 
 def load_warm_model(inference: InferenceSettings, model_dir: Path) -> Model:
