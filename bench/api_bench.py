@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from results_md import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END, NEXT = "<!-- api-bench -->", "<!-- /api-bench -->", "<!-- report-bench -->"
 TOKEN = "bench-token"
 
 
@@ -104,7 +104,6 @@ def section(args: argparse.Namespace, rows: list[str]) -> str:
     cores = os.cpu_count()
     return "\n".join(
         [
-            START,
             "## POST /v1/classify (HTTP API)",
             "",
             f"Run: `python bench/api_bench.py --requests {args.requests} --concurrency "
@@ -125,22 +124,8 @@ def section(args: argparse.Namespace, rows: list[str]) -> str:
             "  the predictor, but compete for the same cores) and queue for it, so latency grows",
             "  ~8x. Several images in one request share a batch; more throughput takes more",
             "  `serve` processes on more cores (or a GPU).",
-            END,
         ]
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + text + rest.split(END, 1)[1]
-    elif NEXT in old:
-        head, rest = old.split(NEXT, 1)
-        new = head.rstrip("\n") + "\n\n" + text + "\n\n" + NEXT + rest
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -173,7 +158,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(30)
-    write_section(args.out, section(args, rows))
+    write_section(args.out, name="api-bench", body=section(args, rows), before="part-report-bench")
     return 0
 
 

@@ -27,11 +27,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from results_md import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = (ROOT / "models" / "linewatch-tile", ROOT / "models" / "linewatch-tile-teacher")
 BATCHES = (1, 8, 32, 64, 128)
-BEGIN, END = "<!-- gpu-check -->", "<!-- /gpu-check -->"
+SECTION = "gpu-check"  # its part of RESULTS.md: between <!-- gpu-check --> and <!-- /gpu-check -->
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def environment(args: argparse.Namespace) -> list[str]:
 
 def markdown(env: list[str], rows: list[Row], worker: list[tuple[str, str]], command: str) -> str:
     head = "| model | engine | " + " | ".join(f"b{b}" for b in BATCHES) + " | note |"
-    lines = [BEGIN, "## GPU check (`bench/gpu_check.sh`)", "", f"Run: `{command}`  "]
+    lines = ["## GPU check (`bench/gpu_check.sh`)", "", f"Run: `{command}`  "]
     lines += [f"{line}  " for line in env]
     lines += ["", "Predictor img/s (preprocessed float32 input, best of a short loop):", ""]
     lines += [head, "|---|---|" + "---:|" * len(BATCHES) + "---|"]
@@ -337,22 +338,11 @@ def markdown(env: list[str], rows: list[Row], worker: list[tuple[str, str]], com
     if worker:
         lines += ["", "| inference worker | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in worker]
-    return "\n".join([*lines, END, ""])
+    return "\n".join(lines)
 
 
 def _rate(value: float | None) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{value:.0f}"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this check's section of `path` (or append it), leaving the rest."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -404,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = [] if args.no_worker or not use_paddle else worker_rows(args, work)
         section = markdown(environment(args), rows, worker, command.strip())
     print(section)
-    write_section(args.results, section)
+    write_section(args.results, name=SECTION, body=section)
     log(f"wrote its section of {args.results}")
     return 0
 

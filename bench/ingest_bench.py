@@ -34,6 +34,7 @@ from pathlib import Path
 import av
 import psutil
 import yaml
+from results_md import write_section
 
 from linewatch.line import ingest_groups
 from linewatch.pipeline import keys
@@ -43,7 +44,6 @@ from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END, NEXT = "<!-- ingest-bench -->", "<!-- /ingest-bench -->", "<!-- api-bench -->"
 PARTS = {"method": "contrast", "merge_gap": 64}
 START_TIMEOUT_S = 180
 
@@ -238,7 +238,6 @@ def markdown(
     context: dict[str, str],
 ) -> str:
     lines = [
-        START,
         "## Ingest",
         "",
         f"Run: `python bench/ingest_bench.py --cameras {args.cameras} --seconds {args.seconds:g} "
@@ -277,7 +276,6 @@ def markdown(
         f"Decoding the bench video alone (best of 3, CPU ms per source frame): all frames "
         f"{ms_default:.2f} ms ({n_default} frames); `skip_frame = NONREF` {ms_skip:.2f} ms "
         f"({n_skip} frames decoded), {ms_default / ms_skip:.2f} x.",
-        END,
     ]
     return "\n".join(lines)
 
@@ -286,19 +284,6 @@ def pairs(rows: list[Figures]) -> list[tuple[Figures, Figures]]:
     one = {r.cameras: r for r in rows if r.per_process == 1}
     grouped = {r.cameras: r for r in rows if r.per_process != 1}
     return [(one[n], grouped[n]) for n in one if n in grouped]
-
-
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + text + rest.split(END, 1)[1]
-    elif NEXT in old:
-        head, rest = old.split(NEXT, 1)
-        new = head.rstrip("\n") + "\n\n" + text + "\n" + NEXT + rest
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
 
 
 def main() -> None:
@@ -344,7 +329,7 @@ def main() -> None:
     context["load_end"] = f"{os.getloadavg()[0]:.1f}"
     text = markdown(rows, decode, args, context)
     print(text)
-    write_section(args.out, text)
+    write_section(args.out, name="ingest-bench", body=text, before="api-bench")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,11 @@ from pg_scratch import (
     roll_up,
     scratch_schema,
     utc_now,
-    write_section,
 )
+from results_md import write_section
 from sqlalchemy import Engine
 
 from linewatch.pipeline.storage import reporting
-
-MARKER = "<!-- part-report-bench -->"
 
 # Part i: camera i % CAMERAS, spread evenly over the last DAYS days; a multiplicative hash
 # picks the outcome: 0.5% uninspected, 0.3% decided late, 92% OK, the rest five classes.
@@ -114,7 +112,6 @@ def section(
 ) -> str:
     cores, load = os.cpu_count(), os.getloadavg()[0]
     lines = [
-        MARKER,
         f"## Parts report over {args.rows:,} parts (PostgreSQL)",
         "",
         f"Run: `python bench/part_report_bench.py --rows {args.rows}` on "
@@ -152,7 +149,7 @@ def main() -> int:
         print(f"reports identical before and after prune: {same}")
     if not args.no_write:
         text_ = section(args, loads, raw, pruned, same, server)
-        write_section(args.out, marker=MARKER, section=text_)
+        write_section(args.out, name="part-report-bench", body=text_, before="report-bench")
         print(f"wrote {args.out}")
     return 0 if same else 1
 

@@ -1,5 +1,5 @@
 """What the PostgreSQL report benches share: a scratch schema filled server-side, rolled
-up like `linewatch db prune`, timed best-of-N, and a marked section of bench/RESULTS.md."""
+up like `linewatch db prune`, timed best-of-N."""
 
 from __future__ import annotations
 
@@ -108,14 +108,3 @@ def best_of(call: Callable[[], object], repeats: int) -> tuple[float, object]:
         result = call()
         best = min(best, time.perf_counter() - began)
     return best, result
-
-
-def write_section(path: Path, *, marker: str, section: str) -> None:
-    """Replace the section that starts at `marker` (up to the next marker), or append it."""
-    old = path.read_text() if path.exists() else ""
-    head, tail = old, ""
-    if marker in old:
-        head, rest = old.split(marker, 1)[0], old.rsplit(marker, 1)[1]
-        tail = rest[rest.index("<!--") :] if "<!--" in rest else ""
-    body = f"{head.rstrip()}\n\n{section}" + (f"\n{tail}" if tail else "")
-    path.write_text(body.lstrip())

@@ -30,13 +30,11 @@ from pg_scratch import (
     roll_up,
     scratch_schema,
     utc_now,
-    write_section,
 )
+from results_md import write_section
 from sqlalchemy import Engine
 
 from linewatch.pipeline.storage import reporting
-
-MARKER = "<!-- report-bench -->"
 
 # Row i: camera i % CAMERAS, evenly spread over the last DAYS days; a multiplicative hash
 # picks the label: 1% stale (empty label), 93% free, the rest five defect classes.
@@ -118,7 +116,6 @@ def section(
     server: str,
 ) -> str:
     lines = [
-        MARKER,
         "## Report over 10M rows (PostgreSQL)"
         if args.rows == 10_000_000
         else f"## Report over {args.rows:,} rows (PostgreSQL)",
@@ -157,7 +154,7 @@ def main() -> int:
         print(f"reports identical before and after prune: {same}")
     if not args.no_write:
         text_ = section(args, loads, raw, pruned, same, server)
-        write_section(args.out, marker=MARKER, section=text_)
+        write_section(args.out, name="report-bench", body=text_)
         print(f"wrote {args.out}")
     return 0 if same else 1
 

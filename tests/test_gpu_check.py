@@ -34,6 +34,7 @@ def test_cpu_fallback_writes_its_table_to_its_own_section(tmp_path: Path) -> Non
 
 
 def test_a_second_run_replaces_the_section(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))  # as `python bench/gpu_check.py` has it
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
     assert spec and spec.loader
     gpu_check = importlib.util.module_from_spec(spec)
@@ -42,9 +43,9 @@ def test_a_second_run_replaces_the_section(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\nbefore\n")
     for figure in ("first", "second"):
-        section = f"{gpu_check.BEGIN}\n{figure}\n{gpu_check.END}\n"
-        gpu_check.write_section(results, section)
+        gpu_check.write_section(results, name=gpu_check.SECTION, body=figure)
         results.write_text(results.read_text() + "after\n" * (figure == "first"))
     text = results.read_text()
-    assert text.count(gpu_check.BEGIN) == 1 and "second" in text and "first" not in text
+    assert text.count("<!-- gpu-check -->") == 1 and text.count("<!-- /gpu-check -->") == 1
+    assert "second" in text and "first" not in text
     assert text.startswith("# Benchmark results\n\nbefore") and text.rstrip().endswith("after")
