@@ -6,8 +6,11 @@ import pytest
 
 from linewatch.demo import write_demo_video
 from linewatch.pipeline.streams.embedded_redis import free_port
+from linewatch.workers.ingest import model_view
 from tests.helpers import linewatch, webhook_receiver
 from tests.mqtt_broker import Mosquitto
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,8 @@ def test_a_ready_line_passes_every_check(tmp_path, redis_url, pg_url, video) -> 
             run = linewatch("check", "--config", str(path))
     assert run.returncode == 0, run.stdout + run.stderr
     assert "6 of 6 checks passed" in run.stdout
-    assert "part views 224x224" in run.stdout
+    width, height = model_view(MODEL_DIR, "cam1").size
+    assert f"part views {width}x{height}" in run.stdout
     assert "s3cret-mq" not in run.stdout + run.stderr
 
 
