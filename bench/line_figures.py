@@ -165,6 +165,8 @@ class ProcessSampler:
                 self._roles[int(fields[b"pid"])] = fields.get(b"role", b"?").decode()
         tick: dict[str, float] = {}
         for pid in _children(os.getpid()):
+            if _is_resource_tracker(pid):  # multiprocessing's helper, not a worker
+                continue
             stat = _stat(pid)
             if stat is None:
                 continue
@@ -229,6 +231,13 @@ def _children(parent: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
     return pids
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _stat(pid: int) -> tuple[str, float, float] | None:
