@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import cv2
 import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
@@ -25,6 +23,7 @@ from tests.helpers import (
     linewatch,
     plot_images,
     require_chromium,
+    screenshot,
 )
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
@@ -311,23 +310,7 @@ def test_cli_html(html_report: Path) -> None:
     not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)"
 )
 def test_html_renders_in_chromium(html_report: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            "--window-size=1200,2000",
-            html_report.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    image = cv2.imread(str(shot))
-    assert image is not None and image.shape == (2000, 1200, 3)
+    image = screenshot(html_report, tmp_path / "shot.png", height=2000)
     non_white = (image.min(axis=2) < 230).mean()
     blue, red = image[..., 0].astype(int), image[..., 2].astype(int)
     assert 0.02 < non_white < 0.6, non_white
