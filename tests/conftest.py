@@ -105,3 +105,13 @@ def line_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert best["val_macro_f1"] >= 0.98, f"the synthetic test model did not converge: {best}"
     export_run(root / "run", root / "model")
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short demo-line video (12 frames at 10 fps); modules with their own `video` win."""
+    from linewatch.demo import write_demo_video
+
+    path = tmp_path_factory.mktemp("video") / "ok.mp4"
+    write_demo_video(path, 12, fps=10)
+    return path

@@ -2,22 +2,12 @@
 
 from pathlib import Path
 
-import pytest
-
-from linewatch.demo import write_demo_video
 from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.workers.ingest import model_view
 from tests.helpers import linewatch, webhook_receiver
 from tests.mqtt_broker import Mosquitto
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("video") / "ok.mp4"
-    write_demo_video(path, 12, fps=10)
-    return path
 
 
 def write_config(tmp_path: Path, **values: str) -> Path:

@@ -2,20 +2,10 @@
 
 from pathlib import Path
 
-import pytest
-
-from linewatch.demo import write_demo_video
 from linewatch.pipeline.streams.embedded_redis import free_port
 from tests.helpers import assert_clean_error, linewatch
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("video") / "ok.mp4"
-    write_demo_video(path, 12, fps=10)
-    return path
 
 
 def config(tmp_path: Path, redis_url: str, camera_url: str, extra: str = "") -> Path:

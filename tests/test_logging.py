@@ -9,18 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from linewatch.demo import write_demo_video
 from linewatch.pipeline.redact import redact_text
 from tests.helpers import linewatch, wait_for
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("video") / "ok.mp4"
-    write_demo_video(path, 12, fps=10)
-    return path
 
 
 def test_ingest_worker_writes_json_lines_with_worker_and_camera(
