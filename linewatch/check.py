@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from linewatch.pipeline.config import Settings
+from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import one_line
 from linewatch.pipeline.inference.loading import describe_model
 from linewatch.pipeline.redact import redact_url
@@ -40,7 +40,7 @@ def run_checks(settings: Settings) -> list[CheckResult]:
         ("database", lambda: _database(settings)),
         ("redis", lambda: _redis(settings)),
     ]
-    checks += [(f"camera {c.id}", _camera_check(settings, c.id)) for c in settings.cameras]
+    checks += [(f"camera {c.id}", _camera_check(settings, c)) for c in settings.cameras]
     if not settings.cameras:
         checks.append(("cameras", _no_cameras))
     if settings.outputs.mqtt_url:
@@ -102,11 +102,10 @@ def _redis(settings: Settings) -> str:
     return redact_url(settings.redis_url)
 
 
-def _camera_check(settings: Settings, camera_id: str) -> Callable[[], str]:
+def _camera_check(settings: Settings, camera: CameraSettings) -> Callable[[], str]:
     def check() -> str:
         from linewatch.line import probe_camera
 
-        camera = next(c for c in settings.cameras if c.id == camera_id)
         probe_camera(camera, settings)
         return f"{redact_url(camera.url)}: a frame decoded, parts {camera.parts.method}"
 
