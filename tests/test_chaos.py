@@ -169,9 +169,14 @@ def test_kill_inference_worker_mid_batch(video, aof_redis, tmp_path, sqlite_url)
 def test_kill_sink_repeatedly(video, aof_redis, tmp_path, pg_url) -> None:  # type: ignore[no-untyped-def]
     path, truth = video
     line = Line(tmp_path, aof_redis.url, pg_url, file_camera(path)).start()
+    killed: set[int] = set()
     for target in (20, 70, 120, 170):
-        wait_until(lambda t=target: line.written() >= t and line.worker_pids("sink"))
-        os.kill(line.worker_pids("sink")[0], signal.SIGKILL)
+        # The restarted sink reuses its consumer name, so its heartbeat names the killed
+        # pid until the new process writes it.
+        wait_until(lambda t=target: line.written() >= t and set(line.worker_pids("sink")) - killed)
+        pid = (set(line.worker_pids("sink")) - killed).pop()
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
     output = line.wait()
     assert "sink exited with code -9" in output
     assert_exactly_once(pg_url, FRAMES, truth)

@@ -96,14 +96,15 @@ class ResultBatchHandler:
         pipe = broker.transaction(self.client)
         results, part_ends = self._decode(entries, pipe)
         events = self._events(results)
-        before = self.counters.written
         stored = self._write(results, events, stop, part_ends)
         if stored is None:
             return False
         broker.ack_and_delete(pipe, self.settings.results_stream, GROUP, [e[0] for e in entries])
-        broker.add_counts(
-            pipe, self.settings.stats_key, {"written": self.counters.written - before}
-        )
+        # Rows stored for the entries acknowledged here, replays included: a sink killed
+        # between its commit and this MULTI left them unacknowledged and uncounted, so
+        # counting only new rows would lose them from the line's total for good.
+        rows = sum(not result.shadow for result in results)
+        broker.add_counts(pipe, self.settings.stats_key, {"written": rows})
         pipe.execute()
         self._observe(results, stored)
         for item in stored:

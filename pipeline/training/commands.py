@@ -10,15 +10,21 @@ from linewatch.pipeline.training import ARCHITECTURES
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser("train", help="train a defect classifier on an ImageFolder")
+    train = commands.add_parser(
+        "train",
+        help="train a defect classifier on an ImageFolder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     train.add_argument("--data", type=Path, required=True, help="ImageFolder root")
-    train.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
-    train.add_argument("--arch", choices=ARCHITECTURES, default="PPLCNet_x0_5")
-    train.add_argument("--image-size", type=int, default=160)
-    train.add_argument("--epochs", type=int, default=40)
-    train.add_argument("--steps-per-epoch", type=int, default=40)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument(
+        "--run-dir", type=Path, default=Path("runs/latest"), help="where the run writes its files"
+    )
+    train.add_argument("--arch", choices=ARCHITECTURES, default="PPLCNet_x0_5", help="network")
+    train.add_argument("--image-size", type=int, default=160, help="input side in pixels")
+    train.add_argument("--epochs", type=int, default=40, help="at most this many epochs")
+    train.add_argument("--steps-per-epoch", type=int, default=40, help="batches per epoch")
+    train.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     train.add_argument("--patience", type=int, default=12, help="early stopping (epochs)")
     train.add_argument(
         "--synthetic-per-class",
@@ -26,7 +32,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="mix in this many generated tiles per class",
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="split, augmentation and init seed")
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train.add_argument("--init-from", type=Path, help="fine-tune from weights (best.pdparams)")
     train.add_argument("--split-from", type=Path, help="reuse a run's split.json of real images")
@@ -43,8 +49,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--views-per-image", type=int, default=8, help="teacher: views per photo")
     train.add_argument("--teacher", type=Path, help="distil from this teacher run folder")
-    train.add_argument("--distill-temperature", type=float, default=4.0)
-    train.add_argument("--distill-weight", type=float, default=0.7)
+    train.add_argument(
+        "--distill-temperature", type=float, default=4.0, help="softens the teacher's labels"
+    )
+    train.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.7,
+        help="share of the soft-label loss (the rest: hard labels)",
+    )
     train.add_argument(
         "--init-from-model", type=Path, help="warm start from an exported model folder"
     )
