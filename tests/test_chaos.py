@@ -166,8 +166,12 @@ def test_kill_inference_worker_mid_batch(video, aof_redis, tmp_path, sqlite_url)
     assert_exactly_once(sqlite_url, FRAMES, truth)
 
 
-def test_kill_sink_repeatedly(video, aof_redis, tmp_path, pg_url) -> None:  # type: ignore[no-untyped-def]
-    path, truth = video
+def test_kill_sink_repeatedly(aof_redis, tmp_path, pg_url) -> None:  # type: ignore[no-untyped-def]
+    # 40 s of video: the line is still ingesting at each kill despite the restart backoff
+    # (1, 2, 4 s) and each start-up (at 40 fps the file had ended before the third kill,
+    # the line with it, and no sink was left to kill)
+    path = tmp_path / "slow.mp4"
+    truth = write_demo_video(path, FRAMES, fps=5)
     line = Line(tmp_path, aof_redis.url, pg_url, file_camera(path)).start()
     killed: set[int] = set()
     for target in (20, 70, 120, 170):

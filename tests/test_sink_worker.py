@@ -48,7 +48,9 @@ def test_sink_restart_after_commit_before_ack_writes_nothing_twice(
         count = session.scalar(select(func.count()).select_from(Detection))
     assert seqs == list(range(1, 9)) and count == 8
     assert alerts == [("closed", 3, 6)]
-    assert int(redis_client.hget(settings.stats_key, "written")) == 4
+    # the line's count holds every row once: the 4 the dead sink committed but never
+    # acknowledged (nor counted) are counted with their acknowledgement
+    assert int(redis_client.hget(settings.stats_key, "written")) == 8
     engine.dispose()
 
 
