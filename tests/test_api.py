@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -282,6 +283,22 @@ def test_a_part_its_fields_and_its_evidence(api: tuple[TestClient, ApiContext]) 
     assert none.status_code == 404 and "no evidence" in none.json()["detail"]
 
 
+def test_a_parts_heat_map_overlays_its_evidence(api: tuple[TestClient, ApiContext]) -> None:
+    client, context = api
+    ids = seed_parts(context.engine)
+    evidence = client.get(f"/v1/parts/{ids['a2']}/evidence.jpg", headers=AUTH).content
+    heat = client.get(f"/v1/parts/{ids['a2']}/heatmap.jpg", headers=AUTH)
+    assert heat.status_code == 200 and heat.headers["content-type"] == "image/jpeg"
+    assert heat.headers["x-linewatch-model"] == context.models.info().version
+    shown = cv2.imdecode(np.frombuffer(heat.content, np.uint8), cv2.IMREAD_COLOR)
+    plain = cv2.imdecode(np.frombuffer(evidence, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape == plain.shape
+    assert np.abs(shown.astype(int) - plain.astype(int)).mean() > 10, "no colour map drawn"
+    none = client.get(f"/v1/parts/{ids['a1']}/heatmap.jpg", headers=AUTH)
+    assert none.status_code == 404 and "no evidence" in none.json()["detail"]
+    assert client.get(f"/v1/parts/{ids['a2']}/heatmap.jpg").status_code == 401
+
+
 @pytest.mark.parametrize(
     ("path", "status", "words"),
     [
@@ -294,6 +311,7 @@ def test_a_part_its_fields_and_its_evidence(api: tuple[TestClient, ApiContext]) 
         ("/v1/parts/999999", 404, "no part with id 999999"),
         ("/v1/parts/abc", 422, "valid integer"),
         ("/v1/parts/999999/evidence.jpg", 404, "no part with id 999999"),
+        ("/v1/parts/999999/heatmap.jpg", 404, "no part with id 999999"),
         ("/v1/alerts?limit=0", 422, "greater than or equal to 1"),
         ("/v1/report", 422, "Field required"),
         ("/v1/report?since=2h&until=3h", 422, "must be before until"),

@@ -2,7 +2,6 @@
 
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -70,10 +69,11 @@ def test_a_hanging_webhook_times_out_and_is_retried(rq_redis, receiver, caplog) 
     alert_id = random.randrange(10**9)
     target = webhook.Webhook(url, timeout_s=1)
     job = jobs.enqueue_webhook(rq_redis, alert_id, "open", {"alert_id": alert_id}, target)
-    started = time.monotonic()
     work(rq_redis)
-    assert time.monotonic() - started < 20, "the worker was not held by the receiver"
     job.refresh()
+    # A worker held until the receiver answers (30 s, then 200) would have finished the
+    # job; a timed-out delivery leaves it failed and scheduled for a retry. (No wall-clock
+    # bound here: one took 61 s on a loaded 2-core machine.)
     assert job.get_status() == "scheduled" and job.retries_left == 4
     assert "did not answer within 1 s" in caplog.text
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.inference.explain import heat_map_jpeg
 from linewatch.pipeline.inference.loading import Model, describe_model, load_model
 from linewatch.pipeline.inference.prediction import Prediction, predict
 
@@ -78,6 +79,12 @@ class ModelHolder:
         with self._lock:
             model = self._current()
             return model, predict(model, images)
+
+    def heat_map(self, jpeg: bytes) -> tuple[Model, bytes]:
+        """The occlusion heat overlay (JPEG) of an evidence crop under the current model."""
+        with self._lock:
+            model = self._current()
+            return model, heat_map_jpeg(model, jpeg)[0]
 
 
 def answer(model: Model, prediction: Prediction | None, filename: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from linewatch.api.auth import require_user
 from linewatch.api.classify import answer
 from linewatch.api.metrics import CLASSIFIED
 from linewatch.api.uploads import Limits, UploadError, decode_upload
+from linewatch.pipeline.inference.explain import NotAClassifier
 from linewatch.pipeline.inference.prediction import CLEAN_LABEL
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import parse_time
@@ -130,6 +131,28 @@ def part_evidence(request: Request, part: int) -> Response:
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )
+
+
+@router.get(
+    "/parts/{part}/heatmap.jpg",
+    summary="The evidence crop with an occlusion heat map of where the line's current "
+    "model sees the defect (JPEG; ~50 forward passes)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def part_heat_map(request: Request, part: int) -> Response:
+    data = queries.part_evidence(_ctx(request).engine, part)
+    if data is None:
+        _part_or_404(request, part)
+        raise HTTPException(404, f"part {part} has no evidence crop")
+    try:
+        model, jpeg = _ctx(request).models.heat_map(data)
+    except NotAClassifier as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(422, f"part {part}: {exc}") from exc
+    headers = {"Cache-Control": "private, max-age=3600", "X-Linewatch-Model": model.info.version}
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
 
 
 class ReviewIn(BaseModel):

@@ -41,12 +41,11 @@ def predict(model: Model, images: Sequence[np.ndarray]) -> list[Prediction | Non
 def predictions(probs: np.ndarray, info: ModelInfo) -> list[Prediction | None]:
     """One Prediction per row: defect when 1 - P(normal labels) >= the model's threshold;
     None for a row with non-finite scores (a broken model must not pass as "no defect")."""
-    normal = [info.labels.index(label) for label in info.normal_labels if label in info.labels]
-    defect_mass = 1.0 - probs[:, normal].sum(axis=1)
+    masses = defect_mass(probs, info)
     k = min(info.topk, probs.shape[1])
     order = np.argsort(-probs, axis=1)[:, :k]
     out: list[Prediction | None] = []
-    for row, ranked, mass in zip(probs, order, defect_mass, strict=True):
+    for row, ranked, mass in zip(probs, order, masses, strict=True):
         if not np.all(np.isfinite(row)):
             out.append(None)
             continue
@@ -57,6 +56,17 @@ def predictions(probs: np.ndarray, info: ModelInfo) -> list[Prediction | None]:
             label, score = next((lb, s) for lb, s in topk if lb not in info.normal_labels)
         out.append(Prediction(label=label, score=score, topk=topk, is_defect=is_defect))
     return out
+
+
+def normal_mass(probs: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """P(normal labels) per row."""
+    normal = [info.labels.index(label) for label in info.normal_labels if label in info.labels]
+    return probs[:, normal].sum(axis=1)
+
+
+def defect_mass(probs: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """1 - P(normal labels) per row: the probability a classifier gives to any defect."""
+    return 1.0 - normal_mass(probs, info)
 
 
 def detections(per_image: Sequence[np.ndarray], info: DetectorInfo) -> list[Prediction | None]:
