@@ -65,7 +65,8 @@ def main() -> None:
     split = json.loads(args.split_file.read_text())
     size = model.preprocessor.output_size[0]
     per_class: dict[str, list[bool]] = {}
-    chances, seconds = [], []
+    chances: dict[str, list[float]] = {}
+    seconds = []
     for path, index in split["val"]:
         label = split["labels"][index]
         if label in model.info.normal_labels:
@@ -75,9 +76,12 @@ def main() -> None:
         heat = occlusion_heat(model, view)
         seconds.append(time.perf_counter() - start)
         per_class.setdefault(label, []).append(hits(mask, heat.peak()))
-        chances.append(chance(mask))
-    rows = [(label, sum(v), len(v)) for label, v in sorted(per_class.items())]
-    total = sum(h for _, h, _ in rows), sum(n for _, _, n in rows)
+        chances.setdefault(label, []).append(chance(mask))
+    rows = [
+        (label, sum(v), len(v), np.mean(chances[label])) for label, v in sorted(per_class.items())
+    ]
+    every_chance = np.mean([c for values in chances.values() for c in values])
+    total = sum(row[1] for row in rows), sum(row[2] for row in rows)
     lines = [
         "## Evidence heat maps (occlusion)",
         "",
@@ -87,11 +91,17 @@ def main() -> None:
         "",
         "| class | hottest window on the defect | by chance |",
         "|---|---|---|",
-        *[f"| {label} | {h}/{n} | |" for label, h, n in rows],
-        f"| all | {total[0]}/{total[1]} ({total[0] / total[1]:.0%}) | {np.mean(chances):.0%} |",
+        *[f"| {label} | {h}/{n} | {c:.0%} |" for label, h, n, c in rows],
+        f"| all | {total[0]}/{total[1]} ({total[0] / total[1]:.0%}) | {every_chance:.0%} |",
         "",
         f"One heat map ({GRID * GRID + 1} forward passes at {size} px): median "
         f"{1000 * np.median(seconds):.0f} ms, p95 {1000 * np.percentile(seconds, 95):.0f} ms.",
+        "",
+        "- Occlusion sensitivity, not Grad-CAM: the line runs an exported graph with no",
+        "  gradients (`pipeline/inference/explain.py`). `GET /v1/parts/{id}/heatmap.jpg`",
+        "  draws it over a part's evidence crop on request; nothing is computed per part.",
+        "- Chance is high for fray and uneven (large or edge-long masks): read their rows",
+        "  against it.",
     ]
     print("\n".join(lines))
     write_section(args.out, name="explain-bench", body="\n".join(lines))

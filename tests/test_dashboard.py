@@ -119,6 +119,8 @@ def test_dashboard_on_a_running_line_shows_a_live_ng_part_and_takes_a_review(
         queued.find_element(By.CSS_SELECTOR, "button.review-ok").click()
         wait_for(lambda: "reviewed ok by alice" in queued.text, "the review confirmation")
         check_screenshot(browser, tmp_path / "dashboard.png", card)
+        card.find_element(By.TAG_NAME, "img").click()  # the crop becomes its heat map
+        wait_for(lambda: browser.execute_script(HEAT_MAP_SHOWN, str(part)), "the heat map")
         engine = database.open_database(line.database_url)
         with Session(engine) as session:
             (review,) = session.scalars(select(PartReview).where(PartReview.part_row_id == part))
@@ -134,6 +136,10 @@ LOADED_NG_PART = """
 const cards = [...document.querySelectorAll('#feed li[data-part]')];
 const loaded = cards.find((li) => li.dataset.part && li.querySelector('img')?.naturalWidth > 0);
 return loaded ? loaded.dataset.part : null;
+"""
+HEAT_MAP_SHOWN = """
+const img = document.querySelector(`#feed li[data-part="${arguments[0]}"] img`);
+return img.src.endsWith('/heatmap.jpg') && img.complete && img.naturalWidth > 0;
 """
 CHART_HOURS = "return Number(document.getElementById('ng-chart').dataset.hours || 0);"
 RED_BGR = np.array([40, 40, 198])  # the chart's bars, #c62828

@@ -145,7 +145,13 @@ function drawChart(canvas, hours) {
 
 function evidence(url, alt) {
   if (!url) return el("div", { class: "noimg", text: "no crop" });
-  return el("img", { src: url, alt, loading: "lazy" });
+  // a click swaps the crop for its heat map (where the model sees the defect) and back
+  const heat = url.replace(/evidence\.jpg$/, "heatmap.jpg");
+  const img = el("img", { src: url, alt, loading: "lazy", title: "click: heat map", class: "evidence" });
+  img.addEventListener("click", () => {
+    img.src = img.src.endsWith("heatmap.jpg") ? url : heat;
+  });
+  return img;
 }
 
 function addFeedCard(verdict) {
