@@ -231,6 +231,13 @@ class InferenceSettings(Strict):
 class SinkSettings(Strict):
     batch_size: int = Field(default=256, ge=1, le=10_000)
     block_ms: int = Field(default=200, ge=1)
+    lease_ttl_s: float = Field(
+        default=15.0,
+        gt=0.5,
+        le=600,
+        description="one active sink per line: a standby sink takes over this long after "
+        "the active one died",
+    )
 
 
 class LineAlarmSettings(Strict):
@@ -384,6 +391,11 @@ class Settings(Strict):
     def verdicts_channel(self) -> str:
         """Where the sink announces every part's verdict (`alerts.verdict_channel`)."""
         return self.alerts.verdict_channel
+
+    @property
+    def sink_lease_key(self) -> str:
+        """Redis key naming the line's active sink (one sink decides a line's parts)."""
+        return keys.sink_lease(self.line)
 
     @property
     def stats_key(self) -> str:

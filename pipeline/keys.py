@@ -49,6 +49,11 @@ def worker(line: str, worker_id: str) -> str:
     return f"{PREFIX}:worker:{line}:{worker_id}"
 
 
+def sink_lease(line: str) -> str:
+    """String: the consumer name of the line's active sink, with a TTL (streams/lease.py)."""
+    return f"{PREFIX}:sink:{line}"
+
+
 def model(line: str) -> str:
     """Hash: the model folder `linewatch model use` asked the line's workers to run."""
     return f"{PREFIX}:model:{line}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.consumer import ConsumerLoop, decode_entries
+from linewatch.pipeline.streams.lease import Lease
 from linewatch.schemas.messages import (
     AlertMessage,
     PartEndMessage,
@@ -387,6 +389,38 @@ def _consume(
     return handler.counters
 
 
+def run_while_active(
+    client: broker.Client,
+    settings: Settings,
+    consumer: str,
+    stop: StopFlag,
+    work: Callable[[], object],
+) -> None:
+    """`work()` once this sink holds the line's lease (a standby until then), renewing it
+    meanwhile; a lease lost to another sink stops the work and exits 1 (restarted by the
+    supervisor, as a standby)."""
+    lease = Lease(
+        client, key=settings.sink_lease_key, owner=consumer, ttl_s=settings.sink.lease_ttl_s
+    )
+    if not lease.wait(stop.wait, poll_s=min(1.0, settings.sink.lease_ttl_s / 3)):
+        return
+    lost = threading.Event()
+
+    def on_lost() -> None:
+        lost.set()
+        stop.set()
+
+    renewing = lease.keep(on_lost=on_lost)
+    try:
+        work()
+    finally:
+        renewing.set()
+        with contextlib.suppress(broker.RedisError):
+            lease.release()  # a standby need not wait for the TTL
+    if lost.is_set():
+        raise SystemExit(1)
+
+
 def main(
     settings: Settings, consumer: str | None = None, debug: bool = False, metrics_port: int = 0
 ) -> None:
@@ -397,6 +431,8 @@ def main(
         redis_url = settings.require_redis_url("sink worker")
         engine = storage.open_database(settings.resolved_database_url())
         client = broker.connect(redis_url, attempts=20)
-        run(client, engine, settings, consumer, stop)
+        run_while_active(
+            client, settings, consumer, stop, lambda: run(client, engine, settings, consumer, stop)
+        )
 
     run_worker(consumer, debug, body, metrics_port)
