@@ -131,9 +131,9 @@ class Supervisor:
                 self._launch(role)
 
     def _launch(self, role: Role) -> None:
-        role.process = self._context.Process(target=role.target, args=role.args, name=role.name)
-        role.process.start()
-        role.started_at = time.monotonic()
+        process = self._context.Process(target=role.target, args=role.args, name=role.name)
+        process.start()  # one that fails to start is not kept: stop() would join it
+        role.process, role.started_at = process, time.monotonic()
 
     def poll(self) -> None:
         """Restart roles that died (after a backoff); mark finished ones."""
