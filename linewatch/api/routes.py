@@ -117,6 +117,14 @@ def get_part(request: Request, part: int) -> dict[str, Any]:
     return {**found, "reviews": queries.reviews_of(_ctx(request).engine, part)}
 
 
+def _evidence_or_404(request: Request, part: int) -> bytes:
+    data = queries.part_evidence(_ctx(request).engine, part)
+    if data is None:
+        _part_or_404(request, part)
+        raise HTTPException(404, f"part {part} has no evidence crop")
+    return data
+
+
 @router.get(
     "/parts/{part}/evidence.jpg",
     summary="The part's evidence crop (JPEG)",
@@ -124,12 +132,10 @@ def get_part(request: Request, part: int) -> dict[str, Any]:
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 def part_evidence(request: Request, part: int) -> Response:
-    data = queries.part_evidence(_ctx(request).engine, part)
-    if data is None:
-        _part_or_404(request, part)
-        raise HTTPException(404, f"part {part} has no evidence crop")
     return Response(
-        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        _evidence_or_404(request, part),
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600"},
     )
 
 
@@ -141,12 +147,9 @@ def part_evidence(request: Request, part: int) -> Response:
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 def part_heat_map(request: Request, part: int) -> Response:
-    data = queries.part_evidence(_ctx(request).engine, part)
-    if data is None:
-        _part_or_404(request, part)
-        raise HTTPException(404, f"part {part} has no evidence crop")
+    evidence = _evidence_or_404(request, part)
     try:
-        model, jpeg = _ctx(request).models.heat_map(data)
+        model, jpeg = _ctx(request).models.heat_map(evidence)
     except NotAClassifier as exc:
         raise HTTPException(409, str(exc)) from exc
     except ValueError as exc:
