@@ -213,6 +213,13 @@ class IngestSettings(Strict):
         description="`linewatch run` ingests this many cameras per process, one thread each "
         "(live cameras and files in separate processes)",
     )
+    read_ahead: int = Field(
+        default=8,
+        ge=0,
+        le=256,
+        description="file cameras: frames decoded ahead by a thread of their own while the "
+        "current ones are located, cropped and sent (0: decode in turn)",
+    )
 
 
 class InferenceSettings(Strict):

@@ -35,6 +35,7 @@ from linewatch.pipeline.video.parts import (
     make_frame_views,
     part_end_message,
 )
+from linewatch.pipeline.video.read_ahead import read_ahead
 from linewatch.pipeline.video.source import (
     DecodedFrame,
     SourceError,
@@ -280,7 +281,8 @@ def run(
             _run_live(camera, options, sender, stop, settings.ingest.reconnect_max_s, states)
         else:
             states.enter(CameraState.CONNECTING, redact_url(camera.url))
-            frames = announced(open_frames(camera.url, options), states)
+            decoded = read_ahead(open_frames(camera.url, options), settings.ingest.read_ahead)
+            frames = announced(decoded, states)
             if camera.realtime:
                 frames = paced(frames)
             try:
