@@ -217,8 +217,8 @@ class IngestSettings(Strict):
         default=8,
         ge=0,
         le=256,
-        description="file cameras: frames decoded ahead by a thread of their own while the "
-        "current ones are located, cropped and sent (0: decode in turn)",
+        description="file cameras not replayed in real time: frames decoded ahead by a "
+        "thread of their own while the current ones are located, cropped and sent (0: off)",
     )
 
 

@@ -281,8 +281,9 @@ def run(
             _run_live(camera, options, sender, stop, settings.ingest.reconnect_max_s, states)
         else:
             states.enter(CameraState.CONNECTING, redact_url(camera.url))
-            decoded = read_ahead(open_frames(camera.url, options), settings.ingest.read_ahead)
-            frames = announced(decoded, states)
+            # a replay in real time waits for its frames anyway: nothing to decode ahead
+            ahead = 0 if camera.realtime else settings.ingest.read_ahead
+            frames = announced(read_ahead(open_frames(camera.url, options), ahead), states)
             if camera.realtime:
                 frames = paced(frames)
             try:
