@@ -17,6 +17,7 @@ from linewatch.pipeline.simulation.moving_line import (
     MovingLineSpec,
     read_part_truth,
     simulate_moving,
+    split_items,
 )
 from linewatch.pipeline.simulation.synthetic import write_image_folder
 
@@ -82,6 +83,23 @@ def test_simulate_split_file_uses_only_that_split(photos: Path, tmp_path: Path) 
     args = ["simulate", "--out", str(out), "--split-file", str(split_file), "--parts", "8"]
     assert main([*args, "--split", "val", *SMALL]) == 0
     assert {p["source"] for p in read_part_truth(out / "cam1.parts.csv")} <= set(val)
+
+
+def test_a_split_files_relative_paths_are_found_from_another_folder(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped split.json names photos relative to the repository root: simulate finds
+    them from a folder above the split file when run from anywhere else."""
+    files = sorted(p.relative_to(tmp_path) for p in photos.rglob("*.png"))
+    split = {"labels": ["crack", "free"], "train": [], "val": [[str(f), 0] for f in files]}
+    split_file = tmp_path / "models" / "tile" / "split.json"
+    split_file.parent.mkdir(parents=True)
+    split_file.write_text(json.dumps(split))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    items = split_items(split_file, "val", photos)
+    assert sorted(Path(path) for path, _ in items) == sorted(tmp_path / f for f in files)
 
 
 def test_simulate_errors_are_named(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
