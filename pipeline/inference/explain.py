@@ -5,8 +5,9 @@ exported inference graph (Paddle Inference runs forward passes; the shipped mode
 trunk is a frozen ImageNet network read at several stages), so the heat map is
 occlusion sensitivity instead (Zeiler & Fergus, 2014): each window of a grid over the
 view is covered with the view's mean colour in turn, and how much more normal the view
-looks then (the rise of log P(normal classes)) is that window's heat. Forward passes only, through
-the same preprocessing and predictor as the line: grid² + 1 images in one call.
+looks then (the rise of log P(normal classes)) is that window's heat. Forward passes
+only, through the same preprocessing and predictor as the line: grid² + 1 images in
+one call.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.inference.loading import Model
-from linewatch.pipeline.inference.prediction import defect_mass, normal_mass
+from linewatch.pipeline.inference.prediction import normal_mass
 
 GRID = 7  # windows per side: 49 + 1 images, one batch
 WINDOW = 2.0  # window side in grid cells (overlapping windows give a smoother map)
@@ -78,9 +79,10 @@ def occlusion_heat(model: Model, image: np.ndarray, grid: int = GRID) -> Heat:
     # log P(normal) rather than the defect probability: a confident model's defect
     # probability stays 1.0 when one window of a large defect is covered (P(normal) moves
     # from 1e-32 to 1e-23, say), its logarithm does not
-    normal = np.log(np.clip(normal_mass(probs, model.info), MIN_PROBABILITY, 1.0))
-    gains = np.clip(normal[1:] - normal[0], 0.0, None).reshape(grid, grid)
-    return Heat(grid=gains.astype(np.float32), score=float(defect_mass(probs[:1], model.info)[0]))
+    normal = normal_mass(probs, model.info)
+    logs = np.log(np.clip(normal, MIN_PROBABILITY, 1.0))
+    gains = np.clip(logs[1:] - logs[0], 0.0, None).reshape(grid, grid)
+    return Heat(grid=gains.astype(np.float32), score=float(1.0 - normal[0]))
 
 
 def overlay(image: np.ndarray, heat: Heat) -> np.ndarray:
