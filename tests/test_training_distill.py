@@ -14,6 +14,7 @@ from linewatch.pipeline.training.export import export_run
 from linewatch.pipeline.training.metrics import (
     defect_report,
     fit_temperature,
+    part_scores,
     recall_at_false_alarms,
     threshold_for_false_alarms,
 )
@@ -86,6 +87,16 @@ def test_threshold_for_a_false_alarm_budget_on_a_hand_made_list() -> None:
     assert 0.4 < best.threshold <= 0.6 and best.false_alarm_rate <= 0.125
     assert best.recall == 0.75, "0.3 lies below good tiles"
     assert recall_at_false_alarms(mass, is_defect, 0.5).recall == 1.0
+
+
+def test_simulated_parts_take_the_mean_of_their_top_views() -> None:
+    mass = np.array([0.1, 0.9, 0.2, 0.7, 0.3, 0.0, 0.5, 0.4, 0.8])
+    photo = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    scores, photos = part_scores(mass, photo, views_per_part=2, top_views=2)
+    # photo 0: (0.1, 0.9), (0.2, 0.7), (0.3, 0.0); photo 1: (0.5, 0.4), 0.8 left over.
+    assert np.allclose(scores, [0.5, 0.45, 0.15, 0.45]) and photos.tolist() == [0, 0, 0, 1]
+    scores, _ = part_scores(mass, photo, views_per_part=3, top_views=1)
+    assert np.allclose(scores, [0.9, 0.7, 0.8]), "one top view: the part's highest view"
 
 
 def test_temperature_scaling_recovers_a_known_temperature() -> None:
@@ -169,10 +180,13 @@ def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
     train(config)
     with np.load(tmp_path / "run" / "out_of_fold.npz") as oof:
         assert oof["logits"].shape == (24, 6) and oof["targets"].shape == (24,)
-        assert np.isfinite(oof["logits"]).all()
+        assert oof["view_logits"].shape == (48, 6) and oof["view_photo"].shape == (48,)
+        assert np.isfinite(oof["logits"]).all() and np.isfinite(oof["view_logits"]).all()
     export_run(tmp_path / "run", tmp_path / "model", max_false_alarms=0.2)
     extra = yaml.safe_load((tmp_path / "model" / "inference.yml").read_text())["Linewatch"]
-    assert extra["operating_point_from"] == "out-of-fold training photos"
+    assert extra["operating_point_from"] == (
+        "out-of-fold training photos as line parts (2 views, top-2 mean)"
+    ), "two views per photo make one simulated part each"
     assert 0 <= extra["selection_false_alarm_rate"] <= 0.2, "the budget holds where it was set"
     full = (teacher_and_student[0] / "best.pdparams").stat().st_size
     assert (tmp_path / "run" / "best.pdparams").stat().st_size < full / 4, "stages 5-7 cut"

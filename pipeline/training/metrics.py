@@ -101,6 +101,23 @@ def recall_at_false_alarms(
     return defect_report(defect_mass, is_defect, threshold)
 
 
+def part_scores(
+    view_mass: np.ndarray, view_photo: np.ndarray, views_per_part: int, top_views: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parts as the sink judges them, simulated from several scored views of each photo:
+    every photo's views are dealt into parts of `views_per_part` (in order, a short
+    remainder dropped) and a part scores the mean of its `top_views` highest view scores.
+    Returns (part scores, the photo of each part)."""
+    scores, photos = [], []
+    for photo in np.unique(view_photo):
+        mass = view_mass[view_photo == photo]
+        for start in range(0, len(mass) - views_per_part + 1, views_per_part):
+            top = np.sort(mass[start : start + views_per_part])[::-1][:top_views]
+            scores.append(float(top.mean()))
+            photos.append(photo)
+    return np.array(scores, np.float64), np.array(photos, np.int64)
+
+
 def operating_curve(defect_mass: np.ndarray, is_defect: np.ndarray) -> np.ndarray:
     """[(false-alarm rate, recall, threshold)] for every distinct threshold, descending."""
     points = []

@@ -152,20 +152,22 @@ def out_of_fold_logits(
     targets: np.ndarray,
     config,  # type: ignore[no-untyped-def]  (TrainConfig)
     labels: tuple[str, ...],
-) -> np.ndarray:
-    """Logits of each training photo's canonical view from a head trained without that
-    photo's fold (k-fold cross-fitting): held-out scores for the operating point that no
-    validation photo has seen."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of each training photo's canonical view, and of each of its line views,
+    from a head trained without that photo's fold (k-fold cross-fitting): held-out scores
+    for the operating point that no validation photo has seen."""
     fold = photo_folds(targets, config.folds, config.seed)
     view_targets = targets[view_photo]
     logits = np.zeros((len(targets), len(labels)), np.float32)
+    view_logits = np.zeros((len(view_photo), len(labels)), np.float32)
     for k in range(config.folds):
         keep = fold[view_photo] != k
         head = TeacherHead(len(labels), features.shape[1])
         train_head(head, features[keep], view_targets[keep], config, labels)
         logits[fold == k] = head_logits(head, canonical[fold == k])
+        view_logits[~keep] = head_logits(head, features[~keep])
         log(Path(config.run_dir), f"fold {k + 1}/{config.folds} scored")
-    return logits
+    return logits, view_logits
 
 
 def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig)
@@ -196,8 +198,16 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     if config.folds > 1:
         canonical = extract(runner, canonical_views(train_photos, size), run_dir, "train photos")
         view_photo = np.repeat(np.arange(len(targets)), config.views_per_image)
-        oof = out_of_fold_logits(features, view_photo, canonical, targets, config, split.labels)
-        np.savez(run_dir / OOF_FILE, logits=oof, targets=targets)
+        oof, view_oof = out_of_fold_logits(
+            features, view_photo, canonical, targets, config, split.labels
+        )
+        np.savez(
+            run_dir / OOF_FILE,
+            logits=oof,
+            targets=targets,
+            view_logits=view_oof,
+            view_photo=view_photo,
+        )
     metrics = train_head(
         network.head, features, view_targets, config, split.labels, (val_features, val_targets)
     )
