@@ -1,5 +1,9 @@
-"""INT8 post-training quantisation of the shipped model, calibrated on generated tiles:
-the INT8 folder loads as an INT8 classifier and agrees with FP32 on most of a batch."""
+"""INT8 post-training quantisation of a real exported model trained on generated tiles,
+calibrated on generated tiles: the INT8 folder loads as an INT8 classifier and agrees
+with FP32 on most of a batch. (Not the shipped magnetic-tile model: generated tiles are
+foreign to it, and its INT8 and FP32 arg-maxes part on them — 62 % agreement for
+2026.12.06-082434 — while on real validation photos its INT8 copy keeps macro-F1; see
+its model card.)"""
 
 from pathlib import Path
 
@@ -10,11 +14,14 @@ import yaml
 import linewatch.pipeline.training  # noqa: F401  (sets the legacy export format first)
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
-from linewatch.pipeline.simulation.synthetic import LABELS, make_tile
+from linewatch.pipeline.simulation.synthetic import CLEAR_CUT_DEFECTS, NORMAL_LABEL, make_tile
 from linewatch.pipeline.training.line_views import canonical_view
 from linewatch.pipeline.training.quantize import quantize_folder
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "linewatch-tile"
+
+
+LABELS = (NORMAL_LABEL, *CLEAR_CUT_DEFECTS)  # what the `line_model` fixture knows
 
 
 def tiles(count: int, seed: int) -> np.ndarray:
@@ -23,20 +30,22 @@ def tiles(count: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def int8_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def int8_folder(line_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "model"
-    return quantize_folder(model_dir=MODEL, out_dir=out, photos=tiles(32, seed=0), algo="avg")
+    return quantize_folder(model_dir=line_model, out_dir=out, photos=tiles(32, seed=0), algo="avg")
 
 
-def test_int8_folder_loads_as_int8_and_agrees_with_fp32(int8_folder: Path) -> None:
+def test_int8_folder_loads_as_int8_and_agrees_with_fp32(
+    int8_folder: Path, line_model: Path
+) -> None:
     config = yaml.safe_load((int8_folder / "inference.yml").read_text())
     assert config["Linewatch"]["precision"] == "int8"
     assert config["Global"]["model_version"].endswith("-int8")
     quantization = config["Linewatch"]["quantization"]
-    assert quantization["fp32_defect_threshold"] == fp32_threshold()
+    assert quantization["fp32_defect_threshold"] == fp32_threshold(line_model)
     assert 0 < config["Linewatch"]["defect_threshold"] < 1
     int8 = Classifier(int8_folder, device="cpu", max_batch=8)
-    fp32 = Classifier(MODEL, device="cpu", max_batch=8)
+    fp32 = Classifier(line_model, device="cpu", max_batch=8)
     assert int8.info.precision == "int8" and fp32.info.precision == "fp32"
     views = [np.repeat(canonical_view(t, 224)[..., None], 3, axis=2) for t in tiles(16, seed=1)]
     p_int8, p_fp32 = int8.predict(views), fp32.predict(views)
@@ -52,5 +61,5 @@ def test_unknown_algorithm_is_refused(tmp_path: Path) -> None:
         quantize_folder(model_dir=MODEL, out_dir=tmp_path, photos=tiles(2, seed=0), algo="magic")
 
 
-def fp32_threshold() -> float:
-    return yaml.safe_load((MODEL / "inference.yml").read_text())["Linewatch"]["defect_threshold"]
+def fp32_threshold(model: Path) -> float:
+    return yaml.safe_load((model / "inference.yml").read_text())["Linewatch"]["defect_threshold"]

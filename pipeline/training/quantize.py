@@ -97,7 +97,10 @@ def matched_threshold(fp32_dir: Path, int8_dir: Path, batch: np.ndarray) -> floa
     mass_fp32 = 1 - fp32.infer(batch)[:, normal].sum(axis=1)
     mass_int8 = 1 - int8.infer(batch)[:, normal].sum(axis=1)
     share_below = float((mass_fp32 < fp32.info.defect_threshold).mean())
-    return float(np.quantile(mass_int8, share_below))
+    # A confident model's scores saturate at 1.0 in float32: keep the threshold inside
+    # (0, 1) at the 6 decimals inference.yml holds, where "score >= threshold" still
+    # flags the saturated views.
+    return float(np.clip(np.quantile(mass_int8, share_below), 1e-6, 1 - 1e-6))
 
 
 def _run_ptq(model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: str) -> None:
