@@ -391,6 +391,12 @@ def load_average() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def model_version() -> str:
+    from linewatch.pipeline.inference.classifier import read_model_info
+
+    return read_model_info(MODEL_DIR)[0].version
+
+
 def write_results(report: Report, path: Path, command: str, started: str, loads: list[str]) -> None:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
@@ -399,7 +405,8 @@ def write_results(report: Report, path: Path, command: str, started: str, loads:
         f"Machine: {machine()}  ",
         f"Run: `{command}` from {started} to {now}  ",
         f"Load average (1 / 5 / 15 min): {'; '.join(loads)}  ",
-        "Model: the shipped `models/linewatch-tile` on CPU (oneDNN, 2 threads); "
+        f"Model: the shipped `models/linewatch-tile` (version {model_version()}) on CPU "
+        "(oneDNN, 2 threads); "
         "lines in parts mode (`method: contrast`, `merge_gap: 64`) on `linewatch simulate` "
         "procedural tiles, 640x480.",
         "",
