@@ -83,7 +83,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--max-false-alarms",
         type=float,
         default=0.01,
-        help="false-alarm budget on the real validation photos that sets the threshold",
+        help="false-alarm budget that sets the threshold: on simulated line parts of the "
+        "held-out training photos for a run trained with --folds, else on the real "
+        "validation photos",
     )
     export.set_defaults(func=cmd_export)
 
