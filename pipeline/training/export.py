@@ -20,6 +20,7 @@ from linewatch.pipeline.training.metrics import (
     defect_report,
     fit_temperature,
     part_scores,
+    recall_at_false_alarms,
     threshold_for_false_alarms,
 )
 from linewatch.pipeline.training.nets import build_network
@@ -128,8 +129,8 @@ def operating_point(
     real = np.array([not item.startswith(data.SYNTHETIC_PREFIX) for item, _ in split.val])
     if not (run_dir / OOF_FILE).exists() or NORMAL_LABEL not in split.labels:
         return choose_operating_point(val_logits, targets, real, split.labels, max_false_alarms)
-    with np.load(run_dir / OOF_FILE) as oof:
-        oof = dict(oof)
+    with np.load(run_dir / OOF_FILE) as stored:
+        oof = dict(stored)
     chosen = choose_operating_point(
         oof["logits"],
         oof["targets"],
@@ -174,10 +175,12 @@ def _part_operating_point(
     mass = _defect_mass(oof["view_logits"], chosen.temperature, normal)
     scores, photos = part_scores(mass, oof["view_photo"], part_views, PART_TOP_VIEWS)
     is_defect = oof["targets"][photos] != normal
-    threshold = threshold_for_false_alarms(scores, is_defect, max_false_alarms)
-    report = defect_report(scores, is_defect, threshold)
+    report = recall_at_false_alarms(scores, is_defect, max_false_alarms)
     return replace(
-        chosen, threshold=threshold, recall=report.recall, false_alarm_rate=report.false_alarm_rate
+        chosen,
+        threshold=report.threshold,
+        recall=report.recall,
+        false_alarm_rate=report.false_alarm_rate,
     )
 
 
