@@ -1,5 +1,6 @@
 """Teacher, distillation, line views and the operating point, on generated tiles only."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,9 +8,10 @@ import pytest
 import yaml
 
 import linewatch.pipeline.training  # noqa: F401  (legacy export format)
+from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.simulation.synthetic import write_image_folder
-from linewatch.pipeline.training import line_views
+from linewatch.pipeline.training import data, line_views
 from linewatch.pipeline.training.export import export_run
 from linewatch.pipeline.training.metrics import (
     defect_report,
@@ -18,6 +20,7 @@ from linewatch.pipeline.training.metrics import (
     recall_at_false_alarms,
     threshold_for_false_alarms,
 )
+from linewatch.pipeline.training.quantize import quantize_folder
 from linewatch.pipeline.training.train import TrainConfig, train
 from linewatch.pipeline.video.crop import PixelBox, crop_view
 
@@ -162,13 +165,13 @@ def test_distillation_with_frozen_stages_trains_only_the_top(teacher_and_student
     assert any(not np.allclose(np.asarray(before[k]), np.asarray(after[k])) for k in top)
 
 
-def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
-    teacher_and_student, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def folds_run(teacher_and_student, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     teacher, _ = teacher_and_student
+    run = tmp_path_factory.mktemp("folds") / "run"
     config = TrainConfig(
         data=str(teacher.parent / "images"),
-        run_dir=str(tmp_path / "run"),
+        run_dir=str(run),
         arch="EfficientNetLite0_s4",
         image_size=64,
         batch_size=8,
@@ -178,18 +181,59 @@ def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
         folds=2,
     )
     train(config)
-    with np.load(tmp_path / "run" / "out_of_fold.npz") as oof:
+    export_run(run, run.parent / "model", max_false_alarms=0.2)
+    return run
+
+
+def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
+    teacher_and_student, folds_run: Path
+) -> None:  # type: ignore[no-untyped-def]
+    with np.load(folds_run / "out_of_fold.npz") as oof:
         assert oof["logits"].shape == (24, 6) and oof["targets"].shape == (24,)
         assert oof["view_logits"].shape == (48, 6) and oof["view_photo"].shape == (48,)
         assert np.isfinite(oof["logits"]).all() and np.isfinite(oof["view_logits"]).all()
-    export_run(tmp_path / "run", tmp_path / "model", max_false_alarms=0.2)
-    extra = yaml.safe_load((tmp_path / "model" / "inference.yml").read_text())["Linewatch"]
+    extra = yaml.safe_load((folds_run.parent / "model" / "inference.yml").read_text())["Linewatch"]
     assert extra["operating_point_from"] == (
         "out-of-fold training photos as line parts (2 views, top-2 mean)"
     ), "two views per photo make one simulated part each"
     assert 0 <= extra["selection_false_alarm_rate"] <= 0.2, "the budget holds where it was set"
     full = (teacher_and_student[0] / "best.pdparams").stat().st_size
-    assert (tmp_path / "run" / "best.pdparams").stat().st_size < full / 4, "stages 5-7 cut"
+    assert (folds_run / "best.pdparams").stat().st_size < full / 4, "stages 5-7 cut"
+    assert sorted(p.name for p in (folds_run / "fold_heads").iterdir()) == [
+        "fold0.pdparams",
+        "fold1.pdparams",
+    ]
+
+
+def test_int8_copy_of_a_folds_run_sets_its_threshold_on_held_out_parts(
+    folds_run: Path, tmp_path: Path
+) -> None:
+    photos = data.load_images(data.Split.load(folds_run / "split.json").train, 74)
+    out = quantize_folder(
+        model_dir=folds_run.parent / "model",
+        out_dir=tmp_path / "int8",
+        photos=photos,
+        run_dir=folds_run,
+    )
+    quantization = yaml.safe_load((out / "inference.yml").read_text())["Linewatch"]["quantization"]
+    assert quantization["threshold_from"] == (
+        "out-of-fold INT8 scores of the run's training photos as line parts (2 views, top-2 mean)"
+    )
+    assert 0 <= quantization["selection_false_alarm_rate"] <= 0.2, "the FP32 model's budget"
+    assert 0 <= quantization["selection_defect_recall"] <= 1
+
+
+def test_int8_held_out_threshold_names_what_the_run_lacks(folds_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(folds_run, run)
+    shutil.rmtree(run / "fold_heads")
+    with pytest.raises(LinewatchError, match=r"fold1\.pdparams.*retrain with --folds"):
+        quantize_folder(
+            model_dir=folds_run.parent / "model",
+            out_dir=tmp_path / "int8",
+            photos=np.zeros((2, 74, 74), np.uint8),
+            run_dir=run,
+        )
 
 
 def test_photo_folds_deal_each_class_round_the_folds() -> None:

@@ -100,6 +100,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     quantize.add_argument("--photos", type=int, default=128, help="calibration photos")
     quantize.add_argument("--algo", default="avg", help="activation scales: avg, KL, hist, …")
     quantize.add_argument("--seed", type=int, default=0)
+    quantize.add_argument(
+        "--run-dir",
+        type=Path,
+        help="the --folds run the model was exported from: set the INT8 threshold on its "
+        "held-out line views as parts (else: the FP32 threshold, quantile-matched)",
+    )
     quantize.set_defaults(func=cmd_quantize)
 
     evaluate = commands.add_parser("eval", help="evaluate an exported model on an ImageFolder")
@@ -177,7 +183,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     photos = calibration_photos(args.split_file, args.photos, args.seed)
     quantize_folder(
-        model_dir=args.model, out_dir=args.out, photos=photos, algo=args.algo, seed=args.seed
+        model_dir=args.model,
+        out_dir=args.out,
+        photos=photos,
+        algo=args.algo,
+        seed=args.seed,
+        run_dir=args.run_dir,
     )
     print(f"wrote {args.out} (INT8, {len(photos)} calibration photos, {args.algo})")
     return 0

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import paddle
 import yaml
-from paddle.static import InputSpec
 
 from linewatch.pipeline.config import VerdictSettings
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.training import LITE_ARCHITECTURES, data
 from linewatch.pipeline.training.metrics import (
+    DefectReport,
     defect_report,
     fit_temperature,
     part_scores,
@@ -24,6 +24,7 @@ from linewatch.pipeline.training.metrics import (
     threshold_for_false_alarms,
 )
 from linewatch.pipeline.training.nets import build_network
+from linewatch.pipeline.training.static_runner import export_layer
 from linewatch.pipeline.training.teacher import OOF_FILE
 from linewatch.pipeline.training.train import NORMAL_LABEL, TrainConfig
 from linewatch.pipeline.video.crop import DEFAULT_MARGIN
@@ -141,12 +142,21 @@ def operating_point(
     normal = split.labels.index(NORMAL_LABEL)
     source = "out-of-fold training photos"
     if "view_logits" in oof:
-        part_views = min(PART_VIEWS, int(np.bincount(oof["view_photo"]).min()))
-        chosen = _part_operating_point(oof, chosen, normal, max_false_alarms, part_views)
-        source = (
-            f"out-of-fold training photos as line parts ({part_views} views, "
-            f"top-{PART_TOP_VIEWS} mean)"
+        # the temperature stays the canonical views' fit
+        parts, how = part_operating_point(
+            _defect_mass(oof["view_logits"], chosen.temperature, normal),
+            oof["view_photo"],
+            oof["targets"],
+            normal=normal,
+            max_false_alarms=max_false_alarms,
         )
+        chosen = replace(
+            chosen,
+            threshold=parts.threshold,
+            recall=parts.recall,
+            false_alarm_rate=parts.false_alarm_rate,
+        )
+        source = f"{source} as {how}"
     mass = _defect_mass(val_logits[real], chosen.temperature, normal)
     measured = defect_report(mass, targets[real] != normal, chosen.threshold)
     return replace(
@@ -160,28 +170,24 @@ def operating_point(
     )
 
 
-def _part_operating_point(
-    oof: dict[str, np.ndarray],
-    chosen: OperatingPoint,
+def part_operating_point(
+    view_mass: np.ndarray,
+    view_photo: np.ndarray,
+    photo_targets: np.ndarray,
+    *,
     normal: int,
     max_false_alarms: float,
-    part_views: int,
-) -> OperatingPoint:
+) -> tuple[DefectReport, str]:
     """The threshold for the sink's part verdict rather than for one view: a part is
     seen several times on the belt and judged by its top views, so a per-view threshold
     lets more good parts through to a false reject than its budget says. Held-out line
-    views of each training photo are dealt into simulated parts and the threshold is set
-    on those (the temperature stays the canonical views' fit)."""
-    mass = _defect_mass(oof["view_logits"], chosen.temperature, normal)
-    scores, photos = part_scores(mass, oof["view_photo"], part_views, PART_TOP_VIEWS)
-    is_defect = oof["targets"][photos] != normal
-    report = recall_at_false_alarms(scores, is_defect, max_false_alarms)
-    return replace(
-        chosen,
-        threshold=report.threshold,
-        recall=report.recall,
-        false_alarm_rate=report.false_alarm_rate,
-    )
+    views (their defect mass, 1 - P(normal)) of each training photo are dealt into
+    simulated parts and the threshold is set on those. Returns the report and how the
+    parts were made."""
+    part_views = min(PART_VIEWS, int(np.bincount(view_photo).min()))
+    scores, photos = part_scores(view_mass, view_photo, part_views, PART_TOP_VIEWS)
+    report = recall_at_false_alarms(scores, photo_targets[photos] != normal, max_false_alarms)
+    return report, f"line parts ({part_views} views, top-{PART_TOP_VIEWS} mean)"
 
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
@@ -253,15 +259,11 @@ def export_run(run_dir: Path, out_dir: Path, max_false_alarms: float = MAX_FALSE
     returns the max abs difference between the exported predictor and the training network
     on validation images."""
     config, split, network = load_run(run_dir)
-    size = config.image_size
     views = validation_views(config, split)
     logits = predict_logits(network, views)
     point = operating_point(run_dir, split, logits, max_false_alarms)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = [InputSpec([None, 3, size, size], "float32", "x")]
     exported = WithSoftmax(network, point.temperature)
-    paddle.jit.save(exported, str(out_dir / "inference"), input_spec=spec)
-    (out_dir / "inference.pdiparams.info").unlink(missing_ok=True)
+    export_layer(exported, config.image_size, out_dir / "inference")
     version = time.strftime("%Y.%m.%d-%H%M%S")
     config_yaml = inference_config(config, split.labels, point, version)
     (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))

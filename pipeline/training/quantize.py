@@ -8,13 +8,19 @@ the folder's inference.yml, which the classifier reads) fuses those into INT8 ke
 without it the same graph runs in float with the quantisation simulated (correct, slow).
 
 Calibration views are line views of training photos only (never validation photos),
-made by the same `line_view` code the models were trained on. INT8 shifts the scores a
-little, so the INT8 folder's threshold is the FP32 one carried over by quantile matching
-on those views (`matched_threshold`).
+made by the same `line_view` code the models were trained on. INT8 shifts the scores, so
+the INT8 folder gets its own threshold. Given the `--folds` run the model was exported
+from (`run_dir`), it is set as the FP32 one is: each of the run's fold heads, in an
+INT8 copy of the model, scores the line views it was trained without, dealt into
+simulated parts (`held_out_threshold`). Without the run, the FP32 threshold is carried
+over by quantile matching on the calibration views (`matched_threshold`), which on the
+moving line held the false-alarm budget less well.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +32,16 @@ import yaml
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import CONFIG_FILE, Classifier, read_model_info
 from linewatch.pipeline.training import data, line_views
+from linewatch.pipeline.training.export import WithSoftmax, load_run, part_operating_point
+from linewatch.pipeline.training.metrics import DefectReport
+from linewatch.pipeline.training.static_runner import StaticRunner, export_layer
+from linewatch.pipeline.training.teacher import (
+    OOF_FILE,
+    POOL_FILE,
+    extract,
+    fold_head_file,
+    photo_folds,
+)
 
 INT8 = "int8"
 ALGORITHMS = ("KL", "hist", "avg", "mse", "abs_max", "min_max")
@@ -66,9 +82,11 @@ def quantize_folder(
     algo: str = "avg",
     batch_size: int = 16,
     seed: int = 0,
+    run_dir: Path | None = None,
 ) -> Path:
     """Write an INT8 copy of the classifier folder `model_dir` to `out_dir`, calibrated on
-    line views of `photos` (grey uint8 [N, H, W]); returns `out_dir`."""
+    line views of `photos` (grey uint8 [N, H, W]); returns `out_dir`. With `run_dir`, the
+    `--folds` run `model_dir` was exported from, the threshold is set on held-out parts."""
     if algo not in ALGORITHMS:
         raise LinewatchError(f"quantisation algorithm {algo!r} is not one of {ALGORITHMS}")
     info, preprocessor, model_file, params_file = read_model_info(model_dir)
@@ -77,11 +95,27 @@ def quantize_folder(
     width, height = preprocessor.output_size
     if width != height:
         raise LinewatchError(f"{model_dir} takes {width}x{height} input; square only")
+    if run_dir is not None:
+        require_held_out_run(run_dir)
     batches = calibration_batches(photos, width, batch_size, seed)
-    _run_ptq(model_dir, out_dir, batches, algo)
-    _write_config(model_dir, out_dir, algo=algo, photos=len(photos), threshold=None)
-    threshold = matched_threshold(model_dir, out_dir, np.concatenate(batches))
-    _write_config(model_dir, out_dir, algo=algo, photos=len(photos), threshold=threshold)
+    _run_ptq(model_dir / "inference", out_dir / "inference", batches, algo)
+    _write_config(model_dir, out_dir, algo=algo, photos=len(photos))
+    if run_dir is None:
+        threshold = matched_threshold(model_dir, out_dir, np.concatenate(batches))
+        source = {"threshold_from": "quantile-matched on the calibration views"}
+    else:
+        report, how = held_out_threshold(
+            run_dir=run_dir, fp32_dir=model_dir, batches=batches, algo=algo
+        )
+        threshold = report.threshold
+        source = {
+            "threshold_from": f"out-of-fold INT8 scores of the run's training photos as {how}",
+            "selection_defect_recall": round(report.recall, 6),
+            "selection_false_alarm_rate": round(report.false_alarm_rate, 6),
+        }
+    _write_config(
+        model_dir, out_dir, algo=algo, photos=len(photos), threshold=threshold, source=source
+    )
     return out_dir
 
 
@@ -103,8 +137,68 @@ def matched_threshold(fp32_dir: Path, int8_dir: Path, batch: np.ndarray) -> floa
     return float(np.clip(np.quantile(mass_int8, share_below), 1e-6, 1 - 1e-6))
 
 
-def _run_ptq(model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: str) -> None:
-    """Paddle's PTQ in a private scope (the model's weights never touch the global one)."""
+def held_out_threshold(
+    *, run_dir: Path, fp32_dir: Path, batches: list[np.ndarray], algo: str
+) -> tuple[DefectReport, str]:
+    """The INT8 model's part threshold, chosen as the FP32 model's is: each fold head on
+    the run's trunk, exported and quantised exactly as the model is (same calibration,
+    same INT8 kernels), scores the line views of the photos it was trained without, and
+    the threshold holds the FP32 model's false-alarm budget on those views dealt into
+    parts. (The trunk's features quantised on their own are not enough: oneDNN runs the
+    whole INT8 graph differently from a trunk graph plus a float head.)"""
+    config, split, network = load_run(run_dir)
+    with np.load(run_dir / OOF_FILE) as stored:
+        targets, view_photo = stored["targets"], stored["view_photo"]
+    with np.load(run_dir / POOL_FILE) as stored:
+        views = stored["views"]
+    extra = yaml.safe_load((fp32_dir / CONFIG_FILE).read_text()).get("Linewatch", {})
+    normal = split.labels.index(_normal_label(extra))
+    fold = photo_folds(targets, config.folds, config.seed)[view_photo]
+    mass = np.zeros(len(views), np.float32)
+    for k in range(config.folds):
+        network.head.set_state_dict(paddle.load(str(fold_head_file(run_dir, k))))
+        classifier = WithSoftmax(network, float(extra.get("calibration_temperature", 1.0)))
+        with tempfile.TemporaryDirectory() as tmp:
+            prefix = export_layer(classifier, config.image_size, Path(tmp) / "fp32")
+            _run_ptq(prefix, Path(tmp) / "int8", batches, algo)
+            runner = StaticRunner(Path(tmp) / "int8", int8=True)
+            probs = extract(runner, views[fold == k], run_dir, f"INT8 fold {k + 1} scores")
+        mass[fold == k] = 1 - probs[:, normal]
+    return part_operating_point(
+        mass,
+        view_photo,
+        targets,
+        normal=normal,
+        max_false_alarms=float(extra.get("max_false_alarms", 0.01)),
+    )
+
+
+def _normal_label(extra: dict) -> str:
+    normal = extra.get("normal_labels") or []
+    if len(normal) != 1:
+        raise LinewatchError("a held-out INT8 threshold needs exactly one normal label")
+    return normal[0]
+
+
+def require_held_out_run(run_dir: Path) -> None:
+    """A clear error, before any work, unless `run_dir` is a `--folds` run that kept
+    what the held-out INT8 threshold needs."""
+    config_file = run_dir / "config.json"
+    folds = json.loads(config_file.read_text()).get("folds", 0) if config_file.exists() else 0
+    needed = [config_file, run_dir / OOF_FILE, run_dir / POOL_FILE]
+    needed += [fold_head_file(run_dir, k) for k in range(folds)]
+    missing = [str(path) for path in needed if not path.exists()]
+    if folds < 2 or missing:
+        raise LinewatchError(
+            f"run folder {run_dir} cannot set a held-out INT8 threshold: it needs a "
+            f"`--folds` run that kept its fold heads (missing: {', '.join(missing) or '--folds'});"
+            " retrain with --folds 5, or quantise without --run-dir"
+        )
+
+
+def _run_ptq(source: Path, target: Path, batches: list[np.ndarray], algo: str) -> None:
+    """Paddle's PTQ of the program `source`.pdmodel/.pdiparams into `target`.pdmodel/...,
+    in a private scope (the model's weights never touch the global one)."""
     from paddle.static.quantization import PostTrainingQuantization
 
     def feeds() -> Iterator[dict[str, np.ndarray]]:
@@ -117,9 +211,9 @@ def _run_ptq(model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: st
             ptq = PostTrainingQuantization(
                 executor=paddle.static.Executor(paddle.CPUPlace()),
                 scope=scope,
-                model_dir=str(model_dir),
-                model_filename="inference.pdmodel",
-                params_filename="inference.pdiparams",
+                model_dir=str(source.parent),
+                model_filename=f"{source.name}.pdmodel",
+                params_filename=f"{source.name}.pdiparams",
                 data_loader=feeds,
                 batch_nums=len(batches),
                 algo=algo,
@@ -127,19 +221,26 @@ def _run_ptq(model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: st
                 onnx_format=True,
             )
             ptq.quantize()
-            out_dir.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
             ptq.save_quantized_model(
-                str(out_dir),
-                model_filename="inference.pdmodel",
-                params_filename="inference.pdiparams",
+                str(target.parent),
+                model_filename=f"{target.name}.pdmodel",
+                params_filename=f"{target.name}.pdiparams",
             )
     finally:
         paddle.disable_static()
 
 
 def _write_config(
-    model_dir: Path, out_dir: Path, *, algo: str, photos: int, threshold: float | None
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    algo: str,
+    photos: int,
+    threshold: float | None = None,
+    source: dict | None = None,
 ) -> None:
+    """inference.yml of the INT8 copy; `threshold` and how it was set (`source`) once known."""
     config = yaml.safe_load((model_dir / CONFIG_FILE).read_text())
     glob = config.setdefault("Global", {})
     glob["model_version"] = f"{glob.get('model_version', 'unversioned')}-{INT8}"
@@ -155,6 +256,6 @@ def _write_config(
     }
     if threshold is not None:
         extra["quantization"]["fp32_defect_threshold"] = extra.get("defect_threshold")
-        extra["quantization"]["threshold_from"] = "quantile-matched on the calibration views"
+        extra["quantization"].update(source or {})
         extra["defect_threshold"] = round(threshold, 6)
     (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))

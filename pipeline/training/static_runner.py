@@ -28,12 +28,15 @@ def export_layer(layer: paddle.nn.Layer, size: int, prefix: Path) -> Path:
 
 
 class StaticRunner:
-    """A CPU predictor over an exported prefix; call it with NCHW float32 batches."""
+    """A CPU predictor over an exported prefix; call it with NCHW float32 batches.
+    `int8`: the prefix is a quantised graph, run with oneDNN INT8 kernels."""
 
-    def __init__(self, prefix: Path, threads: int = 2, max_batch: int = 32) -> None:
+    def __init__(
+        self, prefix: Path, threads: int = 2, max_batch: int = 32, int8: bool = False
+    ) -> None:
         self.max_batch = max_batch
         self._predictor = create_predictor(
-            Path(f"{prefix}.pdmodel"), Path(f"{prefix}.pdiparams"), threads, "cpu", None
+            Path(f"{prefix}.pdmodel"), Path(f"{prefix}.pdiparams"), threads, "cpu", None, int8
         )
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])

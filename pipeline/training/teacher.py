@@ -30,6 +30,7 @@ from linewatch.pipeline.training.static_runner import StaticRunner
 
 POOL_FILE = "pool.npz"
 OOF_FILE = "out_of_fold.npz"  # held-out logits of the training photos (--folds)
+FOLD_HEADS = "fold_heads"  # fold{k}.pdparams: the heads behind those logits (--folds)
 
 
 def log(run_dir: Path, message: str) -> None:
@@ -166,8 +167,20 @@ def out_of_fold_logits(
         train_head(head, features[keep], view_targets[keep], config, labels)
         logits[fold == k] = head_logits(head, canonical[fold == k])
         view_logits[~keep] = head_logits(head, features[~keep])
+        save_fold_head(head, Path(config.run_dir), k)
         log(Path(config.run_dir), f"fold {k + 1}/{config.folds} scored")
     return logits, view_logits
+
+
+def fold_head_file(run_dir: Path, fold: int) -> Path:
+    return run_dir / FOLD_HEADS / f"fold{fold}.pdparams"
+
+
+def save_fold_head(head: TeacherHead, run_dir: Path, fold: int) -> None:
+    """Kept so a quantised copy of the model can be scored on held-out views later."""
+    path = fold_head_file(run_dir, fold)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paddle.save(head.state_dict(), str(path))
 
 
 def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig)
