@@ -5,6 +5,7 @@ foreign to it, and its INT8 and FP32 arg-maxes part on them — 62 % agreement f
 2026.12.06-082434 — while on real validation photos its INT8 copy keeps macro-F1; see
 its model card.)"""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 import yaml
 
 import linewatch.pipeline.training  # noqa: F401  (sets the legacy export format first)
-from linewatch.pipeline.errors import LinewatchError
+from linewatch.pipeline.errors import LinewatchError, ModelError
 from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.inference.predictor import int8_kernels
 from linewatch.pipeline.simulation.synthetic import CLEAR_CUT_DEFECTS, NORMAL_LABEL, make_tile
 from linewatch.pipeline.training.line_views import canonical_view
 from linewatch.pipeline.training.quantize import quantize_folder
@@ -54,6 +56,25 @@ def test_int8_folder_loads_as_int8_and_agrees_with_fp32(
     assert agree >= 0.75, f"INT8 and FP32 agree on only {agree:.0%} of the batch"
     assert np.abs(p_int8 - p_fp32).mean() < 0.1
     assert not np.array_equal(p_int8, p_fp32), "the INT8 graph ran as plain FP32"
+
+
+def test_int8_folder_is_refused_on_a_cpu_with_other_int8_kernels(
+    int8_folder: Path, tmp_path: Path
+) -> None:
+    here = int8_kernels()
+    config = yaml.safe_load((int8_folder / "inference.yml").read_text())
+    assert config["Linewatch"]["quantization"]["int8_kernels"] == here
+    elsewhere = tmp_path / "model"
+    shutil.copytree(int8_folder, elsewhere)
+    other = "no-vnni" if here == "vnni" else "vnni"
+    config["Linewatch"]["quantization"]["int8_kernels"] = other
+    (elsewhere / "inference.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ModelError, match=f"{other}.*this CPU runs '{here}'.*FP32 folder"):
+        Classifier(elsewhere, device="cpu")
+    del config["Linewatch"]["quantization"]["int8_kernels"]
+    (elsewhere / "inference.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ModelError, match="not tied to a CPU kind"):
+        Classifier(elsewhere, device="cpu")
 
 
 def test_unknown_algorithm_is_refused(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from linewatch.pipeline.inference.predictor import (
     TensorRT,
     batch_buckets,
     create_predictor,
+    int8_kernels,
     pad_to_bucket,
     pick_device,
 )
@@ -43,6 +44,7 @@ class ModelInfo:
     topk: int
     crop_margin: float | None = None  # the part-view margin it was trained with (parts mode)
     precision: str = "fp32"  # "int8": a quantised graph, run with oneDNN INT8 on CPU
+    int8_kernels: str | None = None  # INT8: the CPU kernels its threshold was set with
 
 
 def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
@@ -98,6 +100,7 @@ def _model_info(config: dict[str, Any], folder: Path) -> ModelInfo:
         topk=int(post.get("topk", 5)),
         crop_margin=float(extra["crop_margin"]) if "crop_margin" in extra else None,
         precision=_precision(extra),
+        int8_kernels=(extra.get("quantization") or {}).get("int8_kernels"),
     )
 
 
@@ -111,6 +114,20 @@ def _precision(extra: dict[str, Any]) -> str:
 def _read_class_map(path: Path) -> list[str]:
     lines = path.read_text().splitlines()
     return [line.split(maxsplit=1)[1] for line in lines if line.strip()]
+
+
+def check_int8_kernels(folder: Path, recorded: str | None) -> None:
+    """An INT8 folder's threshold holds only on CPUs with the INT8 kernels it was set
+    with (`int8_kernels`): refuse it elsewhere rather than judge parts with it."""
+    here = int8_kernels()
+    if recorded == here:
+        return
+    made = f"set with {recorded!r} INT8 kernels" if recorded else "not tied to a CPU kind"
+    raise ModelError(
+        f"{folder} is an INT8 model whose threshold was {made}, but this CPU runs "
+        f"{here!r} INT8 kernels, which score the same graph differently: use the FP32 "
+        "folder here, or quantise on this kind of CPU (linewatch quantize … --run-dir RUN)"
+    )
 
 
 class Classifier:
@@ -127,6 +144,8 @@ class Classifier:
         self.info, self.preprocessor, model_file, params_file = read_model_info(folder)
         self.buckets = batch_buckets(max_batch)
         self.device = pick_device(device)
+        if self.info.precision == "int8" and self.device == "cpu":
+            check_int8_kernels(folder, self.info.int8_kernels)
         width, height = self.preprocessor.output_size
         trt = TensorRT({"x": ([1, 3, height, width], [max_batch, 3, height, width])}, max_batch)
         self._predictor = create_predictor(

@@ -31,6 +31,7 @@ import yaml
 
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import CONFIG_FILE, Classifier, read_model_info
+from linewatch.pipeline.inference.predictor import int8_kernels
 from linewatch.pipeline.training import data, line_views
 from linewatch.pipeline.training.export import WithSoftmax, load_run, part_operating_point
 from linewatch.pipeline.training.metrics import DefectReport
@@ -253,6 +254,7 @@ def _write_config(
         "algorithm": algo,
         "calibration_photos": photos,
         "date": time.strftime("%Y-%m-%d"),
+        "int8_kernels": int8_kernels(),  # the classifier refuses the folder on other CPUs
     }
     if threshold is not None:
         extra["quantization"]["fp32_defect_threshold"] = extra.get("defect_threshold")
