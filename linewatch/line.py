@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
+from linewatch.pipeline.inference.classifier import ModelInfo, check_int8_kernels
 from linewatch.pipeline.inference.loading import describe_model
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
@@ -59,7 +60,10 @@ def check_line(settings: Settings, strict: bool = False) -> None:
     the rest of the line runs) unless `strict` (commissioning: every camera must answer)."""
     if not settings.cameras:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
-    describe_model(settings.inference.model_dir)
+    model = describe_model(settings.inference.model_dir)
+    if isinstance(model, ModelInfo) and model.precision == "int8":
+        if settings.inference.device != "gpu":
+            check_int8_kernels(settings.inference.model_dir, model.int8_kernels)
     for camera in settings.cameras:
         if camera.parts.method != "none":  # views are resized to the model's input size
             ingest.model_view(settings.inference.model_dir, camera.id)
@@ -206,7 +210,7 @@ def _start_consumers_first(
         except broker.RedisError:
             continue
         if any(role.finished for role in supervisor.roles):
-            break
+            return  # a consumer stopped on an error: no frames are sent that nothing reads
     else:
         if not stop.is_set():
             log.warning(
@@ -233,10 +237,18 @@ def _supervise(
             progress(stats)
         if _finished(supervisor, stats):
             break
-        if not supervisor.alive("infer") or not supervisor.alive("sink"):
-            if all(r.finished for r in supervisor.roles if r.name.startswith(("infer", "sink"))):
-                break
+        if _consumers_gone(supervisor):
+            break
     return stats
+
+
+def _consumers_gone(supervisor: Supervisor) -> bool:
+    """Every inference worker, or the sink, stopped on an error: nothing can progress."""
+    for prefix in ("infer", "sink"):
+        roles = [r for r in supervisor.roles if r.name.startswith(prefix)]
+        if roles and all(r.finished for r in roles):
+            return True
+    return False
 
 
 def _finished(supervisor: Supervisor, stats: LineStats) -> bool:

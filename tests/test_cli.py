@@ -1,7 +1,11 @@
 """Bad input through the real CLI: one clear line on stderr, exit code 2, no traceback."""
 
+import shutil
 from pathlib import Path
 
+import yaml
+
+from linewatch.pipeline.inference.predictor import int8_kernels
 from linewatch.pipeline.streams.embedded_redis import free_port
 from tests.helpers import assert_clean_error, linewatch
 
@@ -74,6 +78,35 @@ def test_model_folder_with_missing_files(tmp_path, redis_url, video) -> None:  #
     path = config(tmp_path, redis_url, str(video), f"inference:\n  model_dir: {broken}\n")
     run = linewatch("run", "--config", str(path))
     assert_clean_error(run, str(broken), "inference.pdiparams")
+
+
+def model_copy(tmp_path: Path, **linewatch_keys: object) -> Path:
+    """The shipped model's files in a new folder, its inference.yml's Linewatch section
+    updated with `linewatch_keys`."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, folder)
+    config = yaml.safe_load((folder / "inference.yml").read_text())
+    config["Linewatch"].update(linewatch_keys)
+    (folder / "inference.yml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def test_int8_model_from_another_kind_of_cpu_is_refused(tmp_path, redis_url, video) -> None:  # type: ignore[no-untyped-def]
+    other = "no-vnni" if int8_kernels() == "vnni" else "vnni"
+    folder = model_copy(tmp_path, precision="int8", quantization={"int8_kernels": other})
+    path = config(tmp_path, redis_url, str(video), f"inference:\n  model_dir: {folder}\n")
+    run = linewatch("run", "--config", str(path))
+    assert_clean_error(run, str(folder), f"set with '{other}' INT8 kernels", "FP32 folder")
+
+
+def test_run_ends_when_inference_cannot_load_the_model(tmp_path, redis_url, video) -> None:  # type: ignore[no-untyped-def]
+    folder = model_copy(tmp_path)
+    (folder / "inference.pdiparams").write_bytes(b"not paddle parameters" * 1000)
+    path = config(tmp_path, redis_url, str(video), f"inference:\n  model_dir: {folder}\n")
+    run = linewatch("run", "--config", str(path))  # it used to wait for results forever
+    assert "paddle cannot load" in run.stderr
+    assert_clean_error(run, "infer:0 stopped on an error")
+    assert "camera cam1: decoded" not in run.stderr, "ingest started with no consumer"
 
 
 def test_debug_shows_the_traceback(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
