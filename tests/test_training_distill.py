@@ -11,7 +11,7 @@ import linewatch.pipeline.training  # noqa: F401  (legacy export format)
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.simulation.synthetic import write_image_folder
-from linewatch.pipeline.training import data, line_views
+from linewatch.pipeline.training import line_views
 from linewatch.pipeline.training.export import export_run
 from linewatch.pipeline.training.metrics import (
     defect_report,
@@ -23,6 +23,7 @@ from linewatch.pipeline.training.metrics import (
 from linewatch.pipeline.training.quantize import quantize_folder
 from linewatch.pipeline.training.train import TrainConfig, train
 from linewatch.pipeline.video.crop import PixelBox, crop_view
+from tests.helpers import linewatch
 
 
 @pytest.fixture(scope="module")
@@ -208,19 +209,27 @@ def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
 def test_int8_copy_of_a_folds_run_sets_its_threshold_on_held_out_parts(
     folds_run: Path, tmp_path: Path
 ) -> None:
-    photos = data.load_images(data.Split.load(folds_run / "split.json").train, 74)
-    out = quantize_folder(
-        model_dir=folds_run.parent / "model",
-        out_dir=tmp_path / "int8",
-        photos=photos,
-        run_dir=folds_run,
+    out = tmp_path / "int8"
+    run = linewatch(
+        "quantize",
+        "--model",
+        str(folds_run.parent / "model"),
+        "--out",
+        str(out),
+        "--split-file",
+        str(folds_run / "split.json"),
+        "--run-dir",
+        str(folds_run),
+        timeout=600,
     )
+    assert run.returncode == 0, run.stderr
     quantization = yaml.safe_load((out / "inference.yml").read_text())["Linewatch"]["quantization"]
     assert quantization["threshold_from"] == (
         "out-of-fold INT8 scores of the run's training photos as line parts (2 views, top-2 mean)"
     )
     assert 0 <= quantization["selection_false_alarm_rate"] <= 0.2, "the FP32 model's budget"
-    assert 0 <= quantization["selection_defect_recall"] <= 1
+    recall = quantization["selection_defect_recall"]
+    assert f"there: defect recall {recall:.3f}" in run.stdout
 
 
 def test_int8_held_out_threshold_names_what_the_run_lacks(folds_run: Path, tmp_path: Path) -> None:

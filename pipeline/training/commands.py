@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from linewatch.pipeline.training import ARCHITECTURES
 
 
@@ -190,7 +192,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         seed=args.seed,
         run_dir=args.run_dir,
     )
-    print(f"wrote {args.out} (INT8, {len(photos)} calibration photos, {args.algo})")
+    extra = yaml.safe_load((args.out / "inference.yml").read_text())["Linewatch"]
+    quantization = extra["quantization"]
+    print(
+        f"wrote {args.out} (INT8 for {quantization['int8_kernels']} CPUs, {len(photos)} "
+        f"calibration photos, {args.algo}); threshold {extra['defect_threshold']}: "
+        f"{quantization['threshold_from']}"
+    )
+    if "selection_defect_recall" in quantization:
+        print(
+            f"there: defect recall {quantization['selection_defect_recall']:.3f} at "
+            f"{quantization['selection_false_alarm_rate']:.2%} false alarms"
+        )
     return 0
 
 
