@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
-from linewatch.pipeline.inference.classifier import ModelInfo, check_int8_kernels
 from linewatch.pipeline.inference.loading import describe_model
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.runtime import Role, StopFlag, Supervisor
@@ -60,10 +59,7 @@ def check_line(settings: Settings, strict: bool = False) -> None:
     the rest of the line runs) unless `strict` (commissioning: every camera must answer)."""
     if not settings.cameras:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
-    model = describe_model(settings.inference.model_dir)
-    if isinstance(model, ModelInfo) and model.precision == "int8":
-        if settings.inference.device != "gpu":
-            check_int8_kernels(settings.inference.model_dir, model.int8_kernels)
+    describe_model(settings.inference.model_dir)
     for camera in settings.cameras:
         if camera.parts.method != "none":  # views are resized to the model's input size
             ingest.model_view(settings.inference.model_dir, camera.id)

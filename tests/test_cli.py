@@ -97,6 +97,8 @@ def test_int8_model_from_another_kind_of_cpu_is_refused(tmp_path, redis_url, vid
     path = config(tmp_path, redis_url, str(video), f"inference:\n  model_dir: {folder}\n")
     run = linewatch("run", "--config", str(path))
     assert_clean_error(run, str(folder), f"set with '{other}' INT8 kernels", "FP32 folder")
+    swap = linewatch("model", "use", str(folder), "--config", str(path))  # nor hot-swapped in
+    assert_clean_error(swap, str(folder), f"set with '{other}' INT8 kernels")
 
 
 def test_run_ends_when_inference_cannot_load_the_model(tmp_path, redis_url, video) -> None:  # type: ignore[no-untyped-def]

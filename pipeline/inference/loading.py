@@ -11,6 +11,7 @@ from linewatch.pipeline.inference.classifier import (
     MODEL_FILES,
     Classifier,
     ModelInfo,
+    check_int8_kernels,
     read_model_info,
 )
 from linewatch.pipeline.inference.detector import (
@@ -33,7 +34,8 @@ def is_detection_folder(folder: Path) -> bool:
 
 
 def describe_model(folder: Path) -> ModelInfo | DetectorInfo:
-    """Check a classifier or detector folder without loading paddle; ModelError if broken."""
+    """Check a classifier or detector folder without loading paddle; ModelError if broken
+    (or INT8 from another kind of CPU)."""
     if is_detection_folder(folder):
         return read_detector_folder(folder).info
     if folder.is_dir() and not any((folder / n).is_file() for n in (CONFIG_FILE, *MODEL_FILES)):
@@ -43,7 +45,10 @@ def describe_model(folder: Path) -> ModelInfo | DetectorInfo:
             f"({DETECTION_CONFIG_FILE} + {' or '.join(DETECTION_MODEL_FILES)} + "
             f"{DETECTION_PARAMS_FILE})"
         )
-    return read_model_info(folder)[0]
+    info = read_model_info(folder)[0]
+    if info.precision == "int8":
+        check_int8_kernels(folder, info.int8_kernels)
+    return info
 
 
 def load_model(
