@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from linewatch.pipeline import defaults
+from linewatch.pipeline.orphans import die_with_parent
 from linewatch.pipeline.redact import redact_text
 from linewatch.pipeline.retry import Backoff
 
@@ -131,7 +132,9 @@ class Supervisor:
                 self._launch(role)
 
     def _launch(self, role: Role) -> None:
-        process = self._context.Process(target=role.target, args=role.args, name=role.name)
+        process = self._context.Process(
+            target=_supervised, args=(role.target, os.getpid(), *role.args), name=role.name
+        )
         process.start()  # one that fails to start is not kept: stop() would join it
         role.process, role.started_at = process, time.monotonic()
 
@@ -186,6 +189,13 @@ class Supervisor:
                     log.warning("%s did not stop in %.0f s; killing it", role.name, timeout_s)
                     role.process.kill()
                     role.process.join()
+
+
+def _supervised(target: Callable[..., object], parent_pid: int, *args: Any) -> None:
+    """A role's process: stopped (SIGTERM, so it finishes what it holds) when the
+    supervisor dies without stopping it (kill -9, OOM), instead of running on orphaned."""
+    die_with_parent(parent_pid, signal.SIGTERM)
+    target(*args)
 
 
 def profiled(role: str, body: Callable[[StopFlag], object]) -> Callable[[StopFlag], object]:

@@ -186,6 +186,29 @@ def test_kill_sink_repeatedly(aof_redis, tmp_path, pg_url) -> None:  # type: ign
     assert_exactly_once(pg_url, FRAMES, truth)
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a dead orphan waits for PID 1 to reap it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+def test_workers_stop_when_the_supervisor_is_killed(aof_redis, tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "slow.mp4"
+    write_demo_video(path, FRAMES, fps=5)  # 40 s in real time: still running at the kill
+    line = Line(tmp_path, aof_redis.url, sqlite_url, file_camera(path)).start()
+    wait_until(
+        lambda: line.written() >= 10 and line.worker_pids("infer") and line.worker_pids("sink")
+    )
+    workers = line.worker_pids("infer") + line.worker_pids("sink")
+    assert line.process is not None
+    line.process.kill()  # kill -9: no chance to stop its children
+    line.process.wait(10)
+    wait_until(lambda: not any(running(pid) for pid in workers), timeout_s=30)
+
+
 def test_redis_restart_with_aof(video, tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
     path, truth = video
     port, data = free_port(), tmp_path / "redis"

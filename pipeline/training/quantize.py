@@ -101,23 +101,28 @@ def quantize_folder(
     batches = calibration_batches(photos, width, batch_size, seed)
     _run_ptq(model_dir / "inference", out_dir / "inference", batches, algo)
     _write_config(model_dir, out_dir, algo=algo, photos=len(photos))
-    if run_dir is None:
-        threshold = matched_threshold(model_dir, out_dir, np.concatenate(batches))
-        source = {"threshold_from": "quantile-matched on the calibration views"}
-    else:
-        report, how = held_out_threshold(
-            run_dir=run_dir, fp32_dir=model_dir, batches=batches, algo=algo
-        )
-        threshold = report.threshold
-        source = {
-            "threshold_from": f"out-of-fold INT8 scores of the run's training photos as {how}",
-            "selection_defect_recall": round(report.recall, 6),
-            "selection_false_alarm_rate": round(report.false_alarm_rate, 6),
-        }
+    threshold, source = _int8_threshold(model_dir, out_dir, batches, algo, run_dir)
     _write_config(
         model_dir, out_dir, algo=algo, photos=len(photos), threshold=threshold, source=source
     )
     return out_dir
+
+
+def _int8_threshold(
+    model_dir: Path, out_dir: Path, batches: list[np.ndarray], algo: str, run_dir: Path | None
+) -> tuple[float, dict]:
+    """The INT8 copy's threshold and how it was set (for its inference.yml)."""
+    if run_dir is None:
+        threshold = matched_threshold(model_dir, out_dir, np.concatenate(batches))
+        return threshold, {"threshold_from": "quantile-matched on the calibration views"}
+    report, how = held_out_threshold(
+        run_dir=run_dir, fp32_dir=model_dir, batches=batches, algo=algo
+    )
+    return report.threshold, {
+        "threshold_from": f"out-of-fold INT8 scores of the run's training photos as {how}",
+        "selection_defect_recall": round(report.recall, 6),
+        "selection_false_alarm_rate": round(report.false_alarm_rate, 6),
+    }
 
 
 def matched_threshold(fp32_dir: Path, int8_dir: Path, batch: np.ndarray) -> float:

@@ -8,12 +8,10 @@ within the read timeout, so the caller never hangs.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
 import queue
-import signal
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -26,6 +24,7 @@ import numpy as np
 
 from linewatch.pipeline.config import STREAM_SCHEMES
 from linewatch.pipeline.errors import LinewatchError
+from linewatch.pipeline.orphans import die_with_parent
 from linewatch.pipeline.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ SPAWN_GRACE_S = 5.0  # a spawned decoder needs a moment to import av and numpy
 QUEUE_FRAMES = 8  # frames a live decoder may get ahead of its reader
 POLL_S = 0.25  # how often the reader checks that the decoder is still alive
 DROP_LOG_EVERY_S = 10.0
-PR_SET_PDEATHSIG = 1
 
 
 class SourceError(LinewatchError):
@@ -326,8 +324,9 @@ def _stop_child(child: Any, messages: Any) -> None:
 
 
 def _decode_live(url: str, options: SourceOptions, messages: Any, parent_pid: int) -> None:
-    """Child process: decode the stream and hand frames to the parent."""
-    _die_with_parent(parent_pid)
+    """Child process: decode the stream and hand frames to the parent (it dies with the
+    thread iterating the frames: when that is gone, nobody reads them anyway)."""
+    die_with_parent(parent_pid)
     try:
         outcome: tuple = _pump_live(url, options, messages)
     except SourceError as exc:
@@ -359,18 +358,3 @@ def _pump_live(url: str, options: SourceOptions, messages: Any) -> tuple:
     if silent_s >= 0.9 * options.read_timeout_s:
         return ("stalled", silent_s, dropped)
     return ("end", None, dropped)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Have Linux kill this decoder when its parent dies without cleaning up (SIGKILL, OOM).
-
-    The signal follows the parent *thread* that started the decoder, which is the
-    thread iterating the frames: when it is gone, nobody reads them anyway.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return  # not Linux: the parent's kill on close is the only cleanup
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
