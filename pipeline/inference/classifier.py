@@ -67,6 +67,8 @@ def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
         preprocessor.output_size  # noqa: B018 (raises for a model without a fixed input size)
     except (KeyError, TypeError, ValueError, OSError, yaml.YAMLError) as exc:
         raise ModelError(f"{folder / CONFIG_FILE} is not a valid model config: {exc!r}") from exc
+    if info.precision == "int8":
+        check_int8_kernels(folder, info.int8_kernels)
     return info, preprocessor, model_file, folder / PARAMS_FILE
 
 
@@ -144,8 +146,6 @@ class Classifier:
         self.info, self.preprocessor, model_file, params_file = read_model_info(folder)
         self.buckets = batch_buckets(max_batch)
         self.device = pick_device(device)
-        if self.info.precision == "int8" and self.device == "cpu":
-            check_int8_kernels(folder, self.info.int8_kernels)
         width, height = self.preprocessor.output_size
         trt = TensorRT({"x": ([1, 3, height, width], [max_batch, 3, height, width])}, max_batch)
         self._predictor = create_predictor(

@@ -11,7 +11,6 @@ from linewatch.pipeline.inference.classifier import (
     MODEL_FILES,
     Classifier,
     ModelInfo,
-    check_int8_kernels,
     read_model_info,
 )
 from linewatch.pipeline.inference.detector import (
@@ -45,10 +44,7 @@ def describe_model(folder: Path) -> ModelInfo | DetectorInfo:
             f"({DETECTION_CONFIG_FILE} + {' or '.join(DETECTION_MODEL_FILES)} + "
             f"{DETECTION_PARAMS_FILE})"
         )
-    info = read_model_info(folder)[0]
-    if info.precision == "int8":
-        check_int8_kernels(folder, info.int8_kernels)
-    return info
+    return read_model_info(folder)[0]
 
 
 def load_model(
