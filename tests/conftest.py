@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from sqlalchemy import create_engine, text
 from linewatch.pipeline.errors import ServiceUnavailable
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
+from tests.line_model import BackgroundTraining
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -73,38 +76,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield request.getfixturevalue("pg_url")
 
 
-@pytest.fixture(scope="session")
-def line_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real exported model trained here on clear-cut synthetic tiles (free, blowhole,
-    break, crack): end-to-end tests check exact labels against a model that knows them,
-    independent of how the shipped magnetic-tile model scores on synthetic images."""
-    import linewatch.pipeline.training  # noqa: F401  (legacy export format)
-    from linewatch.pipeline.simulation.synthetic import (
-        CLEAR_CUT_DEFECTS,
-        NORMAL_LABEL,
-        write_image_folder,
-    )
-    from linewatch.pipeline.training.export import export_run
-    from linewatch.pipeline.training.train import TrainConfig, train
+LINE_MODEL = pytest.StashKey[BackgroundTraining]()
 
-    root = tmp_path_factory.mktemp("line-model")
-    labels = (NORMAL_LABEL, *CLEAR_CUT_DEFECTS)
-    images = write_image_folder(root / "images", per_class=60, size=224, seed=3, labels=labels)
-    config = TrainConfig(
-        data=str(images),
-        run_dir=str(root / "run"),
-        arch="PPLCNet_x0_25",
-        image_size=96,
-        epochs=24,
-        steps_per_epoch=15,
-        lr=5e-3,
-        warmup_epochs=1,
-        patience=30,
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """When any collected test needs `line_model`, start training it now and run those
+    tests last, so the training overlaps the others (see tests/line_model.py)."""
+    needs = [item for item in items if "line_model" in getattr(item, "fixturenames", ())]
+    if not needs or config.option.collectonly:
+        return
+    waiting = set(needs)
+    items[:] = [item for item in items if item not in waiting] + needs
+    config.stash[LINE_MODEL] = BackgroundTraining(
+        Path(tempfile.mkdtemp(prefix="linewatch-line-model-"))
     )
-    best = train(config)
-    assert best["val_macro_f1"] >= 0.98, f"the synthetic test model did not converge: {best}"
-    export_run(root / "run", root / "model")
-    return root / "model"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    training = config.stash.get(LINE_MODEL, None)
+    if training is not None:
+        training.stop()
+        shutil.rmtree(training.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def line_model(request: pytest.FixtureRequest) -> Path:
+    """The synthetic line model (tests/line_model.py), once its training has finished."""
+    return request.config.stash[LINE_MODEL].result()
 
 
 @pytest.fixture(scope="session")
