@@ -360,13 +360,11 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_rq_worker(settings: Settings, debug: bool) -> None:
-    from rq import Worker
-
     from linewatch.pipeline import jobs
     from linewatch.pipeline.streams import broker
 
     client = broker.connect(settings.require_redis_url("`linewatch worker rq`"), attempts=20)
-    worker = Worker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
+    worker = jobs.JobWorker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
     worker.work(with_scheduler=True, logging_level="DEBUG" if debug else "INFO")
 
 

@@ -28,8 +28,13 @@ def rq_redis(redis_client):  # type: ignore[no-untyped-def]
     jobs.queue(redis_client).empty()
 
 
+class InProcessWorker(jobs.PromptStop, SimpleWorker):
+    """Runs the queued jobs in this process, as `linewatch worker rq` would in a fork."""
+
+
 def work(client: broker.Client) -> None:
-    SimpleWorker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer).work(burst=True)
+    worker = InProcessWorker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
+    worker.work(burst=True)
 
 
 def test_webhook_is_signed_and_delivered_once(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
