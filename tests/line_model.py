@@ -62,8 +62,8 @@ class BackgroundTraining:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[1],
-                preexec_fn=lambda: os.nice(19),
             )
+        os.setpriority(os.PRIO_PROCESS, self.process.pid, 19)  # not preexec_fn: threads
 
     def result(self) -> Path:
         code = self.process.wait()
