@@ -20,7 +20,7 @@ import numpy as np
 import paddle
 
 import linewatch.pipeline.training  # noqa: F401  (paddle flags)
-from linewatch.pipeline.training.efficientnet import EfficientNetLite0
+from linewatch.pipeline.training.efficientnet import EfficientNetLite0, PooledFeatures
 
 RECIPE_VIEWS = 68_720
 
@@ -40,15 +40,6 @@ def step_seconds(layer: paddle.nn.Layer, batch: np.ndarray, steps: int) -> float
     return (time.perf_counter() - start) / steps
 
 
-class WholeTrunk(paddle.nn.Layer):
-    def __init__(self, network: EfficientNetLite0) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.network.pooled_taps(x)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -66,7 +57,10 @@ def main() -> None:
             "last stage (blocks 8-10) on stage-4 maps",
             step_seconds(last_stage, stage_maps, args.steps),
         ),
-        (f"whole trunk at {args.size} px", step_seconds(WholeTrunk(network), photos, args.steps)),
+        (
+            f"whole trunk at {args.size} px",
+            step_seconds(PooledFeatures(network), photos, args.steps),
+        ),
     ]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"dygraph training on CPU, batch {args.batch}, {args.steps} steps; {when}")
