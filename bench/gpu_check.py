@@ -252,7 +252,7 @@ def _message(camera: str, seq: int, jpeg: bytes, capture_ts: int) -> dict:
 def _send(client, messages: list) -> None:  # type: ignore[no-untyped-def]
     from linewatch.pipeline.streams import broker
 
-    broker.add_entries(client, "lw:frames:gpucheck", [m.encode() for m in messages])
+    broker.add_to_streams(client, [("lw:frames:gpucheck", [m.encode() for m in messages], None)])
 
 
 def _feed_cameras(client, views: list[bytes], args: argparse.Namespace) -> tuple:  # type: ignore[no-untyped-def]

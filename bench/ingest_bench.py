@@ -2,6 +2,7 @@
 
     python bench/ingest_bench.py [--cameras 1,8,30] [--seconds 20] [--per-process 8]
                                  [--source-fps 10] [--fps 5] [--out bench/RESULTS.md]
+    python bench/ingest_bench.py --preview-cost --cameras 8     # live view on vs off
 
 Each camera replays the same moving-line video (640x480 H.264, parts mode `contrast`) at
 its frame rate (`realtime: true`, a live camera as far as ingest can tell), sampled to
@@ -14,7 +15,9 @@ the cameras' due rate, the processes' summed RSS, each view's capture (its relea
 the pacing) to its entry in Redis (p50 / p99), and apart their CPU seconds from
 spawn until every camera streams (+ 2 s). A last line decodes the video with and
 without `skip_frame = NONREF` (PyAV). Writes its section of bench/RESULTS.md between
-the `<!-- ingest-bench -->` markers.
+the `<!-- ingest-bench -->` markers. `--preview-cost` instead runs each camera count grouped,
+with the live view off (`ingest.preview_fps: 0`) and at its default, side by side, and
+prints the CPU the live view costs (nothing is written).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = {"method": "contrast", "merge_gap": 64}
+PARTS = {"method": "contrast"}
 START_TIMEOUT_S = 180
 
 
@@ -77,14 +80,24 @@ def make_video(folder: Path, seconds: float, fps: float) -> Path:
 
 
 def line_config(
-    *, video: Path, cameras: int, per_process: int, fps: float, redis_url: str, line: str
+    *,
+    video: Path,
+    cameras: int,
+    per_process: int,
+    fps: float,
+    redis_url: str,
+    line: str,
+    preview_fps: float | None = None,
 ) -> dict[str, object]:
     camera = {"url": str(video), "realtime": True, "fps": fps, "parts": PARTS}
+    ingest: dict[str, object] = {"cameras_per_process": per_process}
+    if preview_fps is not None:
+        ingest["preview_fps"] = preview_fps
     return {
         "line": line,
         "redis_url": redis_url,
         "cameras": [{"id": f"cam{i}", **camera} for i in range(cameras)],
-        "ingest": {"cameras_per_process": per_process},
+        "ingest": ingest,
     }
 
 
@@ -296,7 +309,11 @@ def main() -> None:
     parser.add_argument("--source-fps", type=float, default=10.0)
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--preview-cost", action="store_true", help="live view on vs off")
     args = parser.parse_args()
+    if args.preview_cost:
+        preview_cost(args)
+        return
     counts = [int(n) for n in args.cameras.split(",")]
     context = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -330,6 +347,38 @@ def main() -> None:
     text = markdown(rows, decode, args, context)
     print(text)
     write_section(args.out, name="ingest-bench", body=text, before="api-bench")
+
+
+def preview_cost(args: argparse.Namespace, repeats: int = 3) -> None:
+    """Each camera count grouped, live view off then at its default, alternating
+    `repeats` times; the least CPU of each (the machine is shared and noisy)."""
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
+        folder = Path(tmp)
+        video = make_video(folder / "video", args.seconds + 90, args.source_fps)
+        client = broker.connect(redis.url)
+        for count in (int(n) for n in args.cameras.split(",")):
+            cpu: dict[str, list[float]] = {"off": [], "on": []}
+            for run, mode in enumerate(["off", "on"] * repeats):
+                line = f"preview-bench-{count}-{mode}-{run}"
+                data = line_config(
+                    video=video,
+                    cameras=count,
+                    per_process=args.per_process,
+                    fps=args.fps,
+                    redis_url=redis.url,
+                    line=line,
+                    preview_fps=0.0 if mode == "off" else None,
+                )
+                config = folder / f"{line}.yaml"
+                config.write_text(yaml.safe_dump(data))
+                figures = measure(client, load_settings(config, environ={}), config, args.seconds)
+                cpu[mode].append(figures.cpu_per_camera_s)
+                print(mode, figures, flush=True)
+            off, on = min(cpu["off"]), min(cpu["on"])
+            print(
+                f"{count} cameras: ingest CPU per camera-second {off:.4f} s without the live "
+                f"view, {on:.4f} s with it ({100 * (on - off) / off:+.1f} %), least of {repeats}"
+            )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def _picks(
     """Every view the line would send, cropped, in order; ended parts go to `book`."""
     ids = itertools.count(1)
     views = make_frame_views(
-        parts, camera_id="bench", model_view=lambda: view, new_part_id=lambda: next(ids)
+        parts, camera_id="bench", model_view=lambda: view, new_part_ids=lambda count: next(ids)
     )
     seqs = itertools.count(1)
     for frame in open_frames(str(video), SourceOptions()):

@@ -8,7 +8,7 @@ side in one run: student vs teacher, FP32 vs INT8.
 
 Predictor only (oneDNN, `--threads` math threads; INT8 kernels for a folder whose
 inference.yml says `precision: int8`), already preprocessed float32 input, as
-`linewatch eval` measures it. Each figure is the best of `--repeats` rounds, models
+`linewatch model eval` measures it. Each figure is the best of `--repeats` rounds, models
 interleaved, because the machine is shared and noisy: best-of is the closest reading of
 what the hardware gives. With `--data` and `--split-file`, each model is also scored on
 the split's validation photos as line views: macro-F1, recall and false alarms at its

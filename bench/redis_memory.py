@@ -19,7 +19,7 @@ from pathlib import Path
 from results_md import write_section
 
 from linewatch.pipeline import keys
-from linewatch.pipeline.alerts.notifiers import ANNOUNCED_TTL_S
+from linewatch.pipeline.outputs.notifiers import ANNOUNCED_TTL_S
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 

@@ -35,7 +35,7 @@ from line_figures import (  # noqa: E402
 from loops import run_loop  # noqa: E402
 
 from linewatch.line import run_line  # noqa: E402
-from linewatch.pipeline.config import PartsSettings, Settings, load_settings  # noqa: E402
+from linewatch.pipeline.config import ContrastParts, Settings, load_settings  # noqa: E402
 from linewatch.pipeline.inference.classifier import Classifier  # noqa: E402
 from linewatch.pipeline.runtime import setup_logging  # noqa: E402
 from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_moving  # noqa: E402
@@ -136,7 +136,10 @@ def stage_figures(report: Report, video: Path, redis_url: str, work: Path) -> No
 
     def locate_track_crop() -> None:
         views = make_frame_views(
-            PartsSettings(**PARTS), camera_id="b", model_view=lambda: view, new_part_id=int
+            ContrastParts(**PARTS),
+            camera_id="b",
+            model_view=lambda: view,
+            new_part_ids=lambda count: 1,
         )
         crops.clear()
         for frame in frames:
@@ -197,7 +200,7 @@ def stage_figures(report: Report, video: Path, redis_url: str, work: Path) -> No
 
 def _xadd(client: broker.Client, entries: list, batch: int) -> None:
     for start in range(0, len(entries), batch):
-        broker.add_entries(client, "lw:bench", entries[start : start + batch], maxlen=1000)
+        broker.add_to_streams(client, [("lw:bench", entries[start : start + batch], 1000)])
 
 
 def _result(seq: int, evidence: bytes) -> ResultMessage:
@@ -226,7 +229,7 @@ def _result(seq: int, evidence: bytes) -> ResultMessage:
 def _write(engine, results: list[ResultMessage], offset: int) -> None:  # type: ignore[no-untyped-def]
     shifted = [ResultMessage(**{**r.__dict__, "seq": r.seq + offset}) for r in results]
     for start in range(0, len(shifted), 256):
-        storage.write_batch(engine, shifted[start : start + 256], [], time.time_ns())
+        storage.write_batch(engine, shifted[start : start + 256], time.time_ns())
 
 
 def line_once(video: Path, redis_url: str, work: Path, name: str):  # type: ignore[no-untyped-def]
@@ -249,7 +252,7 @@ def side_by_side(report: Report, video: Path, redis_url: str, work: Path, rounds
     classifier.warm_up()
     loop = {
         "classifier": classifier,
-        "parts": PartsSettings(**PARTS),
+        "parts": ContrastParts(**PARTS),
         "view": model_view(MODEL_DIR, "b"),
     }
     lines, batches, naives = [], [], []

@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from linewatch.pipeline.config import CameraSettings, Settings
-from linewatch.pipeline.errors import one_line
+from linewatch.pipeline.errors import LinewatchError, one_line
+from linewatch.pipeline.gallery.folder import load_reviews, load_searched
+from linewatch.pipeline.inference.gallery import gallery_settings_of
 from linewatch.pipeline.inference.loading import describe_model
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage import migrate
@@ -37,16 +39,17 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     """Each check's outcome, in the order the line needs them."""
     checks: list[tuple[str, Callable[[], str]]] = [
         ("model", lambda: _model(settings)),
+        *([("gallery", lambda: _gallery(settings))] if _has_gallery(settings) else []),
         ("database", lambda: _database(settings)),
         ("redis", lambda: _redis(settings)),
     ]
     checks += [(f"camera {c.id}", _camera_check(settings, c)) for c in settings.cameras]
     if not settings.cameras:
         checks.append(("cameras", _no_cameras))
-    if settings.outputs.mqtt_url:
+    if settings.outputs.mqtt.url:
         checks.append(("mqtt", lambda: _mqtt(settings)))
-    if settings.alerts.webhook_url:
-        checks.append(("webhook", lambda: _webhook(settings.alerts.webhook_url or "")))
+    if settings.outputs.webhook.url:
+        checks.append(("webhook", lambda: _webhook(settings.outputs.webhook.url or "")))
     return [_judge(name, check) for name, check in checks]
 
 
@@ -62,11 +65,30 @@ def _model(settings: Settings) -> str:
 
     info = describe_model(settings.inference.model_dir)
     detail = f"{info.name} {info.version}, threshold {info.defect_threshold:g}"
-    parts_cameras = [c for c in settings.cameras if c.parts.method != "none"]
-    if parts_cameras:
-        view = ingest.model_view(settings.inference.model_dir, parts_cameras[0].id)
+    if settings.cameras:
+        view = ingest.model_view(settings.inference.model_dir, settings.cameras[0].id)
         detail += f", part views {view.size[0]}x{view.size[1]}"
     return detail
+
+
+def _has_gallery(settings: Settings) -> bool:
+    try:
+        return gallery_settings_of(describe_model(settings.inference.model_dir)) is not None
+    except LinewatchError:  # the model check reports it
+        return False
+
+
+def _gallery(settings: Settings) -> str:
+    """The model's gallery files load, with their entries (trained + reviewed)."""
+    folder = settings.inference.model_dir
+    section = gallery_settings_of(describe_model(folder))
+    assert section is not None
+    searched = load_searched(folder, section)
+    reviewed = load_reviews(folder, section.embedding_size)
+    return (
+        f"{len(searched) - len(reviewed)} trained + {len(reviewed)} reviewed entries, "
+        f"{len(searched.counts())} classes, novelty threshold {section.novelty_threshold:g}"
+    )
 
 
 def _database(settings: Settings) -> str:
@@ -96,10 +118,10 @@ def _redis(settings: Settings) -> str:
     from linewatch.pipeline.streams import broker
     from linewatch.pipeline.streams.embedded_redis import find_redis_server
 
-    if not settings.redis_url:
+    if not settings.has_redis:
         return f"none configured: `linewatch run` starts {find_redis_server()}"
-    broker.connect(settings.redis_url).ping()
-    return redact_url(settings.redis_url)
+    broker.connect_to(settings, "`linewatch check`").ping()
+    return broker.describe(settings)
 
 
 def _camera_check(settings: Settings, camera: CameraSettings) -> Callable[[], str]:
@@ -117,10 +139,10 @@ def _no_cameras() -> str:
 
 
 def _mqtt(settings: Settings) -> str:
-    from linewatch.pipeline.alerts.mqtt import MqttConfig, probe_broker
+    from linewatch.pipeline.outputs.mqtt import MqttConfig, probe_broker
 
     config = MqttConfig.from_url(
-        settings.outputs.mqtt_url or "", settings.mqtt_topic, ca_file=settings.outputs.mqtt_ca_file
+        settings.outputs.mqtt.url or "", settings.mqtt_topic, ca_file=settings.outputs.mqtt.ca_file
     )
     probe_broker(config, timeout_s=TIMEOUT_S)
     return f"{config.safe_url}: connected, topics {config.topic}/#"
@@ -130,13 +152,13 @@ def _webhook(url: str) -> str:
     """Reachability only (a TCP connection): a test request would reach the real receiver."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"alerts.webhook_url {redact_url(url)}: expected http(s)://host/path")
+        raise ValueError(f"outputs.webhook.url {redact_url(url)}: expected http(s)://host/path")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname, port), timeout=TIMEOUT_S).close()
     except OSError as exc:
         raise ConnectionError(
-            f"alerts.webhook_url {redact_url(url)}: cannot connect to {parts.hostname}:{port} "
+            f"outputs.webhook.url {redact_url(url)}: cannot connect to {parts.hostname}:{port} "
             f"({exc.strerror or exc}); deliveries wait in RQ and retry until it answers"
         ) from None
     return f"{redact_url(url)}: {parts.hostname}:{port} accepts connections"

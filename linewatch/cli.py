@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +18,8 @@ from linewatch.pipeline.runtime import setup_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+Command = Callable[[argparse.Namespace], int]
+
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_settings(args.config)
@@ -27,7 +29,7 @@ def _redis(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
     from linewatch.pipeline.streams import broker
 
     settings = _settings(args)
-    return settings, broker.connect(settings.require_redis_url(f"`linewatch {what}`"))
+    return settings, broker.connect_to(settings, f"`linewatch {what}`")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -56,6 +58,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         inference.main(settings, args.id, args.debug, settings.metrics_port)
     else:
         sink.main(settings, args.id, args.debug, settings.metrics_port)
+    return 0
+
+
+def cmd_commission(args: argparse.Namespace) -> int:
+    from linewatch.commission import run_commission
+
+    setup_logging("commission", args.debug)
+    run_commission(_settings(args), camera_id=args.camera, seconds=args.seconds, sheet=args.sheet)
     return 0
 
 
@@ -110,11 +120,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 0.6,1.6)") from None
+    return low, high
+
+
 def _simulate_moving(args: argparse.Namespace) -> int:
     from linewatch.pipeline.simulation import moving_line
 
     if args.split_file:
-        items = moving_line.split_items(args.split_file, args.split, args.images)
+        from linewatch.pipeline.training.splits import split_items
+
+        items = split_items(args.split_file, args.split, args.images)
     else:
         items = moving_line.folder_items(args.images) if args.images else []
     spec = moving_line.MovingLineSpec(
@@ -125,6 +145,11 @@ def _simulate_moving(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         part_size=args.part_size or round(args.height * 5 / 12),
+        min_gap=args.min_gap,
+        belt_level=args.belt_level,
+        belt_grain=args.belt_grain,
+        aspect=args.aspect,
+        tone=args.tone,
         seed=args.seed,
     )
     for video, parts, frames in moving_line.simulate_moving(args.out, spec, args.cameras, items):
@@ -132,19 +157,19 @@ def _simulate_moving(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_line_score(args: argparse.Namespace) -> int:
     from linewatch.pipeline.storage import database as storage
 
     if not args.truth and not args.parts_truth:
-        raise LinewatchError("evaluate needs --truth (frames) and/or --parts-truth (parts)")
+        raise LinewatchError("line score needs --truth (frames) and/or --parts-truth (parts)")
     settings = _settings(args)
     engine = storage.open_database(settings.resolved_database_url())
     fps = args.fps
     if args.truth:
         fps = fps or _evaluate_frames(engine, args.truth, args.camera)
     if args.parts_truth:
-        reject = settings.verdict.on_uninspected == "reject"
-        _evaluate_parts(engine, args.parts_truth, args.camera, fps, reject)
+        rejects = settings.verdict.rejects_uninspected
+        _evaluate_parts(engine, args.parts_truth, args.camera, fps, rejects)
     return 0
 
 
@@ -257,7 +282,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise LinewatchError(f"--older-than: {exc}") from exc
         removed = retention.prune(open_database(url), age)
-        print(f"pruned {removed} detections older than {args.older_than} (kept hourly summaries)")
+        print(
+            f"pruned {removed.detections} detections and {removed.parts} parts older than "
+            f"{args.older_than} (kept hourly summaries)"
+        )
     elif args.action == "upgrade":
         before, after = migrate.upgrade(engine)
         print(f"{redact_url(url)}: schema {before or 'empty'} -> {after}")
@@ -270,6 +298,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from linewatch.report import make_report
 
+    if args.database_url and args.config:
+        raise LinewatchError("report: pass --config or --database-url, not both")
     url = args.database_url or _settings(args).resolved_database_url()
     print(make_report(url, args.since, args.until, args.camera, args.format, args.out))
     return 0
@@ -319,7 +349,8 @@ def cmd_model(args: argparse.Namespace) -> int:
             raise LinewatchError("model use needs the model folder: linewatch model use DIR")
         info = describe_model(args.model_dir)  # a broken folder is refused here
         switching.use_model(client, settings, args.model_dir)
-        print(f"line {settings.line}: inference workers switch to {info.name} {info.version}")
+        # ingest (view size, crop margin), inference, the sink and the API all follow it
+        print(f"line {settings.line}: switching to {info.name} {info.version}")
         return 0
     requested = switching.requested_model_dir(client, settings)
     print(f"requested: {requested or f'none (workers run {settings.inference.model_dir})'}")
@@ -332,9 +363,14 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from linewatch.api.server import serve
+    from linewatch.pipeline.streams import broker
 
     setup_logging("api", args.debug)
-    serve(_settings(args), args.host, args.port)
+    settings = _settings(args)
+    if not settings.has_redis:  # a line running on the embedded defaults, when there is one
+        url = broker.embedded_url(settings.data_dir)
+        settings = settings.model_copy(update={"redis_url": url}) if url else settings
+    serve(settings, args.host, args.port)
     return 0
 
 
@@ -363,9 +399,43 @@ def cmd_rq_worker(settings: Settings, debug: bool) -> None:
     from linewatch.pipeline import jobs
     from linewatch.pipeline.streams import broker
 
-    client = broker.connect(settings.require_redis_url("`linewatch worker rq`"), attempts=20)
+    client = broker.connect_to(settings, "`linewatch worker rq`", attempts=20)
     worker = jobs.JobWorker([jobs.QUEUE], connection=client, serializer=jobs.JSONSerializer)
     worker.work(with_scheduler=True, logging_level="DEBUG" if debug else "INFO")
+
+
+CONFIG_HELP = "line YAML file (LINEWATCH_* env overrides)"
+DEPRECATED = {"eval": "model eval", "evaluate": "line score"}  # old name -> new, one release
+
+
+def _shared_options() -> argparse.ArgumentParser:
+    """The options every line command shares, declared once (argparse `parents`).
+    --debug is SUPPRESS-ed here so that a subcommand never resets `linewatch --debug`."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--config", type=Path, help=CONFIG_HELP)
+    shared.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    return shared
+
+
+def cmd_config_example(args: argparse.Namespace) -> int:
+    from linewatch.config_example import example_yaml
+
+    print(example_yaml(), end="")
+    return 0
+
+
+def _deprecated(old: str, func: Command) -> Command:
+    def warn_then_run(args: argparse.Namespace) -> int:
+        print(
+            f"linewatch: `linewatch {old}` is deprecated and goes in the next release; "
+            f"use `linewatch {DEPRECATED[old]}`",
+            file=sys.stderr,
+        )
+        return func(args)
+
+    return warn_then_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,11 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = [_shared_options()]
 
     run = commands.add_parser(
-        "run", help="run ingest, inference and sink (and the API: api.enabled) on this machine"
+        "run",
+        parents=shared,
+        help="run ingest, inference and sink (and the API: api.enabled) on this machine",
     )
-    run.add_argument("--config", type=Path, help="line YAML file (LINEWATCH_* env overrides)")
     run.add_argument(
         "--strict",
         action="store_true",
@@ -388,14 +460,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser(
-        "check", help="try every service and camera the line needs and list what is wrong"
+        "check",
+        parents=shared,
+        help="try every service and camera the line needs and list what is wrong",
     )
-    check.add_argument("--config", type=Path, help="line YAML file")
     check.set_defaults(func=cmd_check)
 
-    worker = commands.add_parser("worker", help="run one role alone (scale out across hosts)")
+    commission = commands.add_parser(
+        "commission",
+        parents=shared,
+        help="find the locator settings that fit a camera's belt; print them, draw the boxes",
+    )
+    commission.add_argument("--camera", help="camera id (needed when the line has several)")
+    commission.add_argument(
+        "--seconds", type=float, default=60.0, help="how much of the camera to read (60)"
+    )
+    commission.add_argument(
+        "--sheet", type=Path, help="contact sheet PNG (default commission-<camera>.png)"
+    )
+    commission.set_defaults(func=cmd_commission)
+
+    worker = commands.add_parser(
+        "worker", parents=shared, help="run one role alone (scale out across hosts)"
+    )
     worker.add_argument("role", choices=["ingest", "infer", "sink", "rq"])
-    worker.add_argument("--config", type=Path, help="line YAML file")
     worker.add_argument("--camera", help="camera id (ingest); several: cam1,cam2 (one thread each)")
     worker.add_argument("--id", help="stable consumer name (infer, sink); default host-based")
     worker.set_defaults(func=cmd_worker)
@@ -410,65 +498,130 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000, help="--serve: the dashboard's port")
     demo.set_defaults(func=cmd_demo)
 
-    dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered entries")
+    dlq = commands.add_parser(
+        "dlq", parents=shared, help="list, replay or purge dead-lettered entries"
+    )
     dlq.add_argument("action", choices=["list", "replay", "purge"])
     dlq.add_argument("ids", nargs="*", help="only these dead-letter ids")
-    dlq.add_argument("--config", type=Path, help="line YAML file")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=cmd_dlq)
 
-    db = commands.add_parser("db", help="database schema (current, upgrade) and retention (prune)")
+    db = commands.add_parser(
+        "db",
+        parents=shared,
+        help="database schema (current, upgrade) and retention (prune)",
+    )
     db.add_argument("action", choices=["current", "upgrade", "prune"])
     db.add_argument("--older-than", default="30d", help="prune: age such as 30d, 12h")
-    db.add_argument("--config", type=Path, help="line YAML file (database_url)")
     db.set_defaults(func=cmd_db)
 
-    report = commands.add_parser("report", help="defect report for a time window (HTML or CSV)")
+    report = commands.add_parser(
+        "report", parents=shared, help="defect report for a time window (HTML or CSV)"
+    )
     report.add_argument("--since", required=True, help="24h, 7d, or a UTC date 2026-11-01[T06:00]")
     report.add_argument("--until", help="same forms as --since (default: now)")
     report.add_argument("--camera", help="only this camera id")
     report.add_argument("--format", choices=["html", "csv"], default="html")
     report.add_argument("--out", type=Path, required=True, help="HTML file, or folder for CSV")
-    source = report.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, help="line YAML file (database_url)")
-    source.add_argument("--database-url", help="SQLAlchemy URL (default: from the config)")
+    report.add_argument(
+        "--database-url", help="SQLAlchemy URL (default: from the config; not with --config)"
+    )
     report.set_defaults(func=cmd_report)
 
-    analyze = commands.add_parser("analyze", help="enqueue a video file for analysis (RQ job)")
+    analyze = commands.add_parser(
+        "analyze", parents=shared, help="enqueue a video file for analysis (RQ job)"
+    )
     analyze.add_argument("video", type=Path)
     analyze.add_argument("--camera", help="camera id to record it under (default: file name)")
-    analyze.add_argument("--config", type=Path, help="line YAML file")
     analyze.set_defaults(func=cmd_analyze)
 
-    jobs = commands.add_parser("jobs", help="list RQ jobs (analyses, webhook deliveries)")
-    jobs.add_argument("--config", type=Path, help="line YAML file")
+    jobs = commands.add_parser(
+        "jobs", parents=shared, help="list RQ jobs (analyses, webhook deliveries)"
+    )
     jobs.set_defaults(func=cmd_jobs)
 
-    status = commands.add_parser("status", help="cameras, workers, streams and recent alerts")
-    status.add_argument("--config", type=Path, help="line YAML file")
+    status = commands.add_parser(
+        "status", parents=shared, help="cameras, workers, streams and recent alerts"
+    )
     status.add_argument("--watch", type=float, default=0, help="refresh every N seconds")
     status.set_defaults(func=cmd_status)
 
-    model = commands.add_parser("model", help="switch inference workers to another model folder")
-    model.add_argument("action", choices=["use", "show"])
-    model.add_argument("model_dir", type=Path, nargs="?", help="use: the exported model folder")
-    model.add_argument("--config", type=Path, help="line YAML file")
-    model.set_defaults(func=cmd_model)
-
-    serve = commands.add_parser("serve", help="HTTP API and dashboard (FastAPI on uvicorn)")
-    serve.add_argument("--config", type=Path, help="line YAML file (api.*, database_url)")
+    serve = commands.add_parser(
+        "serve", parents=shared, help="HTTP API and dashboard (FastAPI on uvicorn)"
+    )
     serve.add_argument("--host", help="listen address (default api.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default api.port, 8000)")
     serve.set_defaults(func=cmd_serve)
 
-    dataset = commands.add_parser("dataset", help="export reviewed part crops as an ImageFolder")
+    dataset = commands.add_parser(
+        "dataset", parents=shared, help="export reviewed part crops as an ImageFolder"
+    )
     dataset.add_argument("action", choices=["export"])
     dataset.add_argument("--reviewed", action="store_true", help="reviewed parts (required)")
     dataset.add_argument("--out", type=Path, required=True, help="ImageFolder root to write")
     dataset.add_argument("--since", help="only parts captured since: 30d or a UTC date")
-    dataset.add_argument("--config", type=Path, help="line YAML file (database_url)")
     dataset.set_defaults(func=cmd_dataset)
 
+    config = commands.add_parser("config", help="the line.yaml settings: a complete example")
+    config_commands = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    example = config_commands.add_parser(
+        "example", help="print a complete, commented line.yaml (every key, its default)"
+    )
+    example.set_defaults(func=cmd_config_example)
+
+    _add_simulate(commands)
+    _add_training_commands(commands)  # train, export, quantize (and the old `eval`)
+    _add_gallery_commands(commands, shared)
+
+    model = commands.add_parser(
+        "model", help="switch inference workers to another model; evaluate a model folder"
+    )
+    model_commands = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    use = model_commands.add_parser(
+        "use", parents=shared, help="switch the line's inference workers to this model folder"
+    )
+    use.add_argument("model_dir", type=Path, help="the exported model folder")
+    use.set_defaults(func=cmd_model)
+    show = model_commands.add_parser(
+        "show", parents=shared, help="the requested model and what each worker runs"
+    )
+    show.set_defaults(func=cmd_model, model_dir=None)
+    old_eval = commands.choices["eval"]  # declared with the training commands
+    model_commands.add_parser(
+        "eval",
+        parents=[old_eval],
+        conflict_handler="resolve",  # the parent's own -h
+        help="evaluate an exported model on an ImageFolder (as the worker runs it)",
+        description=old_eval.description,
+    )
+    old_eval.set_defaults(func=_deprecated("eval", old_eval.get_default("func")))
+
+    line = commands.add_parser("line", help="a line's results: score a run against its truth")
+    line_commands = line.add_subparsers(dest="action", required=True, metavar="ACTION")
+    score = line_commands.add_parser(
+        "score", parents=shared, help="score a camera's results against truth CSVs"
+    )
+    _score_options(score)
+    score.set_defaults(func=cmd_line_score)
+    evaluate = commands.add_parser("evaluate", parents=shared)  # hidden: no help=
+    _score_options(evaluate)
+    evaluate.set_defaults(func=_deprecated("evaluate", cmd_line_score))
+
+    # the old names parse and run for one release, but are no longer listed
+    commands._choices_actions = [  # noqa: SLF001 (argparse has no public way to hide one)
+        action for action in commands._choices_actions if action.dest not in DEPRECATED
+    ]
+    return parser
+
+
+def _score_options(score: argparse.ArgumentParser) -> None:
+    score.add_argument("--truth", type=Path, help="truth per frame (frame-level figures)")
+    score.add_argument("--parts-truth", type=Path, help="truth per part (part figures)")
+    score.add_argument("--fps", type=float, help="video fps (when --truth is not given)")
+    score.add_argument("--camera", required=True)
+
+
+def _add_simulate(commands: argparse._SubParsersAction) -> None:
     simulate = commands.add_parser("simulate", help="write conveyor-line videos + ground truth")
     simulate.add_argument("--out", type=Path, required=True)
     simulate.add_argument("--cameras", type=int, default=1)
@@ -496,24 +649,38 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--height", type=int, default=480, help="moving: frame height")
     simulate.add_argument("--part-size", type=int, help="moving: part height (5/12 of the frame)")
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--min-gap", type=int, default=96, help="moving: px between parts")
+    simulate.add_argument("--belt-level", type=float, default=40.0, help="moving: belt grey")
+    simulate.add_argument(
+        "--belt-grain", type=float, default=6.0, help="moving: belt texture strength (std)"
+    )
+    simulate.add_argument(
+        "--aspect",
+        type=_number_range,
+        default=(0.6, 1.6),
+        help="moving: photos' width/height clamped to LOW,HIGH (0.3,2.6 keeps the tiles' own)",
+    )
+    simulate.add_argument(
+        "--tone",
+        type=_number_range,
+        default=(1.0, 1.0),
+        help="moving: each part's grey scaled by a draw from LOW,HIGH (darker/brighter parts)",
+    )
     simulate.set_defaults(func=cmd_simulate)
-
-    evaluate = commands.add_parser("evaluate", help="score a camera's results against truth CSVs")
-    evaluate.add_argument("--truth", type=Path, help="truth per frame (frame-level figures)")
-    evaluate.add_argument("--parts-truth", type=Path, help="truth per part (part figures)")
-    evaluate.add_argument("--fps", type=float, help="video fps (when --truth is not given)")
-    evaluate.add_argument("--camera", required=True)
-    evaluate.add_argument("--config", type=Path, help="line YAML (for database_url)")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    _add_training_commands(commands)
-    return parser
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
-    from linewatch.pipeline.training.commands import add_commands
+    from linewatch.training_cli import add_commands
 
     add_commands(commands)
+
+
+def _add_gallery_commands(
+    commands: argparse._SubParsersAction, shared: list[argparse.ArgumentParser]
+) -> None:
+    from linewatch.gallery_cli import add_commands
+
+    add_commands(commands, shared)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,7 @@ def write_demo_video(path: Path, frames: int, fps: float, seed: int = 7) -> list
     return labels
 
 
-DEMO_PARTS = {"method": "contrast", "merge_gap": 64}  # the simulator keeps parts 96 px apart
+DEMO_PARTS = {"method": "contrast"}  # the locator's defaults
 
 
 def demo_settings(data_dir: Path, video: Path, serve_port: int | None = None) -> Settings:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from linewatch.pipeline import defaults, keys
+from linewatch.pipeline import defaults, keys, metrics
 from linewatch.pipeline.config import CameraSettings, Settings
 from linewatch.pipeline.errors import ConfigError, LinewatchError
 from linewatch.pipeline.inference.loading import describe_model
@@ -44,10 +44,16 @@ class LineStats:
 @contextlib.contextmanager
 def redis_for(settings: Settings) -> Iterator[Settings]:
     """The settings with a Redis URL: the configured one, else a private server for the run."""
-    if settings.redis_url:
-        broker.connect(settings.redis_url)
+    if settings.has_redis:
+        broker.connect_to(settings, "`linewatch run`").close()
         yield settings
         return
+    running = broker.embedded_url(settings.data_dir)
+    if running:  # two lines would share one SQLite file and one address
+        raise LinewatchError(
+            f"a line is already running on data_dir {settings.data_dir} (its Redis: "
+            f"{running}); stop it first, or give this line another data_dir"
+        )
     with EmbeddedRedis(settings.data_dir / "redis") as server:
         log.info("no redis_url configured: started a private redis-server on %s", server.url)
         yield settings.model_copy(update={"redis_url": server.url})
@@ -60,9 +66,8 @@ def check_line(settings: Settings, strict: bool = False) -> None:
     if not settings.cameras:
         raise ConfigError("no cameras configured; add at least one under `cameras:`")
     describe_model(settings.inference.model_dir)
-    for camera in settings.cameras:
-        if camera.parts.method != "none":  # views are resized to the model's input size
-            ingest.model_view(settings.inference.model_dir, camera.id)
+    for camera in settings.cameras:  # every view is resized to the model's input size
+        ingest.model_view(settings.inference.model_dir, camera.id)
     open_database(settings.resolved_database_url()).dispose()
     with ThreadPoolExecutor(PROBE_THREADS) as pool:  # a dead camera waits its open timeout
         probes = [
@@ -170,8 +175,8 @@ def run_line(
     check_line(settings, strict)
     stop = StopFlag().install()
     with redis_for(settings) as settings:
-        client = broker.connect(settings.redis_url or "", attempts=3)
-        supervisor = Supervisor(line_roles(settings, debug))
+        client = broker.connect_to(settings, "`linewatch run`", attempts=3)
+        supervisor = Supervisor(line_roles(settings, debug), settings.supervisor.hang_limit_s)
         try:
             _start_consumers_first(supervisor, client, settings, stop)
             stats = _supervise(supervisor, client, settings, stop, progress)
@@ -223,10 +228,14 @@ def _supervise(
     progress: Progress | None,
 ) -> LineStats:
     stats = read_stats(client, settings)
+    watched = 0.0
     while not stop.wait(0.25):
         supervisor.poll()
         try:
             stats = read_stats(client, settings)
+            if time.monotonic() - watched >= defaults.HEARTBEAT_EVERY_S:
+                watched = time.monotonic()
+                watch_workers(supervisor, client, settings)
         except broker.RedisError:
             continue  # the workers wait the outage out; so does the supervisor
         if progress:
@@ -236,6 +245,24 @@ def _supervise(
         if _consumers_gone(supervisor):
             break
     return stats
+
+
+def worker_beats(client: broker.Client, settings: Settings) -> dict[int, float]:
+    """pid -> last heartbeat (epoch s) of the line's inference workers and sink."""
+    beats = {}
+    for key in broker.live_keys(client, settings.worker_key("*")):
+        fields = client.hgetall(key)
+        if b"pid" in fields and b"seen" in fields:
+            beats[int(fields[b"pid"])] = float(fields[b"seen"])
+    return beats
+
+
+def watch_workers(supervisor: Supervisor, client: broker.Client, settings: Settings) -> None:
+    """The watchdog: hung workers are killed (poll() restarts them), counted in the
+    metric and in the line's stats hash (`linewatch status`)."""
+    for role in supervisor.watch(worker_beats(client, settings)):
+        metrics.WATCHDOG_RESTARTS.labels(role.name.split(":")[0]).inc()
+        client.hincrby(settings.stats_key, "watchdog_restarts", 1)
 
 
 def _consumers_gone(supervisor: Supervisor) -> bool:

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from linewatch.pipeline import keys
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.decide.ng_rule import ng_sql
 from linewatch.pipeline.storage import part_activity
 from linewatch.pipeline.storage.database import open_database
-from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams import broker, sentinel
 from linewatch.pipeline.video import camera_state
 from linewatch.schemas.tables import Alert
 
@@ -76,16 +77,41 @@ def streams_table(client: broker.Client, settings: Settings) -> Table:
     return table
 
 
+def redis_table(client: broker.Client, settings: Settings) -> Table:
+    """Which Redis is the primary (Sentinel: as the sentinels say now) and the last
+    failover a linewatch process noticed."""
+    table = Table(title="redis")
+    table.add_column("name")
+    table.add_column("value")
+    table.add_row("broker", broker.describe(settings))
+    if settings.redis is None:
+        return table
+    address = sentinel.primary(settings.redis)
+    table.add_row("primary", f"{address[0]}:{address[1]}" if address else "none (failing over?)")
+    table.add_row("last failover", describe_failover(sentinel.last_failover(client)))
+    return table
+
+
+def describe_failover(failover: dict[str, str]) -> str:
+    """`{at, from, to}` as one line; `none seen` when empty."""
+    if not failover.get("at"):
+        return "none seen"
+    at = datetime.fromtimestamp(float(failover["at"]), timezone.utc)
+    ago = time.time() - float(failover["at"])
+    when = f"{at:%Y-%m-%d %H:%M:%S} UTC ({ago:.0f} s ago)"
+    return f"{when}: {failover.get('from', '?')} -> {failover.get('to', '?')}"
+
+
 def parts_table(engine: Engine, settings: Settings) -> Table:
     """Per camera: parts per minute and NG rate over the last minute, the last NG part."""
     window = f"{part_activity.WINDOW_S:.0f} s"
     table = Table(title=f"parts (parts/min and NG rate over the last {window})")
     for column in ("camera", "parts/min", "NG rate", "last NG part", "class", "seen"):
         table.add_column(column)
-    reject = settings.verdict.on_uninspected == "reject"
+    ng = ng_sql(settings.verdict.rejects_uninspected)
     cameras = [camera.id for camera in settings.cameras]
-    recent = part_activity.recent(engine, reject)
-    last = part_activity.last_ng(engine, cameras, reject)
+    recent = part_activity.recent(engine, ng)
+    last = part_activity.last_ng(engine, cameras, ng)
     now = datetime.now(timezone.utc)
     for camera in cameras:
         activity = recent.get(camera, part_activity.Activity(0, 0))
@@ -129,6 +155,7 @@ def status_screen(client: broker.Client, settings: Settings) -> Group:
             parts_table(engine, settings),
             workers_table(client, settings),
             streams_table(client, settings),
+            redis_table(client, settings),
             alerts_table(engine),
         )
     finally:

@@ -10,3 +10,5 @@ HEARTBEAT_EVERY_S = 1.0  # a consumer refreshes its heartbeat hash this often
 HEARTBEAT_TTL_S = 15  # ...which expires this long after the last refresh
 CLAIM_IDLE_MS = 60_000  # entries pending this long at another consumer are taken over
 READY_TIMEOUT_S = 120  # `linewatch run` waits this long for inference + sink heartbeats
+WATCH_BLIND_S = 5.0  # the watchdog did not read heartbeats this long: silence restarts
+MODEL_POLL_S = 2.0  # ingest and inference read the line's running model folder this often

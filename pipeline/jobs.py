@@ -1,7 +1,7 @@
 """The RQ control plane: finite jobs (analyse a video file, deliver an alert webhook).
 
 This module is the RQ plumbing (queue, enqueueing, job listing); what a job does
-lives with its concern: the webhook's HTTP + signature in alerts/webhook.py, file
+lives with its concern: the webhook's HTTP + signature in outputs/webhook.py, file
 analysis in workers/jobs.py (named by path: pipeline does not import workers).
 
 Jobs are stored with RQ's JSON serializer, never pickle, and get deliberate
@@ -21,8 +21,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from linewatch.pipeline import keys
-from linewatch.pipeline.alerts import webhook
 from linewatch.pipeline.config import Settings
+from linewatch.pipeline.outputs import webhook
 from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def queue(client: broker.Client) -> Queue:
 
 
 def deliver_webhook(url: str, body: str, signature: str | None, timeout_s: float) -> int:
-    """RQ job: one delivery attempt (alerts/webhook.py); a failure is retried by RQ."""
+    """RQ job: one delivery attempt (outputs/webhook.py); a failure is retried by RQ."""
     return webhook.post(url, body, signature, timeout_s)
 
 

@@ -12,10 +12,14 @@ PREFIX = "lw"
 SEQ = "seq"  # string: the last frame seq reserved (INCRBY), survives reconnects
 PART_ID = "part_id"  # string: the last part id reserved (parts mode), never reused
 INGEST = "ingest"  # hash: decoded / sent / dropped / done counters and the camera's state
+PREVIEW = "preview"  # hash: the camera's live view (JPEG + boxes), overwritten, with a TTL
 STATES = "states"  # stream: the camera's state transitions (from, to, reason, ts)
 
-ALERTS_CHANNEL = f"{PREFIX}:alerts"  # pub/sub channel of alert JSON (alerts.channel default)
+ALERTS_CHANNEL = (
+    f"{PREFIX}:alerts"  # pub/sub channel of alert JSON (outputs.pubsub.alerts_channel default)
+)
 VERDICTS_CHANNEL = f"{PREFIX}:verdicts"  # pub/sub: every part's PartVerdict JSON
+BROKER_FAILOVER = f"{PREFIX}:broker:failover"  # hash: last Sentinel failover seen: at, from, to
 RQ_QUEUE = "linewatch"  # the RQ queue; RQ names its own keys rq:queue:<name>, rq:job:<id>
 
 
@@ -68,3 +72,9 @@ def announced(line: str, what: str) -> str:
 def webhook_job_id(alert_id: int, state: str) -> str:
     """RQ job id of an alert state's webhook delivery (one job per state change)."""
     return f"alert-{alert_id}-{state}-webhook"
+
+
+def gallery(line: str) -> str:
+    """Hash: per model version, the revision of its gallery (`linewatch gallery add`
+    bumps it; inference workers reload the gallery when it moves)."""
+    return f"{PREFIX}:gallery:{line}"

@@ -42,7 +42,7 @@ CAPTURE_TO_RESULT = Histogram(
 )
 CAPTURE_TO_ALERT = Histogram(
     "linewatch_capture_to_alert_seconds",
-    "Capture of the opening frame to the alert being written",
+    "Capture of the part (or of the line alarm's opening part) to its alert being decided",
     buckets=LATENCY_BUCKETS,
 )
 PENDING = Gauge(
@@ -56,7 +56,21 @@ DEAD_LETTERS = Counter(
 REDIS_RETRIES = Counter(
     "linewatch_redis_retries_total", "Redis calls retried, by reason (unavailable, oom)", ["reason"]
 )
-ALERTS = Counter("linewatch_alerts_total", "Defect events opened", ["camera"])
+REDIS_FAILOVERS = Counter(
+    "linewatch_redis_failovers_total", "Redis primary changes (Sentinel failovers) seen"
+)
+REDIS_WAIT_SHORT = Counter(
+    "linewatch_redis_wait_short_total",
+    "Writes a replica did not confirm within redis.wait_timeout_ms (WAIT)",
+)
+ALERTS = Counter(
+    "linewatch_alerts_total", "Alerts raised: NG parts and line alarms opened", ["camera"]
+)
+WATCHDOG_RESTARTS = Counter(
+    "linewatch_watchdog_restarts_total",
+    "Worker processes killed and restarted because their heartbeat stopped (hung)",
+    ["role"],
+)
 PARTS_ENDED = Counter(
     "linewatch_parts_ended_total",
     "Parts whose track ended at ingest, by reason (left, lost, stuck, stream-ended)",

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,13 +116,19 @@ class Role:
     started_at: float = 0.0
     restart_at: float | None = None
     finished: bool = field(default=False)
+    last_beat: float | None = None  # the running process's last heartbeat value seen
+    beat_seen_at: float | None = None  # when the supervisor saw it change (monotonic)
+    hung: int = 0  # processes the watchdog killed
 
 
 class Supervisor:
-    """Starts roles as spawned processes, restarts crashed ones with backoff, stops all."""
+    """Starts roles as spawned processes, restarts crashed ones with backoff, kills hung
+    ones (heartbeat older than `hang_limit_s`; 0: never) so they restart too, stops all."""
 
-    def __init__(self, roles: list[Role]) -> None:
+    def __init__(self, roles: list[Role], hang_limit_s: float = 0.0) -> None:
         self.roles = roles
+        self.hang_limit_s = hang_limit_s
+        self._watched_at = float("-inf")
         self._context = multiprocessing.get_context("spawn")
 
     def start(self, prefix: str = "") -> None:
@@ -137,6 +143,40 @@ class Supervisor:
         )
         process.start()  # one that fails to start is not kept: stop() would join it
         role.process, role.started_at = process, time.monotonic()
+        role.last_beat = role.beat_seen_at = None
+
+    def watch(self, beats: Mapping[int, float], now: float | None = None) -> list[Role]:
+        """Kill the roles whose process stopped beating: `beats` maps a pid to its last
+        heartbeat. Silence is timed from when the supervisor saw the beat change; a
+        process that never beat (still loading) is left alone, and a gap in the
+        watching (Redis unreadable) is not counted. poll() then restarts the killed
+        roles as after a crash. Returns them."""
+        now = time.monotonic() if now is None else now
+        blind = now - self._watched_at > defaults.WATCH_BLIND_S
+        self._watched_at = now
+        killed = []
+        for role in self.alive() if self.hang_limit_s else []:
+            assert role.process is not None
+            silent = _silence(role, beats.get(role.process.pid or 0), now, blind)
+            if silent is not None and silent > self.hang_limit_s:
+                self._kill_hung(role, silent)
+                killed.append(role)
+        return killed
+
+    def _kill_hung(self, role: Role, silent_s: float) -> None:
+        assert role.process is not None
+        log.error(
+            "%s (pid %s) sent no heartbeat for %.0f s (supervisor.hang_limit_s %.0f): hung; "
+            "killing it, it restarts and its pending entries are reclaimed",
+            role.name,
+            role.process.pid,
+            silent_s,
+            self.hang_limit_s,
+        )
+        role.process.kill()  # SIGKILL: also ends a stopped (SIGSTOP) process
+        role.process.join(5)
+        role.hung += 1
+        role.last_beat = role.beat_seen_at = None
 
     def poll(self) -> None:
         """Restart roles that died (after a backoff); mark finished ones."""
@@ -189,6 +229,16 @@ class Supervisor:
                     log.warning("%s did not stop in %.0f s; killing it", role.name, timeout_s)
                     role.process.kill()
                     role.process.join()
+
+
+def _silence(role: Role, beat: float | None, now: float, blind: bool) -> float | None:
+    """Seconds since the role's heartbeat last changed as the supervisor saw it (from now
+    after a `blind` gap); None before its first beat."""
+    if beat is not None and beat != role.last_beat:
+        role.last_beat, role.beat_seen_at = beat, now
+    elif blind and role.beat_seen_at is not None:
+        role.beat_seen_at = now
+    return None if role.beat_seen_at is None else now - role.beat_seen_at
 
 
 def _supervised(target: Callable[..., object], parent_pid: int, *args: Any) -> None:

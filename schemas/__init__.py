@@ -1,1 +1,1 @@
-"""Wire and table formats: messages (versioned dataclasses, no pickle), tables (SQLAlchemy)."""
+"""Formats: wire messages (versioned, no pickle), tables (SQLAlchemy), decision values."""

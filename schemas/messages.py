@@ -86,7 +86,7 @@ class FrameMessage:
     encoding: str
     image: bytes
     live: bool
-    view: PartView | None = None  # a part's view (parts mode); None: a whole frame
+    view: PartView | None = None  # the part's view; None: a whole frame (an older ingest)
 
     def encode(self) -> Fields:
         values = asdict(self)
@@ -136,7 +136,7 @@ class PartView:
 
 
 def _view_fields(view: PartView | None) -> dict[str, Any]:
-    """Absent for whole frames, so their entries are what frame-mode consumers expect."""
+    """Absent for whole frames (an older ingest's entries), so both decode alike."""
     if view is None:
         return {}
     box = [view.x1, view.y1, view.x2, view.y2]
@@ -194,11 +194,18 @@ class ResultMessage:
     boxes: tuple[Box, ...] = ()  # detection models only
     shadow: bool = False  # from a shadow model: stored for comparison, never alerted on
     view: PartView | None = None  # the part view this result is for (parts mode)
+    # a model with a gallery: 1 - cosine similarity to the nearest gallery entry, and
+    # that entry's label (None: no gallery)
+    novelty: float | None = None
+    gallery_label: str | None = None
 
     def encode(self) -> Fields:
         values = asdict(self)
         values.update(_view_fields(self.view))
         values.pop("view")
+        for name in ("novelty", "gallery_label"):  # absent without a gallery, like boxes
+            if values[name] is None:
+                values.pop(name)
         values["topk"] = json.dumps([[label, round(score, 6)] for label, score in self.topk])
         # Classification results carry no `boxes` field at all, so their entries are
         # exactly what consumers written before boxes existed expect.
@@ -237,6 +244,8 @@ class ResultMessage:
             boxes=_decode_boxes(fields.get(b"boxes")),
             shadow=fields.get(b"shadow") == b"1",
             view=_decode_view(fields),
+            novelty=_float(fields, "novelty") if b"novelty" in fields else None,
+            gallery_label=_text(fields, "gallery_label") if b"gallery_label" in fields else None,
         )
 
 
@@ -283,9 +292,10 @@ def _decode_topk(text: str) -> tuple[tuple[str, float], ...]:
 
 @dataclass(frozen=True)
 class AlertMessage:
-    """An alert as announced to notifiers: a frame-mode defect event (kind `frame`, opened
-    or closed), an NG part (kind `part`, state `raised`, once per part) or a line alarm
-    on a camera's NG rate (kind `line`, opened or closed)."""
+    """An alert as announced to notifiers: an NG part (kind `part`, state `raised`, once
+    per part) or a line alarm on a camera's NG rate (kind `line`, opened or closed).
+    Kind `frame` (a frame-rule event) is only in rows stored before frame mode became
+    one-view parts."""
 
     alert_id: int
     camera_id: str
@@ -296,15 +306,17 @@ class AlertMessage:
     closed_seq: int | None
     closed_ts: int | None
     peak_score: float
-    frames: int  # frames of the event; a part: its views inferred; a line alarm: NG parts
+    frames: int  # a part: its views inferred; a line alarm: NG parts (old frame events: frames)
     kind: str = "frame"  # frame | part | line
     part_id: int | None = None  # kind part only
+    novelty: float | None = None  # kind part, a model with a gallery: the part's novelty
+    gallery_label: str | None = None  # and its views' nearest gallery class
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-END_REASONS = ("left", "lost", "stuck", "stream-ended")
+END_REASONS = ("left", "lost", "stuck", "stream-ended", "frame")  # frame: a one-view part
 PART_END_KIND = b"part-end"
 
 
@@ -391,6 +403,8 @@ class PartVerdict:
     deadline_ts: int
     views_sent: int
     views_inferred: int
+    novelty: float | None = None  # a model with a gallery: the part's novelty
+    gallery_label: str | None = None  # and its views' nearest gallery class
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -1,6 +1,6 @@
-"""SQL tables (SQLAlchemy 2.x): one row per inferred frame or part view, one per part
-verdict, one per defect event, one per box of a detection model's frame, one per review of
-a part by a person."""
+"""SQL tables (SQLAlchemy 2.x): one row per inferred part view (whole frames in older
+rows), one per part verdict, one per alert (NG part or line alarm), one per box of a
+detection model's view, one per review of a part by a person."""
 
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ class Detection(Base):
     view_box: Mapped[str | None] = mapped_column(String(64))  # JSON [x1, y1, x2, y2] (0007)
     # a defect view's crop JPEG, kept until its part is decided (migration 0007)
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # a model with a gallery (migration 0010): the view's novelty and nearest gallery class
+    novelty: Mapped[float | None] = mapped_column(Float)
+    gallery_label: Mapped[str | None] = mapped_column(String(64))
 
 
 class Part(Base):
@@ -103,6 +106,10 @@ class Part(Base):
     x2: Mapped[int | None] = mapped_column(Integer)
     y2: Mapped[int | None] = mapped_column(Integer)
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # crop JPEG
+    # a model with a gallery (migration 0010): the part's novelty (the mean of its most
+    # novel views) and its views' nearest gallery class
+    novelty: Mapped[float | None] = mapped_column(Float)
+    gallery_label: Mapped[str | None] = mapped_column(String(64))
 
 
 class PartReview(Base):
@@ -153,8 +160,9 @@ class ShadowDetection(Base):
 
 
 class Alert(Base):
-    """A frame-mode defect event (kind `frame`), an NG part (kind `part`, one per part) or
-    a line alarm on a camera's NG rate (kind `line`); migration 0007 added kind, part_id."""
+    """An NG part (kind `part`, one per part) or a line alarm on a camera's NG rate (kind
+    `line`); rows of kind `frame` are frame-rule events stored before frame mode became
+    one-view parts (kept readable, no longer written). Migration 0007 added kind, part_id."""
 
     __tablename__ = "alerts"
     __table_args__ = (

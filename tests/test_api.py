@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ from sqlalchemy.orm import Session
 from linewatch.api.app import ApiContext, build_context, create_app
 from linewatch.api.classify import ModelHolder
 from linewatch.pipeline.config import Settings, load_settings
+from linewatch.pipeline.decide.ng_rule import ng_sql
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.inference.loading import load_model
 from linewatch.pipeline.inference.prediction import predict
 from linewatch.pipeline.storage import parts_queries as queries
+from linewatch.pipeline.storage.database import write_batch
+from linewatch.schemas.messages import PartView
 from linewatch.schemas.tables import Detection, ShadowDetection
-from tests.api_helpers import (
+from tests.support.api import (
     AUTH,
     MODEL_DIR,
     TOKEN,
@@ -36,6 +40,7 @@ from tests.api_helpers import (
     tile,
     utc_now,
 )
+from tests.support.builders import RESULT
 
 NOISE = np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)
 
@@ -299,6 +304,77 @@ def test_a_parts_heat_map_overlays_its_evidence(api: tuple[TestClient, ApiContex
     assert client.get(f"/v1/parts/{ids['a2']}/heatmap.jpg").status_code == 401
 
 
+def store_views(engine: Engine, part_id: int, *views: tuple[int, int, str, str, Any]) -> None:
+    """Part views of cam-a as the sink stores them: (seq, view index, status, model
+    version, top-k) each."""
+    results = [
+        replace(
+            RESULT,
+            camera_id="cam-a",
+            seq=seq,
+            status=status,
+            model_version=version,
+            label=topk[0][0] if topk else "",
+            score=topk[0][1] if topk else 0.0,
+            topk=topk,
+            evidence=b"",
+            view=PartView(part_id, index, 10, 20, 110, 120),
+        )
+        for seq, index, status, version, topk in views
+    ]
+    write_batch(engine, results, sink_ts=1)
+
+
+def test_a_parts_views_in_view_order_with_the_rules_defect_scores(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    version = context.models.info().version
+    part = insert_part(context.engine, part_id=5, verdict="defect", label="crack", score=0.45)
+    store_views(
+        context.engine,
+        5,
+        (53, 2, "stale", version, ()),
+        (51, 0, "ok", version, (("crack", 0.7), ("free", 0.2))),
+        (52, 1, "ok", version, (("free", 0.9), ("crack", 0.05))),
+        (54, 1, "ok", "older", (("crack", 0.99),)),  # view 1 again, by another model
+        (55, 3, "ok", "older", (("break", 0.8), ("free", 0.2))),
+    )
+    store_views(context.engine, 6, (61, 0, "ok", version, (("crack", 0.9),)))  # another part
+    response = client.get(f"/v1/parts/{part}/views", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    views = body["items"]
+    assert [v["view_index"] for v in views] == [0, 1, 2, 3] and body["next_cursor"] is None
+    assert [v["seq"] for v in views] == [51, 52, 53, 55], "the first stored row of each view"
+    assert [v["status"] for v in views] == ["ok", "ok", "stale", "ok"]
+    assert views[0]["label"] == "crack" and views[0]["topk"] == [["crack", 0.7], ["free", 0.2]]
+    assert views[0]["defect_score"] == pytest.approx(0.8)  # 1 - P(free)
+    assert views[1]["defect_score"] == pytest.approx(0.1)
+    assert views[2]["defect_score"] is None  # not inferred
+    assert views[3]["defect_score"] is None  # another model version than the line's
+    assert views[0]["box"] == [10, 20, 110, 120] and views[0]["captured_at"].endswith("+00:00")
+    assert body["threshold"] == context.models.info().defect_threshold
+    assert (body["top_views"], body["model_version"], body["part"]) == (2, version, part)
+
+
+def test_a_parts_views_page_by_view_index(api: tuple[TestClient, ApiContext]) -> None:
+    client, context = api
+    part = insert_part(context.engine, part_id=7)
+    store_views(context.engine, 7, *((70 + i, i, "ok", "v1", (("free", 0.9),)) for i in range(5)))
+    seen, cursor = [], None
+    while True:
+        query = f"?limit=2&cursor={cursor}" if cursor is not None else "?limit=2"
+        page = client.get(f"/v1/parts/{part}/views{query}", headers=AUTH).json()
+        seen += [v["view_index"] for v in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [0, 1, 2, 3, 4]
+    empty = insert_part(context.engine, part_id=8)
+    assert client.get(f"/v1/parts/{empty}/views", headers=AUTH).json()["items"] == []
+
+
 @pytest.mark.parametrize(
     ("path", "status", "words"),
     [
@@ -312,6 +388,8 @@ def test_a_parts_heat_map_overlays_its_evidence(api: tuple[TestClient, ApiContex
         ("/v1/parts/abc", 422, "valid integer"),
         ("/v1/parts/999999/evidence.jpg", 404, "no part with id 999999"),
         ("/v1/parts/999999/heatmap.jpg", 404, "no part with id 999999"),
+        ("/v1/parts/999999/views", 404, "no part with id 999999"),
+        ("/v1/parts/1/views?cursor=-1", 422, "greater than or equal to 0"),
         ("/v1/alerts?limit=0", 422, "greater than or equal to 1"),
         ("/v1/report", 422, "Field required"),
         ("/v1/report?since=2h&until=3h", 422, "must be before until"),
@@ -349,8 +427,12 @@ def test_camera_ng_counts_parts_as_the_line_saw_them(api: tuple[TestClient, ApiC
     seed_parts(context.engine)
     insert_part(context.engine, camera_id="cam-b", part_id=3, verdict="defect", late=True)
     since = utc_now() - timedelta(minutes=30)  # b2 is an hour old
-    rejecting = queries.camera_parts(context.engine, since, ["cam-a"], reject_uninspected=True)
-    passing = queries.camera_parts(context.engine, since, ["cam-a"], reject_uninspected=False)
+    rejecting = queries.camera_parts(
+        context.engine, since, ["cam-a"], ng_sql(reject_uninspected=True)
+    )
+    passing = queries.camera_parts(
+        context.engine, since, ["cam-a"], ng_sql(reject_uninspected=False)
+    )
     assert (rejecting["cam-a"].rejected, passing["cam-a"].rejected) == (1, 0)  # a3
     assert (rejecting["cam-b"].rejected, passing["cam-b"].rejected) == (2, 1)  # b1, b3 late
     assert rejecting["cam-b"].parts == 2
@@ -390,7 +472,10 @@ def test_reviews_are_kept_as_history_with_the_tokens_user(
     [
         ({"verdict": "maybe"}, "'ok' or 'defect'"),
         ({"verdict": "defect"}, "needs the defect class"),
-        ({"verdict": "defect", "label": "wobble"}, "unknown label 'wobble'"),
+        ({"verdict": "ok", "label": "wobble"}, "unknown label 'wobble'"),
+        # the shipped model has a gallery: a defect review may name a new class, if sane
+        ({"verdict": "defect", "label": "Wobble!"}, "new class 'Wobble!'"),
+        ({"verdict": "defect", "label": "unknown"}, "not 'unknown'"),
         ({"verdict": "ok", "label": "crack"}, "does not match verdict"),
         ({"verdict": "defect", "label": "x" * 65}, "at most 64 characters"),
     ],
@@ -398,6 +483,17 @@ def test_reviews_are_kept_as_history_with_the_tokens_user(
 def test_bad_reviews_are_422(lite: TestClient, body: dict[str, Any], words: str) -> None:
     response = lite.post("/v1/parts/1/review", headers=AUTH, json=body)
     assert response.status_code == 422 and words in response.text
+
+
+def test_a_defect_review_may_name_a_new_class_for_a_model_with_a_gallery(
+    api: tuple[TestClient, ApiContext],
+) -> None:
+    client, context = api
+    part = insert_part(context.engine, part_id=77, verdict="defect", label="unknown")
+    body = {"verdict": "defect", "label": "oil"}  # not one of the model's classes
+    response = client.post(f"/v1/parts/{part}/review", headers=AUTH, json=body)
+    assert response.status_code == 201 and response.json()["label"] == "oil"
+    assert client.get("/v1/model", headers=AUTH).json()["gallery"] is True
 
 
 def test_review_of_an_unknown_part_is_404(lite: TestClient) -> None:

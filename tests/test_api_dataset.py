@@ -14,7 +14,7 @@ from linewatch.cli import main
 from linewatch.pipeline.storage import database
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.training.data import scan_image_folder
-from tests.api_helpers import insert_part, jpeg, tile
+from tests.support.api import insert_part, jpeg, tile
 
 
 def reviewed_line(engine: Engine) -> dict[str, int]:

@@ -22,10 +22,10 @@ import yaml
 from linewatch.api.app import ApiContext, build_context, create_app
 from linewatch.pipeline import keys
 from linewatch.pipeline.streams import broker
-from tests.api_helpers import (
+from linewatch.pipeline.streams.embedded_redis import free_port
+from tests.support.api import (
     AUTH,
     TOKEN,
-    free_port,
     insert_part,
     jpeg,
     line_settings,
@@ -36,7 +36,7 @@ from tests.api_helpers import (
     verdict_for,
     wait_healthy,
 )
-from tests.helpers import clean_env
+from tests.support.services import clean_env
 
 VERDICTS = ("ok", "defect", "uninspected")
 
@@ -80,8 +80,12 @@ def test_events_deliver_a_published_verdict_with_its_row_and_an_alert(
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = response.iter_lines()
         wait_subscribed(lines)
-        redis_client.publish(settings.verdicts_channel, verdict_for("cam-a", 7).to_json())
-        redis_client.publish(settings.alerts.channel, json.dumps({"camera_id": "cam-a"}))
+        redis_client.publish(
+            settings.outputs.pubsub.verdicts_channel, verdict_for("cam-a", 7).to_json()
+        )
+        redis_client.publish(
+            settings.outputs.pubsub.alerts_channel, json.dumps({"camera_id": "cam-a"})
+        )
         (kind, verdict), (alert_kind, alert) = read_events(lines, 2)
     assert kind == "verdict" and verdict["part_id"] == 7 and verdict["verdict"] == "defect"
     assert verdict["id"] == row and verdict["evidence_url"] == f"/v1/parts/{row}/evidence.jpg"
@@ -102,7 +106,9 @@ def test_a_verdict_not_yet_in_sql_is_still_delivered(
     with httpx.stream("GET", f"{url}/v1/events", headers=AUTH, timeout=20) as response:
         lines = response.iter_lines()
         wait_subscribed(lines)
-        redis_client.publish(context.settings.verdicts_channel, verdict_for("cam-z", 1).to_json())
+        redis_client.publish(
+            context.settings.outputs.pubsub.verdicts_channel, verdict_for("cam-z", 1).to_json()
+        )
         ((kind, verdict),) = read_events(lines, 1)
     assert kind == "verdict" and verdict["camera_id"] == "cam-z" and "id" not in verdict
 

@@ -20,7 +20,8 @@ from linewatch.pipeline.video.camera_state import (
 from linewatch.pipeline.video.source import SourceError
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.workers import ingest
-from tests.helpers import make_settings, numbered_frame, wait_for
+from tests.support.builders import make_settings, numbered_frame
+from tests.support.services import wait_for
 
 FRAMES, FPS = 160, 16  # 10 s: long enough to stall mid-stream
 

@@ -29,7 +29,9 @@ from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 from linewatch.schemas.tables import Alert, Part, PartEnd
 from linewatch.workers import sink
-from tests.helpers import ChannelListener, part_end, view_result
+from tests.support.builders import part_end, view_result
+from tests.support.receivers import ChannelListener
+from tests.support.services import add_entries
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -65,10 +67,10 @@ def feed(client: broker.Client, stream: str) -> None:
     for part_id in range(1, PARTS + 1):
         messages = entries(part_id)
         pending += messages[:2]
-        broker.add_entries(client, stream, [m.encode() for m in pending])
+        add_entries(client, stream, [m.encode() for m in pending])
         pending = messages[2:]
         time.sleep(0.08)
-    broker.add_entries(client, stream, [m.encode() for m in pending])
+    add_entries(client, stream, [m.encode() for m in pending])
 
 
 class SinkProcess:
@@ -117,8 +119,12 @@ def test_kill_sink_mid_part_loses_and_doubles_no_part(aof_redis, tmp_path, datab
         "database_url": database_url,
         "data_dir": str(tmp_path),
         "sink": {"batch_size": 5, "block_ms": 50},
-        "verdict": {"defect_threshold": 0.5, "deadline_ms": 120_000},
-        "alerts": {"verdict_channel": f"{line}:verdicts", "line": {"run": 0, "open_rate": 1}},
+        "verdict": {
+            "defect_threshold": 0.5,
+            "deadline_ms": 120_000,
+            "line_alarm": {"run": 0, "open_rate": 1},
+        },
+        "outputs": {"pubsub": {"verdicts_channel": f"{line}:verdicts"}},
     }
     client = broker.connect(aof_redis.url)
     stream = f"lw:results:{line}"

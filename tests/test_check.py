@@ -4,8 +4,9 @@ from pathlib import Path
 
 from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.workers.ingest import model_view
-from tests.helpers import linewatch, webhook_receiver
-from tests.mqtt_broker import Mosquitto
+from tests.support.mosquitto import Mosquitto
+from tests.support.receivers import webhook_receiver
+from tests.support.services import linewatch
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
 
@@ -17,8 +18,8 @@ def write_config(tmp_path: Path, **values: str) -> Path:
         f"database_url: '{values['database_url']}'\n"
         f"cameras:\n  - id: cam1\n    url: '{values['camera']}'\n"
         "    parts: {method: contrast}\n"
-        f"outputs:\n  mqtt_url: '{values['mqtt_url']}'\n"
-        f"alerts:\n  webhook_url: '{values['webhook_url']}'\n"
+        f"outputs:\n  mqtt:\n    url: '{values['mqtt_url']}'\n"
+        f"  webhook:\n    url: '{values['webhook_url']}'\n"
         "ingest:\n  open_timeout_s: 2\n"
     )
     return path
@@ -37,7 +38,7 @@ def test_a_ready_line_passes_every_check(tmp_path, redis_url, pg_url, video) -> 
             )
             run = linewatch("check", "--config", str(path))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "6 of 6 checks passed" in run.stdout
+    assert "7 of 7 checks passed" in run.stdout  # the shipped model has a gallery: its own check
     width, height = model_view(MODEL_DIR, "cam1").size
     assert f"part views {width}x{height}" in run.stdout
     assert "s3cret-mq" not in run.stdout + run.stderr
@@ -56,7 +57,7 @@ def test_every_problem_is_listed_without_secrets(tmp_path, video) -> None:  # ty
         run = linewatch("check", "--config", str(path))
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
-    assert "1 of 6 checks passed; failed: database, redis, camera cam1, mqtt, webhook" in out
+    assert "2 of 7 checks passed; failed: database, redis, camera cam1, mqtt, webhook" in out
     assert "refused the connection" in out and "u:***@127.0.0.1" in out
     for secret in ("redis-pw", "db-pw", "cam-pw", "wrong-pw"):
         assert secret not in out

@@ -7,7 +7,7 @@ import yaml
 
 from linewatch.pipeline.inference.predictor import int8_kernels
 from linewatch.pipeline.streams.embedded_redis import free_port
-from tests.helpers import assert_clean_error, linewatch
+from tests.support.services import assert_clean_error, linewatch
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "linewatch-tile"
 

@@ -20,7 +20,7 @@ import yaml
 
 from linewatch.demo import write_demo_video
 from linewatch.pipeline.streams.embedded_redis import free_port
-from tests.helpers import clean_env, linewatch, wait_for
+from tests.support.services import clean_env, linewatch, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """`linewatch dlq` against a real Redis."""
 
 from linewatch.pipeline.streams import broker
-from tests.helpers import linewatch
+from tests.support.services import linewatch
 
 
 def test_list_replay_and_purge(redis_client, redis_url, line_name) -> None:  # type: ignore[no-untyped-def]

@@ -24,10 +24,12 @@ from linewatch.pipeline.inference.prediction import CLEAN_LABEL, detections, pre
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video.codec import encode_image
-from linewatch.schemas.messages import Box, FrameMessage, ResultMessage
+from linewatch.schemas.messages import Box, FrameMessage, PartView, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox
 from linewatch.workers import inference, sink
-from tests.helpers import frame_boxes, make_settings, run_sink_until
+from tests.support.builders import make_settings, part_end
+from tests.support.rows import frame_boxes
+from tests.support.services import add_entries, run_sink_until
 
 LABELS = ["crack", "scratch"]
 INPUT_HW = (64, 96)
@@ -177,18 +179,21 @@ def test_boxes_come_back_in_frame_pixels(folders: dict[str, Path], kind: str) ->
 
 
 def test_frames_through_the_worker_and_sink_land_as_boxes(
-    detector, database_url, tmp_path, redis_client, redis_url, line_name
+    detector, folders, database_url, tmp_path, redis_client, redis_url, line_name
 ) -> None:  # type: ignore[no-untyped-def]
+    """Frame mode: each frame a one-view part; each NG part one alert of its box's class,
+    and a run of NG parts the line alarm."""
     settings = make_settings(
         tmp_path,
         line_name,
         redis_url,
         database_url=database_url,
-        alerts={"k": 2, "n": 3, "m": 2, "cooldown_s": 0},
+        inference={"model_dir": str(folders["YOLO"])},
+        verdict={"line_alarm": {"n": 3, "open_rate": 1.0, "close_rate": 0.0, "run": 2}},
     )
     frames = [frame(seq, grey(value)) for seq, value in enumerate([230, 25, 230, 25], start=1)]
     broker.ensure_group(redis_client, settings.frames_stream, inference.GROUP)
-    broker.add_entries(redis_client, settings.frames_stream, [f.encode() for f in frames])
+    add_entries(redis_client, settings.frames_stream, [f.encode() for f in frames])
     delivered = broker.read_group(
         redis_client, settings.frames_stream, inference.GROUP, "w1", 10, None
     )
@@ -203,6 +208,8 @@ def test_frames_through_the_worker_and_sink_land_as_boxes(
     ]
     engine = storage.open_database(database_url)
     stream = settings.results_stream
+    ends = [part_end(seq, 1, seq, seq, reason="frame").encode() for seq in range(1, 5)]
+    add_entries(redis_client, stream, ends)
     broker.ensure_group(redis_client, stream, sink.GROUP)
     run_sink_until(
         redis_client, engine, settings, "s", lambda: broker.backlog(redis_client, stream) == 0
@@ -216,10 +223,18 @@ def test_frames_through_the_worker_and_sink_land_as_boxes(
     assert scratch.label == "scratch"
     assert (scratch.x1, scratch.y1, scratch.x2, scratch.y2) == pytest.approx(SCRATCH_BOX, abs=1e-3)
     with Session(engine) as session:
-        alerts = session.execute(select(Alert.label, Alert.opened_seq).order_by(Alert.id)).all()
-    assert alerts == [("crack", 3), ("scratch", 4)], "2 of 3 frames with a box of the class"
+        alerts = session.execute(
+            select(Alert.kind, Alert.label, Alert.opened_seq).order_by(Alert.opened_seq, Alert.id)
+        ).all()
+    assert alerts == [
+        ("part", "crack", 1),
+        ("part", "scratch", 2),
+        ("line", "ng-rate", 2),
+        ("part", "crack", 3),
+        ("part", "scratch", 4),
+    ], "every frame with a box is an NG part of that class; two in a row: the line alarm"
 
-    inserted, _ = storage.write_batch(engine, results, [], sink_ts=1)
+    inserted = storage.write_batch(engine, results, sink_ts=1)
     assert inserted == 0 and box_count(engine) == 4, "a replay writes no box twice"
     with Session(engine) as session, session.begin():
         session.execute(delete(Detection).where(Detection.seq <= 2))
@@ -231,7 +246,17 @@ def frame(seq: int, image: np.ndarray) -> FrameMessage:
     height, width = image.shape[:2]
     now = time.time_ns()
     return FrameMessage(
-        "cam", seq, seq / 10, now, now, width, height, "png", encode_image(image, "png"), False
+        "cam",
+        seq,
+        seq / 10,
+        now,
+        now,
+        width,
+        height,
+        "png",
+        encode_image(image, "png"),
+        False,
+        view=PartView(seq, 0, 0, 0, width, height),  # frame mode: a one-view part
     )
 
 
@@ -246,7 +271,7 @@ def test_duplicate_frames_in_one_batch_get_their_boxes_once(sqlite_url: str) -> 
     )
     boxed = dataclasses.replace(result, boxes=(Box("crack", 0.9, 1, 2, 3, 4),) * 2)
     engine = storage.open_database(sqlite_url)
-    inserted, _ = storage.write_batch(engine, [boxed, boxed], [], sink_ts=1)
+    inserted = storage.write_batch(engine, [boxed, boxed], sink_ts=1)
     assert inserted == 1 and box_count(engine) == 2
     assert frame_boxes(engine, "cam", 1, "v")[1] == Box("crack", 0.9, 1, 2, 3, 4)
     engine.dispose()

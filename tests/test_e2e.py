@@ -17,8 +17,8 @@ from linewatch.pipeline.simulation.synthetic import (
 )
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage.parts import camera_parts
-from linewatch.schemas.tables import Alert, Detection
-from tests.helpers import defect_runs, make_settings
+from linewatch.schemas.tables import Alert, Detection, Part
+from tests.support.builders import NO_UNKNOWN, defect_runs, make_settings
 
 FRAMES = 90  # defect runs of 8 frames start at frames 20 and 60
 
@@ -27,6 +27,8 @@ FRAMES = 90  # defect runs of 8 frames start at frames 20 and 60
 def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
     database_url, tmp_path: Path, redis_url, line_name, line_model
 ) -> None:  # type: ignore[no-untyped-def]
+    """Frame mode: every frame is a one-view part judged like any part; each defect run
+    raises one line alarm, closed by the clean frames after it."""
     video = tmp_path / "line.mp4"
     truth = write_demo_video(video, FRAMES, fps=10)
     url = database_url
@@ -37,7 +39,10 @@ def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
         database_url=url,
         cameras=[{"id": "cam-e2e", "url": str(video)}],
         inference={"max_batch": 8, "max_wait_ms": 10, "model_dir": str(line_model)},
-        alerts={"k": 3, "n": 5, "m": 5, "cooldown_s": 0},
+        verdict={
+            "line_alarm": {"n": 5, "open_rate": 0.6, "close_rate": 0.0, "run": 3},
+            "novelty_threshold": NO_UNKNOWN,
+        },
     )
 
     stats = run_line(settings)
@@ -47,26 +52,35 @@ def test_every_frame_has_one_row_with_the_right_label_and_alerts_open_and_close(
     engine = storage.open_database(url)
     with Session(engine) as session:
         rows = session.execute(select(Detection.seq, Detection.label, Detection.is_defect)).all()
-        alerts = session.execute(
-            select(
-                Alert.label, Alert.state, Alert.opened_seq, Alert.closed_seq, Alert.evidence
-            ).order_by(Alert.opened_seq)
+        alarms = session.execute(
+            select(Alert.state, Alert.opened_seq, Alert.closed_seq)
+            .where(Alert.kind == "line")
+            .order_by(Alert.opened_seq)
         ).all()
+        part_alerts = session.execute(
+            select(Alert.opened_seq, Alert.label, Alert.evidence).where(Alert.kind == "part")
+        ).all()
+        parts = dict(session.execute(select(Part.first_seq, Part.verdict)).all())
     engine.dispose()
     assert sorted(seq for seq, _, _ in rows) == list(range(1, FRAMES + 1))
+    assert sorted(parts) == list(range(1, FRAMES + 1)), "one part per frame"
     predicted = {seq: (label, is_defect) for seq, label, is_defect in rows}
     for seq, label in enumerate(truth, start=1):
         assert predicted[seq][1] == (label != NORMAL_LABEL), f"frame {seq} is {label}"
+        assert (parts[seq] == "defect") == (label != NORMAL_LABEL), f"part {seq}"
     defective = [seq for seq, label in enumerate(truth, start=1) if label != NORMAL_LABEL]
     right = [seq for seq in defective if predicted[seq][0] == truth[seq - 1]]
     assert len(right) >= 0.8 * len(defective), f"defect classes right for {right} of {defective}"
     runs = defect_runs(truth)
-    assert len(alerts) == len(runs) == 2
-    for (first, last, label), alert in zip(runs, alerts, strict=True):
-        assert alert.label == label and alert.state == "closed"
-        assert first + 2 <= alert.opened_seq <= last
-        assert alert.closed_seq == last + 5
-        assert alert.evidence and alert.evidence[:2] == b"\xff\xd8", "JPEG evidence kept"
+    assert len(alarms) == len(runs) == 2
+    for (first, last, _), alarm in zip(runs, alarms, strict=True):
+        assert alarm.state == "closed"
+        assert first + 2 <= alarm.opened_seq <= last
+        assert alarm.closed_seq == last + 5
+    assert sorted(seq for seq, _, _ in part_alerts) == defective, "one alert per NG frame"
+    for seq, label, evidence in part_alerts:
+        assert label == predicted[seq][0]
+        assert evidence and evidence[:2] == b"\xff\xd8", "JPEG evidence kept"
 
 
 # The test model was trained on whole tiles without belt: boxes located at full size,
@@ -93,6 +107,7 @@ def test_a_moving_line_gives_every_part_one_right_verdict(
         database_url=database_url,
         cameras=[{"id": "cam1", "url": str(video), "parts": TIGHT_BOXES}],
         inference={"max_batch": 8, "model_dir": str(line_model)},
+        verdict={"novelty_threshold": NO_UNKNOWN},
     )
 
     stats = run_line(settings)

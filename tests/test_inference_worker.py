@@ -14,7 +14,8 @@ from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video.codec import encode_image
 from linewatch.schemas.messages import FrameMessage, ResultMessage
 from linewatch.workers.inference import GROUP, FrameBatchHandler
-from tests.helpers import make_settings
+from tests.support.builders import make_settings
+from tests.support.services import add_entries
 
 INFO = ModelInfo("m", "v", ("crack", "free", "hole"), ("free",), 0.4, 2)
 
@@ -66,7 +67,7 @@ def test_batch_results_statuses_and_acks(
         {b"v": b"1", b"camera_id": b"cam"},
     ]
     broker.ensure_group(redis_client, settings.frames_stream, GROUP)
-    broker.add_entries(redis_client, settings.frames_stream, entries)
+    add_entries(redis_client, settings.frames_stream, entries)
     delivered = broker.read_group(redis_client, settings.frames_stream, GROUP, "w1", 10, None)
     handler = FrameBatchHandler(redis_client, classifier, settings, "w1")
     handler.handle(delivered)

@@ -37,7 +37,8 @@ from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.messages import FrameMessage, PartEndMessage, decode_result_entry
 from linewatch.workers import ingest
-from tests.helpers import clean_env, make_settings, wait_for
+from tests.support.builders import make_settings
+from tests.support.services import clean_env, wait_for
 
 LINE = MovingLineSpec(width=320, height=240, part_size=90, frames_to_cross=24, parts=5, seed=2)
 PARTS = {"method": "contrast", "min_area": 800}

@@ -9,9 +9,10 @@ from rq import SimpleWorker
 
 from linewatch.demo import write_demo_video
 from linewatch.pipeline import jobs
-from linewatch.pipeline.alerts import webhook
+from linewatch.pipeline.outputs import webhook
 from linewatch.pipeline.streams import broker
-from tests.helpers import linewatch, webhook_receiver
+from tests.support.receivers import webhook_receiver
+from tests.support.services import linewatch
 
 
 @pytest.fixture()
@@ -106,7 +107,7 @@ def test_analyze_enqueues_a_file_job_that_feeds_the_line(
 
 
 def test_sink_webhook_notifier_sends_the_alert_json(rq_redis, receiver) -> None:  # type: ignore[no-untyped-def]
-    from linewatch.pipeline.alerts.notifiers import WebhookNotifier
+    from linewatch.pipeline.outputs.notifiers import WebhookNotifier
     from linewatch.schemas.messages import AlertMessage
 
     url, handler = receiver

@@ -21,8 +21,9 @@ from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_m
 from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.tables import Alert, Part
-from tests.helpers import ChannelListener, clean_env
-from tests.mqtt_broker import BROKER_INFLIGHT, Mosquitto, Subscriber
+from tests.support.mosquitto import BROKER_INFLIGHT, Mosquitto, Subscriber
+from tests.support.receivers import ChannelListener
+from tests.support.services import clean_env
 
 
 def test_every_part_verdict_reaches_the_broker_once(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ def test_every_part_verdict_reaches_the_broker_once(tmp_path: Path) -> None:
                         "parts": {"method": "contrast", "merge_gap": 64},
                     }
                 ],
-                "outputs": {"mqtt_url": broker.url, "mqtt_topic": "lw-test"},
+                "outputs": {"mqtt": {"url": broker.url, "topic": "lw-test"}},
             }
         )
         run_line(settings, False, lambda _stats: None)
@@ -55,7 +56,7 @@ def test_every_part_verdict_reaches_the_broker_once(tmp_path: Path) -> None:
 
 
 CHAOS_PARTS = 24
-INFLIGHT = 5  # outputs.mqtt_inflight_max in the chaos line
+INFLIGHT = 5  # outputs.mqtt.inflight_max in the chaos line
 
 
 def sink_pid(client: broker.Client, line: str) -> int | None:
@@ -93,19 +94,20 @@ def chaos_config(tmp_path, line, redis_url, database_url, video, broker_url) -> 
             }
         ],
         "sink": {"block_ms": 100},
-        "verdict": {"deadline_ms": 120_000},  # a restarted sink still decides in time
-        "alerts": {
-            "channel": f"{line}:alerts",
-            "verdict_channel": f"{line}:verdicts",
-            "line": {"run": 0, "open_rate": 1.0, "close_rate": 0.5},
+        "verdict": {
+            "deadline_ms": 120_000,  # a restarted sink still decides in time
+            "line_alarm": {"run": 0, "open_rate": 1.0, "close_rate": 0.5},
         },
         "outputs": {
-            "mqtt_url": broker_url,
-            "mqtt_topic": f"lw/{line}",
-            "mqtt_inflight_max": INFLIGHT,
-            "mqtt_reconnect_min_s": 0.1,
-            "mqtt_reconnect_max_s": 0.5,
-            "mqtt_status_every_s": 1.0,
+            "pubsub": {"alerts_channel": f"{line}:alerts", "verdicts_channel": f"{line}:verdicts"},
+            "mqtt": {
+                "url": broker_url,
+                "topic": f"lw/{line}",
+                "inflight_max": INFLIGHT,
+                "reconnect_min_s": 0.1,
+                "reconnect_max_s": 0.5,
+                "status_every_s": 1.0,
+            },
         },
     }
     path = tmp_path / "line.yaml"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from linewatch.pipeline.redact import redact_text
-from tests.helpers import linewatch, wait_for
+from tests.support.services import linewatch, wait_for
 
 
 def test_ingest_worker_writes_json_lines_with_worker_and_camera(

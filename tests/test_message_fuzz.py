@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linewatch.schemas.messages import FrameMessage, MessageDecodeError, ResultMessage
-from tests.helpers import FRAME, RESULT
+from tests.support.builders import FRAME, RESULT
 
 field_bytes = st.binary(max_size=64)
 

@@ -13,7 +13,7 @@ from linewatch.schemas.messages import (
     MessageDecodeError,
     ResultMessage,
 )
-from tests.helpers import FRAME, RESULT
+from tests.support.builders import FRAME, RESULT
 
 
 def test_frame_round_trip() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from linewatch.pipeline import metrics
 from linewatch.pipeline.streams.embedded_redis import free_port
+from tests.support.services import add_entries
 
 
 def get(url: str) -> tuple[int, str]:
@@ -52,7 +53,7 @@ def test_backlog_pending_and_dead_letter_metrics(redis_client, line_name) -> Non
 
     stream, dead = f"lw:frames:{line_name}", f"lw:dead:{line_name}"
     broker.ensure_group(redis_client, stream, "infer")
-    broker.add_entries(redis_client, stream, [{b"v": b"1"}, {b"v": b"1"}, {b"v": b"1"}])
+    add_entries(redis_client, stream, [{b"v": b"1"}, {b"v": b"1"}, {b"v": b"1"}])
     entries = broker.read_group(redis_client, stream, "infer", "w1", 2, None)
     loop = ConsumerLoop(
         client=redis_client,

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import migrate
 from linewatch.schemas.tables import Base
-from tests.helpers import linewatch
+from tests.support.services import linewatch
 
 
 @pytest.fixture()

@@ -15,7 +15,8 @@ from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import ResultMessage
 from linewatch.workers import inference
-from tests.helpers import copy_with_version, frame, linewatch, make_settings, wait_for
+from tests.support.builders import frame, make_settings
+from tests.support.services import add_entries, copy_with_version, linewatch, wait_for
 
 FRAMES = 120
 
@@ -50,7 +51,7 @@ def worker(redis_client, redis_url, line_name, tmp_path):  # type: ignore[no-unt
 
 def feed(client: broker.Client, settings, first: int, count: int) -> None:  # type: ignore[no-untyped-def]
     for seq in range(first, first + count):
-        broker.add_entries(client, settings.frames_stream, [frame(seq)])
+        add_entries(client, settings.frames_stream, [frame(seq)])
         time.sleep(0.02)
 
 

@@ -17,9 +17,9 @@ from linewatch.pipeline.simulation.moving_line import (
     MovingLineSpec,
     read_part_truth,
     simulate_moving,
-    split_items,
 )
 from linewatch.pipeline.simulation.synthetic import write_image_folder
+from linewatch.pipeline.training.splits import split_items
 
 SMALL = ["--width", "192", "--height", "128", "--fps", "10"]
 

@@ -15,11 +15,11 @@ import pytest
 from prometheus_client import generate_latest
 
 from linewatch.pipeline import metrics
-from linewatch.pipeline.alerts.mqtt import MqttConfig, MqttPublisher
 from linewatch.pipeline.config import load_settings
 from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.outputs.mqtt import MqttConfig, MqttPublisher
 from linewatch.schemas.messages import AlertMessage, PartVerdict
-from tests.mqtt_broker import BROKER_INFLIGHT, MOSQUITTO, Mosquitto, Subscriber, make_tls
+from tests.support.mosquitto import BROKER_INFLIGHT, MOSQUITTO, Mosquitto, Subscriber, make_tls
 
 TOPIC = "lw/test"
 PASSWORD = "s3cret-Pa55"
@@ -284,7 +284,7 @@ def test_last_will_marks_a_killed_publisher_offline(
 ) -> None:
     code = (
         "import sys, time\n"
-        "from linewatch.pipeline.alerts.mqtt import MqttConfig, MqttPublisher\n"
+        "from linewatch.pipeline.outputs.mqtt import MqttConfig, MqttPublisher\n"
         f"pub = MqttPublisher(MqttConfig.from_url(sys.argv[1], {TOPIC!r}))\n"
         "pub.camera_status('cam-a', 'streaming', 1.0, 0.0)\n"
         "pub.flush(5)\n"
@@ -305,11 +305,11 @@ def test_last_will_marks_a_killed_publisher_offline(
 
 def test_settings_build_the_publisher_config(tmp_path: Path) -> None:
     settings = load_settings(
-        environ={"LINEWATCH_OUTPUTS__MQTT_URL": f"mqtts://gate:{PASSWORD}@broker.local"},
+        environ={"LINEWATCH_OUTPUTS__MQTT__URL": f"mqtts://gate:{PASSWORD}@broker.local"},
         overrides={"line": "press-3"},
     )
     assert settings.mqtt_topic == "linewatch/press-3"
-    config = MqttConfig.from_url(settings.outputs.mqtt_url or "", settings.mqtt_topic)
+    config = MqttConfig.from_url(settings.outputs.mqtt.url or "", settings.mqtt_topic)
     assert (config.host, config.port, config.tls, config.username) == (
         "broker.local",
         8883,
@@ -319,7 +319,7 @@ def test_settings_build_the_publisher_config(tmp_path: Path) -> None:
     assert PASSWORD not in repr(config) and PASSWORD not in config.safe_url
     assert MqttPublisher.from_settings(load_settings()) is None
     with pytest.raises(ConfigError) as error:
-        load_settings(environ={"LINEWATCH_OUTPUTS__MQTT_URL": f"tcp://gate:{PASSWORD}@h"})
-    assert "outputs.mqtt_url" in str(error.value) and PASSWORD not in str(error.value)
-    with pytest.raises(ConfigError, match="outputs.mqtt_topic"):
-        load_settings(overrides={"outputs": {"mqtt_topic": "lw/#"}})
+        load_settings(environ={"LINEWATCH_OUTPUTS__MQTT__URL": f"tcp://gate:{PASSWORD}@h"})
+    assert "outputs.mqtt.url" in str(error.value) and PASSWORD not in str(error.value)
+    with pytest.raises(ConfigError, match="outputs.mqtt.topic"):
+        load_settings(overrides={"outputs": {"mqtt": {"topic": "lw/#"}}})

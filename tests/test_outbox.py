@@ -6,9 +6,10 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline.alerts.outbox import ALERT, VERDICT, Outbox
+from linewatch.pipeline.outputs.outbox import Outbox
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import outbox as store
+from linewatch.pipeline.storage.outbox import ALERT, VERDICT
 from linewatch.schemas.messages import AlertMessage, PartVerdict
 from linewatch.schemas.tables import OutboxCursor, OutboxEntry
 

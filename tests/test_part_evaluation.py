@@ -1,4 +1,4 @@
-"""`linewatch evaluate` per part: the parts table against a truth CSV per part."""
+"""`linewatch line score` per part: the parts table against a truth CSV per part."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from linewatch.pipeline.simulation.line_evaluation import (
     score_parts,
 )
 from linewatch.pipeline.storage import database as storage
-from tests.helpers import make_settings, part_end, run_sink_until, view_result
+from tests.support.builders import make_settings, part_end, view_result
+from tests.support.services import add_entries, run_sink_until
 
 FPS = 10.0
 
@@ -120,7 +121,7 @@ def test_evaluate_command_scores_the_parts_table(
     from linewatch.workers import sink
 
     broker.ensure_group(redis_client, settings.results_stream, sink.GROUP)
-    broker.add_entries(redis_client, settings.results_stream, [m.encode() for m in messages])
+    add_entries(redis_client, settings.results_stream, [m.encode() for m in messages])
     engine = storage.open_database(sqlite_url)
     from linewatch.pipeline.storage.parts import camera_parts
 
@@ -131,16 +132,21 @@ def test_evaluate_command_scores_the_parts_table(
     config = tmp_path / "line.yaml"
     config.write_text(f"database_url: {sqlite_url}\n")
     truth = write_truth(tmp_path / "parts.csv")
-    command = [sys.executable, "-m", "linewatch.cli", "evaluate", "--config", str(config)]
-    out = subprocess.run(
-        [*command, "--parts-truth", str(truth), "--fps", "10", "--camera", "cam"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-m", "linewatch.cli", "line", "score", "--config", str(config)]
+    scoring = ["--parts-truth", str(truth), "--fps", "10", "--camera", "cam"]
+    out = subprocess.run([*command, *scoring], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    assert "deprecated" not in out.stderr
     assert "parts counted 5 (in truth 5, matched 5, missed 0, ghosts 0" in out.stdout
     assert "defective parts rejected 2/2 (recall 1.000)" in out.stdout
     assert "false-reject rate 0.000" in out.stdout
+    old = [sys.executable, "-m", "linewatch.cli", "evaluate", "--config", str(config)]
+    alias = subprocess.run([*old, *scoring], capture_output=True, text=True, timeout=120)
+    assert alias.returncode == 0, alias.stderr  # the old name still works, for one release
+    assert alias.stdout == out.stdout
+    assert alias.stderr.strip().splitlines() == [
+        "linewatch: `linewatch evaluate` is deprecated and goes in the next release; "
+        "use `linewatch line score`"
+    ]
     missing = subprocess.run([*command, "--camera", "cam"], capture_output=True, text=True)
     assert missing.returncode == 2 and "--parts-truth" in missing.stderr

@@ -15,15 +15,9 @@ from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import reporting, retention
 from linewatch.pipeline.storage.reporting import PartCounts, Window
 from linewatch.schemas.tables import Part, PartHourly
-from tests.helpers import (
-    coloured,
-    each_plot_in_chromium,
-    linewatch,
-    part_row,
-    plot_images,
-    require_chromium,
-    write_parts,
-)
+from tests.support.browser import coloured, each_plot_in_chromium, plot_images, require_chromium
+from tests.support.rows import part_row, write_parts
+from tests.support.services import linewatch
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
@@ -141,7 +135,9 @@ def test_pruning_twice_adds_to_the_summary(engine: Engine) -> None:
     prune_rest = retention.prune_parts(engine, CUTOFF, batch=100)
     assert prune_rest == 8
     assert_known_counts(reporting.build_parts_report(engine, WHOLE_DAY))
-    assert retention.prune(engine, datetime.now(timezone.utc) - at(23)) == 0  # no detections
+    assert (
+        retention.prune(engine, datetime.now(timezone.utc) - at(23)).detections == 0
+    )  # no detections
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Part)) == 0
     assert_known_counts(reporting.build_parts_report(engine, WHOLE_DAY))

@@ -13,22 +13,17 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline.alerts.verdict import model_labels
-from linewatch.pipeline.config import OutputsSettings
+from linewatch.pipeline.config import MqttSettings
+from linewatch.pipeline.decide.verdict import model_labels
 from linewatch.pipeline.inference.switching import use_model
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.tables import Alert, Detection, OutboxCursor, Part, PartEnd
 from linewatch.workers import sink
-from tests.helpers import (
-    ChannelListener,
-    copy_with_version,
-    make_settings,
-    part_end,
-    run_sink_until,
-    view_result,
-)
-from tests.mqtt_broker import Mosquitto, Subscriber
+from tests.support.builders import make_settings, part_end, view_result
+from tests.support.mosquitto import Mosquitto, Subscriber
+from tests.support.receivers import ChannelListener
+from tests.support.services import add_entries, copy_with_version, run_sink_until
 
 FREE = (("free", 0.9), ("crack", 0.06), ("break", 0.04))
 CRACK = (("crack", 0.8), ("break", 0.15), ("free", 0.05))
@@ -40,18 +35,24 @@ def settings_for(tmp_path, line_name, redis_url, url, **verdict):  # type: ignor
         line_name,
         redis_url,
         database_url=url,
-        verdict={"defect_threshold": 0.5, "deadline_ms": 60_000, **verdict},  # a busy CI
-        alerts={
-            "channel": f"{line_name}:alerts",
-            "verdict_channel": f"{line_name}:verdicts",
-            "line": {"n": 10, "open_rate": 0.5, "close_rate": 0.2, "run": 3},
+        verdict={
+            "defect_threshold": 0.5,
+            "deadline_ms": 60_000,  # a busy CI
+            "line_alarm": {"n": 10, "open_rate": 0.5, "close_rate": 0.2, "run": 3},
+            **verdict,
+        },
+        outputs={
+            "pubsub": {
+                "alerts_channel": f"{line_name}:alerts",
+                "verdicts_channel": f"{line_name}:verdicts",
+            }
         },
     )
 
 
 def add(client, settings, *messages) -> None:  # type: ignore[no-untyped-def]
     broker.ensure_group(client, settings.results_stream, sink.GROUP)
-    broker.add_entries(client, settings.results_stream, [m.encode() for m in messages])
+    add_entries(client, settings.results_stream, [m.encode() for m in messages])
 
 
 def parts(engine) -> list[Part]:  # type: ignore[no-untyped-def]
@@ -221,7 +222,7 @@ def test_replayed_entries_and_a_restarted_sink_write_no_part_twice(
         redis_client, settings.results_stream, sink.GROUP, "sink-a", 10, None
     )
     assert len(delivered) == 4
-    storage.write_batch(engine, batch[:2], [], 1, [batch[2], part_end(2, 1, 3, 3)], 10**9)
+    storage.write_batch(engine, batch[:2], 1, [batch[2], part_end(2, 1, 3, 3)], 10**9)
     assert count(engine, PartEnd) == 2
     run_sink_until(redis_client, engine, settings, "sink-a", lambda: count(engine, Part) == 1)
     add(redis_client, settings, *batch, view_result(2, 0, 3, FREE))  # replays, part 2's view
@@ -285,7 +286,7 @@ def test_views_inferred_by_the_shipped_model_give_the_rule_verdict(
     frames += [view_frame(2, i, 4 + i, tiles["crack"]) for i in range(3)]
     frames.append(view_frame(2, 3, 7, tiles["crack"], age_s=10.0))  # stale: counted, not scored
     broker.ensure_group(redis_client, settings.frames_stream, GROUP)
-    broker.add_entries(redis_client, settings.frames_stream, [f.encode() for f in frames])
+    add_entries(redis_client, settings.frames_stream, [f.encode() for f in frames])
     delivered = broker.read_group(redis_client, settings.frames_stream, GROUP, "w1", 10, None)
     FrameBatchHandler(redis_client, classifier, settings, "w1").handle(delivered)
     add(redis_client, settings, part_end(1, 3, 1, 3), part_end(2, 4, 4, 7))
@@ -328,9 +329,7 @@ def test_decisions_committed_before_a_kill_are_announced_on_restart(
     engine = storage.open_database(database_url)
     run_sink_until(redis_client, engine, settings, "sink-a", lambda: True)  # cursors exist
     batch = [view_result(1, 0, 1, CRACK), part_end(1, 1, 1, 1), view_result(2, 0, 2, FREE)]
-    storage.write_batch(
-        engine, [batch[0], batch[2]], [], 1, [batch[1], part_end(2, 1, 2, 2)], 10**9
-    )
+    storage.write_batch(engine, [batch[0], batch[2]], 1, [batch[1], part_end(2, 1, 2, 2)], 10**9)
     # a sink decides both parts, commits, and is killed before it announces anything
     done = sink.part_judge(engine, settings, redis_client).decide_due(time.time_ns())
     assert len(done.verdicts) == 2 and len(done.alerts) == 1
@@ -363,7 +362,11 @@ def test_mqtt_cursor_moves_only_on_the_brokers_ack_and_pubsub_never_repeats(
     mqtt = Mosquitto(tmp_path / "broker")  # down while the parts are decided
     settings = settings_for(tmp_path, line_name, redis_url, database_url)
     settings = settings.model_copy(
-        update={"outputs": OutputsSettings(mqtt_url=mqtt.url, mqtt_topic=f"lw/{line_name}")}
+        update={
+            "outputs": settings.outputs.model_copy(
+                update={"mqtt": MqttSettings(url=mqtt.url, topic=f"lw/{line_name}")}
+            )
+        }
     )
     engine = storage.open_database(database_url)
     run_sink_until(redis_client, engine, settings, "sink-a", lambda: True)  # cursors exist
@@ -415,7 +418,7 @@ def test_parts_are_judged_by_the_model_that_inferred_them(
         view_result(2, 0, 2, doubtful, version=configured.version),
     ]
     ends = [part_end(1, 1, 1, 1), part_end(2, 1, 2, 2)]
-    storage.write_batch(engine, views, [], 1, ends, 10**9)
+    storage.write_batch(engine, views, 1, ends, 10**9)
     done = sink.part_judge(engine, settings, redis_client).decide_due(time.time_ns())
     verdicts = {v.part_id: (v.verdict, v.model_version) for v in done.verdicts}
     assert configured.defect_threshold > 0.5

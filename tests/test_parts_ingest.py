@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linewatch.pipeline.config import DEFAULT_MODEL_DIR, PartsSettings, Settings
+from linewatch.pipeline import defaults
+from linewatch.pipeline.config import DEFAULT_MODEL_DIR, ContrastParts, LocatedParts, Settings
 from linewatch.pipeline.errors import ConfigError, ModelError
 from linewatch.pipeline.inference.classifier import Classifier, read_model_info
 from linewatch.pipeline.inference.preprocess import Preprocessor
+from linewatch.pipeline.inference.switching import use_model
 from linewatch.pipeline.runtime import StopFlag
 from linewatch.pipeline.simulation.moving_line import (
     Belt,
@@ -24,7 +26,9 @@ from linewatch.pipeline.simulation.synthetic import make_tile
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis
 from linewatch.pipeline.video.codec import decode_image
+from linewatch.pipeline.video.crop import PixelBox, crop_view
 from linewatch.pipeline.video.parts import ModelView, PartViews, make_frame_views
+from linewatch.pipeline.video.source import SourceOptions, open_frames
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.messages import (
     FrameMessage,
@@ -34,7 +38,8 @@ from linewatch.schemas.messages import (
 )
 from linewatch.workers import ingest
 from linewatch.workers.inference import GROUP, FrameBatchHandler
-from tests.helpers import make_settings
+from tests.support.builders import make_settings
+from tests.support.services import add_entries
 
 LINE = MovingLineSpec(width=320, height=240, part_size=90, frames_to_cross=24, parts=5, seed=2)
 CONTRAST = {"method": "contrast", "min_area": 800}
@@ -152,7 +157,7 @@ def test_a_shedding_live_camera_still_ends_its_parts(
         update={"ingest": settings.ingest.model_copy(update={"max_stream_len": 10})}
     )
     filler = [{b"v": b"1", b"filler": b"1"}] * 5  # the backlog is at half the stream bound
-    broker.add_entries(redis_client, settings.frames_stream, filler)
+    add_entries(redis_client, settings.frames_stream, filler)
     counters = ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
     ends = [decode_result_entry(f) for _, f in redis_client.xrange(settings.results_stream)]
     assert (counters.sent, counters.dropped) == (0, 6), "every 2nd of 6 frames, 2 parts"
@@ -214,16 +219,16 @@ def test_the_crop_margin_comes_from_the_camera_else_the_model(tmp_path: Path) ->
     model = ingest.model_view(folder, "cam")
     assert model == ModelView((SIDE, SIDE), 0.04)
 
-    def margin(settings: PartsSettings, view: ModelView) -> float:
+    def margin(settings: LocatedParts, view: ModelView) -> float:
         views = make_frame_views(
-            settings, camera_id="cam", model_view=lambda: view, new_part_id=lambda: 1
+            settings, camera_id="cam", model_view=lambda: view, new_part_ids=lambda count: 1
         )
         assert isinstance(views, PartViews)
         return views.margin
 
-    assert margin(PartsSettings(method="contrast"), model) == 0.04
-    assert margin(PartsSettings(method="contrast"), ModelView((224, 224))) == 0.0
-    assert margin(PartsSettings(method="contrast", crop_margin=0.1), model) == 0.1
+    assert margin(ContrastParts(), model) == 0.04
+    assert margin(ContrastParts(), ModelView((224, 224))) == 0.0
+    assert margin(ContrastParts(crop_margin=0.1), model) == 0.1
 
 
 def test_a_fixed_roi_outside_the_frame_stops_ingest_with_the_key(
@@ -237,12 +242,81 @@ def test_a_fixed_roi_outside_the_frame_stops_ingest_with_the_key(
         ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
 
 
-def test_whole_frame_mode_is_unchanged(
+def test_frame_mode_sends_every_frame_as_a_one_view_part_at_the_model_size(
     two_in_view, redis_client, redis_url, line_name, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     settings = camera_settings(tmp_path, line_name, redis_url, two_in_view, parts={})
     counters = ingest.run(redis_client, settings.cameras[0], settings, StopFlag())
     views, ends = stream(redis_client, settings)
-    assert (counters.sent, counters.parts, ends) == (6, 0, [])
-    assert all(v.view is None and (v.width, v.height) == (320, 240) for v in views)
-    assert b"part_id" not in redis_client.xrange(settings.frames_stream)[0][1]
+    assert (counters.sent, counters.parts, len(views), len(ends)) == (6, 6, 6, 6)
+    for view, end in zip(views, ends, strict=True):
+        assert view.view is not None and view.view.view_index == 0
+        box = (view.view.x1, view.view.y1, view.view.x2, view.view.y2)
+        assert box == (0, 0, 320, 240), "the whole frame"
+        assert (view.width, view.height) == (SIDE, SIDE), "resized at ingest, not at inference"
+        assert (end.part_id, end.views_sent, end.reason) == (view.view.part_id, 1, "frame")
+        assert end.first_seq == end.last_seq == view.seq
+    assert len({v.view.part_id for v in views if v.view}) == 6, "a part per frame"
+
+
+def _model_folder(tmp_path: Path, side: int, margin: float) -> Path:
+    """A copy of the shipped model's folder that asks for `side` px views with `margin`."""
+    folder = tmp_path / f"model-{side}"
+    folder.mkdir()
+    config = (DEFAULT_MODEL_DIR / "inference.yml").read_text()
+    config = config.replace(f"size:\n      - {SIDE}\n      - {SIDE}", f"size: [{side}, {side}]")
+    (folder / "inference.yml").write_text(
+        config.replace("crop_margin: 0.04", f"crop_margin: {margin}")
+    )
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        (folder / name).symlink_to(DEFAULT_MODEL_DIR / name)
+    return folder
+
+
+def _closest_margin(
+    view: FrameMessage, frames: dict[float, np.ndarray], margins: list[float]
+) -> float:
+    """The crop margin whose cut of the view's frame looks most like the view sent."""
+    assert view.view is not None
+    sent = decode_image(view.image, "jpeg", view.width, view.height).astype(float)
+    box = PixelBox(view.view.x1, view.view.y1, view.view.x2, view.view.y2)
+    size = (view.width, view.height)
+    cut = lambda m: crop_view(frames[view.pts], box, size=size, margin=m).astype(float)  # noqa: E731
+    return min(margins, key=lambda m: float(np.abs(cut(m) - sent).mean()))
+
+
+def test_model_use_recuts_the_next_parts_with_the_new_size_and_margin(
+    moving_line, redis_client, redis_url, line_name, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    video, _ = moving_line
+    small = _model_folder(tmp_path, 96, 0.15)
+    assert ingest.model_view(small, "cam") == ModelView((96, 96), 0.15)
+    monkeypatch.setattr(defaults, "MODEL_POLL_S", 0.0)  # ingest reads the running model each batch
+    settings = camera_settings(tmp_path, line_name, redis_url, video)
+    settings = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"batch_size": 2})}
+    )
+    switched_after: list[int] = []  # views sent when `linewatch model use` ran
+
+    def model_use_after_two_parts(counters: ingest.IngestCounters) -> None:
+        if counters.parts >= 2 and not switched_after:
+            use_model(redis_client, settings, small)
+            switched_after.append(counters.sent)
+
+    ingest.run(redis_client, settings.cameras[0], settings, StopFlag(), model_use_after_two_parts)
+    views, _ = stream(redis_client, settings)
+    cuts: dict[int, set[tuple[int, int]]] = {}
+    for view in views:
+        assert view.view is not None
+        cuts.setdefault(view.view.part_id, set()).add((view.width, view.height))
+    assert all(len(sizes) == 1 for sizes in cuts.values()), f"a part mixes two cuts: {cuts}"
+    before, after = views[: switched_after[0]], views[switched_after[0] :]
+    started_after = {v.view.part_id for v in after} - {v.view.part_id for v in before}
+    assert {v.view.part_id for v in before} >= {1, 2} and started_after >= {5}
+    assert all(cuts[part] == {(SIDE, SIDE)} for part in (1, 2))
+    assert all(cuts[part] == {(96, 96)} for part in started_after)
+    frames = {f.pts: f.image for f in open_frames(str(video), SourceOptions())}
+    margins = [0.04, 0.15]
+    assert _closest_margin(before[0], frames, margins) == 0.04
+    new = [v for v in after if v.view.part_id in started_after]
+    assert [_closest_margin(v, frames, margins) for v in new] == [0.15] * len(new)

@@ -9,7 +9,14 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
-from linewatch.pipeline.config import PART_METHODS, PartsSettings, load_settings
+from linewatch.pipeline.config import (
+    PART_METHODS,
+    BackgroundParts,
+    ContrastParts,
+    FixedParts,
+    TrackedParts,
+    load_settings,
+)
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.simulation.moving_line import (
     Belt,
@@ -25,7 +32,7 @@ from linewatch.pipeline.video.crop import PixelBox
 from linewatch.pipeline.video.locate import LOCATORS, make_locator
 from linewatch.pipeline.video.tracking import FrameInfo, PartRecord, make_tracker
 
-CONTRAST = PartsSettings(method="contrast")
+CONTRAST = ContrastParts()
 SPEC = MovingLineSpec(width=480, height=270, part_size=120, frames_to_cross=24, fps=10)
 
 
@@ -45,7 +52,7 @@ def frames(spec: MovingLineSpec, parts: list[PlacedPart], count: int) -> list[np
 class Run:
     """Locate + track a frame sequence; what the tracker reported, frame by frame."""
 
-    def __init__(self, settings: PartsSettings = CONTRAST, fps: float = 10.0) -> None:
+    def __init__(self, settings: TrackedParts | FixedParts = CONTRAST, fps: float = 10.0) -> None:
         self.locator = make_locator(settings, camera_id="cam")
         ids = itertools.count(1)
         self.tracker = make_tracker(self.locator, settings, new_part_id=lambda: next(ids))
@@ -129,8 +136,8 @@ def test_brightness_drift_keeps_the_counts() -> None:
 
 
 def test_two_parts_in_view_give_two_views_of_one_frame() -> None:
-    parts = [part(0, 150), part(1, 10)]  # both wholly in view from the first frame
-    run = Run(PartsSettings(method="contrast", min_frames=1)).feed(frames(SPEC, parts, 3))
+    parts = [part(0, 190), part(1, 10)]  # both wholly in view from the first frame, 60 px apart
+    run = Run(ContrastParts(min_frames=1)).feed(frames(SPEC, parts, 3))
     first = [(frame, part_id) for frame, part_id, _ in run.views if frame == 0]
     assert first == [(0, 1), (0, 2)] or first == [(0, 2), (0, 1)]
     assert {r.reason for _, r in run.ended} == {"stream-ended"}
@@ -169,7 +176,7 @@ def test_a_part_that_vanishes_mid_view_is_lost() -> None:
 
 def test_a_part_stuck_in_view_ends_once_as_stuck() -> None:
     still = MovingLineSpec(width=480, height=270, frames_to_cross=10**9)
-    settings = PartsSettings(method="contrast", max_part_s=2.0, view_every=3)
+    settings = ContrastParts(max_part_s=2.0, view_every=3)
     run = Run(settings).feed(frames(still, [part(0, 150)], 60))
     assert [(r.part_id, r.reason) for _, r in run.ended] == [(1, "stuck")]
     assert run.ended[0][0] == 21, "first seen at pts 0, stuck once past 2 s (frame 21 at 10 fps)"
@@ -198,7 +205,7 @@ def test_background_subtraction_on_a_textured_static_background() -> None:
                 image[80:180, seen] = patch[..., None] // 3
         return image
 
-    settings = PartsSettings(method="background")
+    settings = BackgroundParts()
     run = Run(settings).feed((scene(i) for i in range(40 + 60)), finish=None)
     assert [(r.part_id, r.reason, r.views_sent) for _, r in run.ended] == [
         (1, "left", 4),
@@ -207,7 +214,7 @@ def test_background_subtraction_on_a_textured_static_background() -> None:
 
 
 def test_fixed_rois_make_one_part_per_roi_and_frame() -> None:
-    settings = PartsSettings(method="fixed", rois=((0, 0, 200, 200), (240, 0, 440, 200)))
+    settings = FixedParts(rois=((0, 0, 200, 200), (240, 0, 440, 200)))
     run = Run(settings).feed(frames(SPEC, [], 3))
     assert [(f, p) for f, p, _ in run.views] == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (2, 6)]
     assert [(f, r.part_id, r.reason) for f, r in run.ended][:2] == [(0, 1, "left"), (0, 2, "left")]
@@ -215,7 +222,7 @@ def test_fixed_rois_make_one_part_per_roi_and_frame() -> None:
 
 
 def test_a_fixed_roi_outside_the_frame_is_a_config_error() -> None:
-    settings = PartsSettings(method="fixed", rois=((0, 0, 200, 200), (300, 0, 500, 200)))
+    settings = FixedParts(rois=((0, 0, 200, 200), (300, 0, 500, 200)))
     with pytest.raises(ConfigError, match=r"camera cam: parts.rois\[1\].*outside the 480x270"):
         Run(settings).feed(frames(SPEC, [], 1))
 
@@ -227,7 +234,7 @@ def test_every_part_method_but_none_has_a_registered_locator() -> None:
 @pytest.mark.parametrize(
     ("parts", "message"),
     [
-        ({"method": "edges"}, r"'cameras.0.parts.method': Input should be 'none', 'contrast'"),
+        ({"method": "edges"}, r"'cameras.0.parts': parts.method must be one of none, contrast"),
         (
             {"method": "contrast", "min_area": 500, "max_area": 500},
             r"parts.min_area \(500\) must be below parts.max_area \(500\)",
@@ -235,7 +242,7 @@ def test_every_part_method_but_none_has_a_registered_locator() -> None:
         ({"method": "fixed"}, r"parts.method fixed needs parts.rois"),
         (
             {"method": "contrast", "rois": [[0, 0, 5, 5]]},
-            r"parts.rois is only read with method fixed",
+            r"'cameras.0.parts': .*parts.rois belongs to method fixed, not contrast",
         ),
         (
             {"method": "fixed", "rois": [[10, 0, 5, 5]]},

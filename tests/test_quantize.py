@@ -49,6 +49,10 @@ def test_int8_folder_loads_as_int8_and_agrees_with_fp32(
     int8 = Classifier(int8_folder, device="cpu", max_batch=8)
     fp32 = Classifier(line_model, device="cpu", max_batch=8)
     assert int8.info.precision == "int8" and fp32.info.precision == "fp32"
+    # the FP32 line model ships a gallery; the INT8 copy drops it (INT8 moves embeddings)
+    assert fp32.info.gallery is not None and (line_model / "gallery.npz").is_file()
+    assert "Gallery" not in config and int8.info.gallery is None
+    assert int8.embedding_size == fp32.embedding_size  # PTQ keeps output 1
     views = [np.repeat(canonical_view(t, 224)[..., None], 3, axis=2) for t in tiles(16, seed=1)]
     p_int8, p_fp32 = int8.predict(views), fp32.predict(views)
     assert np.allclose(p_int8.sum(axis=1), 1, atol=1e-3)

@@ -21,7 +21,8 @@ from linewatch.pipeline.streams.embedded_redis import EmbeddedRedis, free_port
 from linewatch.pipeline.video.video_writer import write_video
 from linewatch.schemas.messages import FrameMessage
 from linewatch.workers import ingest
-from tests.helpers import make_settings, numbered_frame, wait_for
+from tests.support.builders import make_settings, numbered_frame
+from tests.support.services import wait_for
 
 FRAMES = 120
 PASSWORD = "s3cret-pw"

@@ -15,16 +15,15 @@ from linewatch.pipeline.storage import migrate, reporting, retention
 from linewatch.pipeline.storage.reporting import Window
 from linewatch.pipeline.streams.embedded_redis import free_port
 from linewatch.schemas.messages import ResultMessage
-from tests.helpers import (
-    assert_clean_error,
+from tests.support.browser import (
     coloured,
-    count_detections,
     each_plot_in_chromium,
-    linewatch,
     plot_images,
     require_chromium,
     screenshot,
 )
+from tests.support.rows import count_detections
+from tests.support.services import assert_clean_error, linewatch
 
 DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
     days=3
@@ -81,13 +80,13 @@ def frame(camera: str, hour: int, minute: int, label: str, version: str) -> Resu
 @pytest.fixture()
 def engine(database_url: str) -> Engine:
     engine = storage.open_database(database_url)
-    storage.write_batch(engine, [frame(*row) for row in FRAMES], [], sink_ts=0)
+    storage.write_batch(engine, [frame(*row) for row in FRAMES], sink_ts=0)
     yield engine
     engine.dispose()
 
 
 def prune(engine: Engine) -> None:
-    removed = retention.prune(engine, datetime.now(timezone.utc) - CUTOFF, batch=4)
+    removed = retention.prune(engine, datetime.now(timezone.utc) - CUTOFF, batch=4).detections
     assert removed == 13  # the stale frame too
 
 
@@ -274,7 +273,7 @@ def test_cli_csv(engine: Engine, database_url: str, tmp_path: Path) -> None:
 @pytest.fixture()
 def html_report(sqlite_url: str, tmp_path: Path) -> Path:
     engine = storage.open_database(sqlite_url)
-    storage.write_batch(engine, [frame(*row) for row in FRAMES], [], sink_ts=0)
+    storage.write_batch(engine, [frame(*row) for row in FRAMES], sink_ts=0)
     engine.dispose()
     out = tmp_path / "report.html"
     run = linewatch(
@@ -320,7 +319,7 @@ def test_html_renders_in_chromium(html_report: Path, tmp_path: Path) -> None:
 
 def test_one_hour_window_draws_every_frame_plot(sqlite_url: str, tmp_path: Path) -> None:
     engine = storage.open_database(sqlite_url)
-    storage.write_batch(engine, [frame(*row) for row in FRAMES], [], sink_ts=0)
+    storage.write_batch(engine, [frame(*row) for row in FRAMES], sink_ts=0)
     engine.dispose()
     out = tmp_path / "hour.html"
     window = ("--since", at(6).isoformat()[:16], "--until", at(7).isoformat()[:16])

@@ -23,7 +23,7 @@ DEPENDENCY_FOLDERS = {
     "paddle": {"inference", "training"},
     "av": {"video"},
     "redis": {"streams"},
-    "paho": {"alerts"},
+    "paho": {"outputs"},
 }
 DEPENDENCY_EXCEPTIONS: dict[str, dict[str, str]] = {}
 
@@ -49,6 +49,72 @@ def test_dependencies_point_one_way() -> None:
     for path in (ROOT / "pipeline").rglob("*.py"):
         for ours in ("linewatch.workers", "linewatch.cli", "linewatch.api"):
             assert not _imports(path, ours), f"{path.relative_to(ROOT)} imports {ours}"
+
+
+def _folder_imports(path: Path, own: str) -> set[str]:
+    """The pipeline folders a module imports, at any depth (function-level imports too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[:2] == ["linewatch", "pipeline"] and len(parts) > 2:
+                found.add(parts[2])
+    folders = {p.name for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").exists()}
+    return (found & folders) - {own}
+
+
+def pipeline_import_graph() -> dict[str, set[str]]:
+    """Folder -> the other pipeline folders its modules import."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        relative = path.relative_to(ROOT / "pipeline")
+        if len(relative.parts) > 1:  # the top's modules are shared by all, not a room
+            folder = relative.parts[0]
+            graph.setdefault(folder, set()).update(_folder_imports(path, folder))
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as a path that ends where it starts, or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in done:
+            return None
+        for target in sorted(graph.get(node, ())):
+            cycle = visit(target, path + [node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        cycle = visit(start, [])
+        if cycle:
+            return cycle
+    return None
+
+
+def test_find_cycle_names_the_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_between_pipeline_folders() -> None:
+    graph = pipeline_import_graph()
+    assert "storage" in graph and graph["storage"].isdisjoint({"decide", "outputs"})
+    cycle = find_cycle(graph)
+    assert cycle is None, "pipeline folders import each other: " + " -> ".join(cycle or [])
 
 
 def test_wheel_carries_every_subpackage_and_the_model(tmp_path: Path) -> None:
@@ -77,6 +143,7 @@ def test_wheel_carries_every_subpackage_and_the_model(tmp_path: Path) -> None:
         "linewatch/workers/sink.py",
         "linewatch/models/linewatch-tile/inference.yml",
         "linewatch/models/linewatch-tile/inference.pdiparams",
+        "linewatch/models/linewatch-tile/gallery.npz",
         "linewatch/api/static/index.html",
         "linewatch/api/static/dashboard.js",
         "linewatch/api/static/dashboard.css",
@@ -96,7 +163,7 @@ def test_the_sink_imports_rq_only_to_send_a_webhook() -> None:
 def test_no_test_module_imports_another() -> None:
     pattern = re.compile(r"^\s*(from tests\.test_\w+ import|import tests\.test_)", re.M)
     for path in (ROOT / "tests").glob("*.py"):
-        assert not pattern.search(path.read_text()), f"{path.name}: use tests/helpers.py"
+        assert not pattern.search(path.read_text()), f"{path.name}: use tests/support/"
 
 
 def test_readme_layout_is_the_folders_own_docstrings() -> None:
@@ -113,3 +180,9 @@ def test_readme_layout_is_the_folders_own_docstrings() -> None:
         assert listed.get(folder.name) == doc.splitlines()[0], f"README Layout: {folder.name}/"
     for name in listed:
         assert (ROOT / name).is_dir() or (ROOT / "pipeline" / name).is_dir(), name
+
+
+def test_pipeline_parses_no_command_line() -> None:
+    """Argument parsing is the CLI's (linewatch/); the library keeps typed functions."""
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        assert not _imports(path, "argparse"), f"{path.relative_to(ROOT)} imports argparse"

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import retention
 from linewatch.schemas.tables import Detection, HourlySummary
-from tests.helpers import linewatch, result
+from tests.support.builders import result
+from tests.support.services import linewatch
 
 HOUR_NS = 3600 * 10**9
 
@@ -30,10 +31,10 @@ def test_prune_keeps_hourly_summaries(url: str) -> None:
     ]
     rows = [r.__class__(**{**r.__dict__, "capture_ts": old_hour + r.seq * 10**9}) for r in rows]
     recent = result(100, "crack").__class__(**{**result(100, "crack").__dict__, "capture_ts": now})
-    storage.write_batch(engine, [*rows, recent], [], sink_ts=now)
-    storage.write_batch(engine, rows[:2], [], sink_ts=now)  # replays change nothing
+    storage.write_batch(engine, [*rows, recent], sink_ts=now)
+    storage.write_batch(engine, rows[:2], sink_ts=now)  # replays change nothing
 
-    assert retention.prune(engine, timedelta(days=1), batch=3) == 8
+    assert retention.prune(engine, timedelta(days=1), batch=3).detections == 8
     with Session(engine) as session:
         left = session.scalars(select(Detection.seq)).all()
         summary = {

@@ -21,14 +21,8 @@ from sqlalchemy.orm import Session
 from linewatch.demo import write_demo_video
 from linewatch.pipeline.storage.database import open_database
 from linewatch.schemas.tables import Alert, Detection
-from tests.helpers import (
-    clean_env,
-    hmac_signature,
-    linewatch,
-    private_redis,
-    wait_for,
-    webhook_receiver,
-)
+from tests.support.receivers import hmac_signature, webhook_receiver
+from tests.support.services import clean_env, linewatch, private_redis, wait_for
 
 FRAMES = 40
 SIGNATURE_HEADER = "X-Linewatch-Signature"
@@ -74,10 +68,11 @@ def test_line_signs_webhooks_with_the_configured_secret_over_a_password_redis(
             "database_url": f"sqlite:///{database}",
             "data_dir": str(tmp_path),
             "cameras": [{"id": "cam-s", "url": str(video)}],
-            "alerts": {"k": 1, "n": 1, "m": 2, "cooldown_s": 0, "webhook_url": url},
+            "verdict": {"line_alarm": {"n": 2, "close_rate": 0.0, "run": 1}},
+            "outputs": {"webhook": {"url": url}},
         }
         config.write_text(yaml.safe_dump(settings))
-        env = {"LINEWATCH_ALERTS__WEBHOOK_SECRET": secret}  # a secret from the environment
+        env = {"LINEWATCH_OUTPUTS__WEBHOOK__SECRET": secret}  # a secret from the environment
         rq_log = tmp_path / "rq.log"
         with rq_log.open("w") as rq_out:
             rq = subprocess.Popen(
@@ -121,7 +116,7 @@ def test_analysis_job_arguments_carry_no_secret(
     redis_client, redis_url, line_name, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     from linewatch.pipeline import jobs
-    from tests.helpers import make_settings
+    from tests.support.builders import make_settings
 
     settings = make_settings(
         tmp_path,
@@ -129,7 +124,7 @@ def test_analysis_job_arguments_carry_no_secret(
         redis_url.replace("redis://", "redis://:redispw@", 1),
         database_url="postgresql+psycopg://lw:dbpw@db/x",
         cameras=[{"id": "c", "url": "rtsp://op:campw@cam/1"}],
-        alerts={"webhook_url": "http://h/hook", "webhook_secret": "hookpw"},
+        outputs={"webhook": {"url": "http://h/hook", "secret": "hookpw"}},
     )
     video = tmp_path / "v.mp4"
     job = jobs.enqueue_analysis(redis_client, settings, video, "c")

@@ -17,7 +17,8 @@ from linewatch.pipeline.streams import broker
 from linewatch.schemas.messages import ResultMessage
 from linewatch.schemas.tables import Alert, Detection, ShadowDetection
 from linewatch.workers import inference, sink
-from tests.helpers import copy_with_version, frame, make_settings, result, run_sink_until
+from tests.support.builders import frame, make_settings, result
+from tests.support.services import add_entries, copy_with_version, run_sink_until
 
 
 def test_the_worker_runs_the_shadow_model_on_every_decoded_frame(
@@ -29,7 +30,7 @@ def test_the_worker_runs_the_shadow_model_on_every_decoded_frame(
     entries = [frame(seq) for seq in range(1, 6)]
     entries.append({**frame(6), b"image": b"\xff\xd8 not a jpeg"})
     broker.ensure_group(redis_client, settings.frames_stream, inference.GROUP)
-    broker.add_entries(redis_client, settings.frames_stream, entries)
+    add_entries(redis_client, settings.frames_stream, entries)
     delivered = broker.read_group(
         redis_client, settings.frames_stream, inference.GROUP, "w1", 10, None
     )
@@ -57,7 +58,7 @@ def test_shadow_results_are_stored_apart_never_alert_and_are_compared(
         line_name,
         redis_url,
         database_url=database_url,
-        alerts={"k": 2, "n": 3, "m": 2, "cooldown_s": 0},
+        verdict={"line_alarm": {"n": 3, "open_rate": 0.6, "close_rate": 0.0, "run": 2}},
     )
     live_labels = ["free"] * 8
     shadow_labels = ["free", "crack", "crack", "crack", "crack", "free", "free", "free"]
@@ -67,7 +68,7 @@ def test_shadow_results_are_stored_apart_never_alert_and_are_compared(
         for seq, label in enumerate(shadow_labels, start=1)
     ]
     broker.ensure_group(redis_client, settings.results_stream, sink.GROUP)
-    broker.add_entries(redis_client, settings.results_stream, [m.encode() for m in messages])
+    add_entries(redis_client, settings.results_stream, [m.encode() for m in messages])
     engine = storage.open_database(database_url)
     counters = run_sink_until(
         redis_client,
@@ -77,7 +78,7 @@ def test_shadow_results_are_stored_apart_never_alert_and_are_compared(
         lambda: broker.backlog(redis_client, settings.results_stream) == 0,
     )
     assert counters.written == 8 and counters.replayed == 0
-    storage.write_batch(engine, messages, [], sink_ts=9)  # a replay adds nothing
+    storage.write_batch(engine, messages, sink_ts=9)  # a replay adds nothing
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Detection)) == 8
         assert session.scalar(select(func.count()).select_from(ShadowDetection)) == 8
@@ -107,7 +108,7 @@ def test_pruning_deletes_old_shadow_rows(database_url) -> None:  # type: ignore[
     engine = storage.open_database(database_url)
     old = [replace(result(seq), shadow=True, capture_ts=seq * 10**9) for seq in (1, 2)]
     recent = replace(result(3), shadow=True, capture_ts=time_ns())
-    storage.write_batch(engine, [*old, recent], [], sink_ts=1)
+    storage.write_batch(engine, [*old, recent], sink_ts=1)
     retention.prune(engine, timedelta(days=1))
     with Session(engine) as session:
         kept = session.scalars(select(ShadowDetection.seq)).all()
@@ -128,7 +129,7 @@ def test_the_report_compares_the_shadow_model(database_url, tmp_path) -> None:  
         replace(result(seq, label, version="v2"), shadow=True, capture_ts=now)
         for seq, label in enumerate(["free", "crack", "free", "free"], start=1)
     ]
-    storage.write_batch(engine, live + shadow, [], sink_ts=1)
+    storage.write_batch(engine, live + shadow, sink_ts=1)
     until = datetime.now(timezone.utc)
     window = reporting.Window(until.replace(year=until.year - 1), until, None)
     report = reporting.build_report(engine, window)

@@ -16,7 +16,9 @@ from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.lease import Lease
 from linewatch.workers import sink
-from tests.helpers import clean_env, count_detections, result, wait_for
+from tests.support.builders import result
+from tests.support.rows import count_detections
+from tests.support.services import add_entries, clean_env, wait_for
 
 TTL_S = 2.0
 
@@ -73,13 +75,13 @@ def test_a_standby_sink_takes_over_when_the_active_one_dies(
     standby = SinkProcess(config, "sink-b", tmp_path / "b.log")
     try:
         wait_for(lambda: "standby: sink-a is the active sink" in standby.output(), 60)
-        broker.add_entries(redis_client, stream, [result(seq).encode() for seq in range(1, 11)])
+        add_entries(redis_client, stream, [result(seq).encode() for seq in range(1, 11)])
         wait_for(lambda: count_detections(engine) == 10)
         assert lease.holder() == "sink-a" and "took over" not in standby.output()
 
         os.kill(active.process.pid, signal.SIGKILL)
         active.process.wait(10)
-        broker.add_entries(redis_client, stream, [result(seq).encode() for seq in range(11, 21)])
+        add_entries(redis_client, stream, [result(seq).encode() for seq in range(11, 21)])
         wait_for(lambda: count_detections(engine) == 20, 60)
         assert lease.holder() == "sink-b"
         assert "sink-b took over the sink lease" in standby.output()

@@ -32,7 +32,7 @@ from linewatch.pipeline.video.source import (
     redact_url,
 )
 from linewatch.pipeline.video.video_writer import write_video
-from tests.helpers import HEIGHT, WIDTH, numbered_frame, read_number
+from tests.support.builders import HEIGHT, WIDTH, numbered_frame, read_number
 
 FPS, COUNT = 16, 64
 

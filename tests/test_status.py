@@ -5,12 +5,15 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import yaml
+from sqlalchemy.orm import Session
 
-from linewatch.pipeline.alerts.rule import DefectEvent
+from linewatch.pipeline.decide.ng_rule import ng_sql
 from linewatch.pipeline.storage import database as storage
 from linewatch.pipeline.storage import part_activity
 from linewatch.pipeline.streams import broker
-from tests.helpers import linewatch, part_row, write_parts
+from linewatch.schemas.tables import Alert
+from tests.support.rows import part_row, write_parts
+from tests.support.services import add_entries, linewatch
 
 
 def recent_parts(now: datetime) -> list[dict[str, object]]:
@@ -32,17 +35,17 @@ def test_parts_per_minute_ng_rate_and_last_ng_part(database_url) -> None:  # typ
     now = datetime.now(timezone.utc).replace(microsecond=0)
     engine = storage.open_database(database_url)
     write_parts(engine, recent_parts(now))
-    reject = part_activity.recent(engine, reject_uninspected=True, now=now)
+    reject = part_activity.recent(engine, ng_sql(reject_uninspected=True), now=now)
     assert reject["press-1"] == part_activity.Activity(parts=10, ng=4)
     assert reject["press-1"].ng_rate == 0.4
     assert reject["press-2"] == part_activity.Activity(parts=6, ng=0)
-    accept = part_activity.recent(engine, reject_uninspected=False, now=now)
+    accept = part_activity.recent(engine, ng_sql(reject_uninspected=False), now=now)
     assert accept["press-1"].ng == 2  # uninspected and late parts pass the gate
-    last = part_activity.last_ng(engine, ["press-1", "press-2", "press-9"], True)
+    last = part_activity.last_ng(engine, ["press-1", "press-2", "press-9"], ng_sql(True))
     assert (last["press-1"].part_id, last["press-1"].label) == (9, "uninspected")
     assert last["press-1"].captured_at.timestamp() == (now - timedelta(seconds=18)).timestamp()
     assert set(last) == {"press-1"}
-    accepted = part_activity.last_ng(engine, ["press-1"], False)["press-1"]
+    accepted = part_activity.last_ng(engine, ["press-1"], ng_sql(False))["press-1"]
     assert (accepted.part_id, accepted.label) == (6, "break")
     engine.dispose()
 
@@ -74,10 +77,21 @@ def test_status_shows_cameras_workers_streams_and_alerts(
         15,
         {"role": "infer", "pid": 4242, "seen": 0, "inferred": 39},
     )
-    broker.add_entries(redis_client, f"lw:frames:{line_name}", [{b"v": b"1"}] * 3)
+    add_entries(redis_client, f"lw:frames:{line_name}", [{b"v": b"1"}] * 3)
     engine = storage.open_database(sqlite_url)
-    event = DefectEvent("press-1", "crack", "open", 12, 0, peak_score=0.97, frames=3)
-    storage.write_batch(engine, [], [(event, b"")], sink_ts=1)
+    with Session(engine) as session, session.begin():  # an open alert as stored
+        session.add(
+            Alert(
+                camera_id="press-1",
+                label="crack",
+                state="open",
+                opened_seq=12,
+                opened_ts=0,
+                raised_ts=1,
+                peak_score=0.97,
+                frames=3,
+            )
+        )
     write_parts(engine, recent_parts(datetime.now(timezone.utc)))
     engine.dispose()
 

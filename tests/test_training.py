@@ -13,29 +13,17 @@ import yaml
 import linewatch.pipeline.training  # noqa: F401  (sets the legacy export format first)
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
-from linewatch.pipeline.simulation.synthetic import write_image_folder
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.evaluate import eval_items
 from linewatch.pipeline.training.export import export_run
-from linewatch.pipeline.training.metrics import class_report, defect_report, pick_threshold
+from linewatch.pipeline.training.metrics import class_report, defect_report
 from linewatch.pipeline.training.train import TrainConfig, train
+from tests.support.tiny_run import tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    images = write_image_folder(root / "images", per_class=6, size=64, seed=1)
-    config = TrainConfig(
-        data=str(images),
-        run_dir=str(root / "run"),
-        arch="PPLCNet_x0_25",
-        image_size=48,
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=8,
-    )
-    train(config)
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("train"))
 
 
 def test_one_epoch_writes_a_run_folder(trained_run: Path) -> None:
@@ -102,14 +90,11 @@ def test_metrics_on_a_known_confusion() -> None:
     assert report.accuracy == pytest.approx(0.7)
 
 
-def test_defect_threshold_and_rates() -> None:
+def test_defect_rates_at_a_threshold() -> None:
     mass = np.array([0.9, 0.8, 0.3, 0.6, 0.1, 0.2, 0.7])
     is_defect = np.array([True, True, True, True, False, False, False])
-    threshold = pick_threshold(mass, is_defect, min_recall=0.99)
-    assert threshold == pytest.approx(0.3)
-    report = defect_report(mass, is_defect, threshold)
+    report = defect_report(mass, is_defect, 0.3)
     assert report.recall == 1.0 and report.false_alarm_rate == pytest.approx(1 / 3)
-    assert pick_threshold(mass, is_defect, min_recall=0.75) == pytest.approx(0.6)
 
 
 def test_masks_beside_the_images_become_cell_targets(tmp_path: Path) -> None:

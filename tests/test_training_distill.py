@@ -23,7 +23,7 @@ from linewatch.pipeline.training.metrics import (
 from linewatch.pipeline.training.quantize import quantize_folder
 from linewatch.pipeline.training.train import TrainConfig, train
 from linewatch.pipeline.video.crop import PixelBox, crop_view
-from tests.helpers import linewatch
+from tests.support.services import linewatch
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,23 @@
 
 import pytest
 
-from linewatch.pipeline.alerts.line_alarm import LineAlarm, PartOutcome
-from linewatch.pipeline.alerts.verdict import (
-    ModelLabels,
-    ViewResult,
-    decide,
-    model_labels,
-    parse_topk,
-    view_defect_score,
-)
 from linewatch.pipeline.config import (
     DEFAULT_MODEL_DIR,
     LineAlarmSettings,
     VerdictSettings,
     load_settings,
 )
+from linewatch.pipeline.decide.line_alarm import LineAlarm
+from linewatch.pipeline.decide.ng_rule import is_ng
+from linewatch.pipeline.decide.verdict import (
+    ModelLabels,
+    decide,
+    model_labels,
+    view_defect_score,
+)
 from linewatch.pipeline.errors import ConfigError
+from linewatch.pipeline.storage.parts import parse_topk
+from linewatch.schemas.decisions import PartOutcome, ViewResult
 
 TILE = ModelLabels(
     version="v1",
@@ -91,8 +92,10 @@ def test_no_inferred_view_is_uninspected_and_rejects_by_default() -> None:
     verdict = decide(stale, TILE, VerdictSettings())
     assert (verdict.verdict, verdict.views_inferred, verdict.best) == ("uninspected", 2, None)
     assert verdict.model_version == "v1"
-    assert verdict.is_ng(VerdictSettings())
-    assert not verdict.is_ng(VerdictSettings(on_uninspected="accept"))
+    assert is_ng(verdict.verdict, False, VerdictSettings().rejects_uninspected)
+    assert not is_ng(
+        verdict.verdict, False, VerdictSettings(on_uninspected="accept").rejects_uninspected
+    )
     assert decide([], TILE, VerdictSettings()).verdict == "uninspected"
     # stale views are counted but never scored
     mixed = decide([*stale, view(2, ("free", 0.95), ("crack", 0.05))], TILE, VerdictSettings())
@@ -118,7 +121,7 @@ def test_verdict_settings_are_checked() -> None:
         load_settings(environ={}, overrides={"verdict": {"rule": "vote"}})
     with pytest.raises(ConfigError, match="close_rate"):
         load_settings(
-            environ={}, overrides={"alerts": {"line": {"open_rate": 0.2, "close_rate": 0.3}}}
+            environ={}, overrides={"verdict": {"line_alarm": {"open_rate": 0.2, "close_rate": 0.3}}}
         )
 
 

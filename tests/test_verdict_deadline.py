@@ -18,7 +18,7 @@ from linewatch.pipeline.storage.database import open_database
 from linewatch.schemas.messages import PartEndMessage, decode_result_entry
 from linewatch.schemas.tables import Part
 from linewatch.workers import ingest
-from tests.helpers import make_settings
+from tests.support.builders import make_settings
 
 SPEC = MovingLineSpec(width=320, height=240, part_size=90, frames_to_cross=24, parts=5, seed=2)
 PARTS = {"method": "contrast", "min_area": 800}

@@ -9,6 +9,7 @@ thread without holding up the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,14 +17,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
+
 from linewatch.pipeline import defaults, keys, metrics
-from linewatch.pipeline.config import CameraSettings, Settings
+from linewatch.pipeline.config import CameraSettings, Settings, TrackedParts
 from linewatch.pipeline.errors import ConfigError, LinewatchError, ModelError
-from linewatch.pipeline.inference.classifier import read_model_info
+from linewatch.pipeline.inference.classifier import CONFIG_FILE, read_model_info
+from linewatch.pipeline.inference.switching import running_model_dir
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.retry import Backoff
 from linewatch.pipeline.runtime import StopFlag, run_worker
-from linewatch.pipeline.streams import broker
+from linewatch.pipeline.streams import broker, preview_store
 from linewatch.pipeline.video.camera_state import CameraState, CameraStateMachine, redis_recorder
 from linewatch.pipeline.video.codec import encode_image
 from linewatch.pipeline.video.parts import (
@@ -31,10 +35,10 @@ from linewatch.pipeline.video.parts import (
     ModelView,
     Pick,
     Selection,
-    WholeFrames,
     make_frame_views,
     part_end_message,
 )
+from linewatch.pipeline.video.preview import Preview, PreviewSampler
 from linewatch.pipeline.video.read_ahead import read_ahead
 from linewatch.pipeline.video.source import (
     DecodedFrame,
@@ -55,9 +59,9 @@ CHECK_EVERY_S = 0.25  # how stale the backlog check and the counters in Redis ma
 @dataclass
 class IngestCounters:
     decoded: int = 0
-    sent: int = 0  # messages: whole frames, or part views in parts mode
+    sent: int = 0  # part views (in frame mode one per frame)
     dropped: int = 0
-    parts: int = 0  # part ends sent (parts mode)
+    parts: int = 0  # part ends sent
 
 
 class NumberCounter:
@@ -81,8 +85,8 @@ class NumberCounter:
 
 
 class FrameSender:
-    """Turns decoded frames into stream entries with per-camera seq numbers: whole frames,
-    or (parts mode) one entry per part view plus a part-end entry when a part leaves."""
+    """Turns decoded frames into stream entries with per-camera seq numbers: one entry per
+    part view plus a part-end entry when a part leaves (frame mode: one of each per frame)."""
 
     def __init__(
         self,
@@ -90,15 +94,18 @@ class FrameSender:
         camera: CameraSettings,
         settings: Settings,
         live: bool,
-        views: FrameViews | None = None,
+        views: FrameViews,
     ) -> None:
         self.client = client
         self.camera = camera
         self.settings = settings
         self.live = live
-        self.views = views or WholeFrames()
+        self.views = views
         self.counters = IngestCounters()
         self.seqs = NumberCounter(client, settings.camera_key(camera.id, keys.SEQ), "seq")
+        ingest = settings.ingest
+        self.previews = PreviewSampler(fps=ingest.preview_fps, width=ingest.preview_width)
+        self.preview: Preview | None = None
         self._backlog_checked = self._recorded = -CHECK_EVERY_S
         self._over_limit = False
         # a file runs faster than real time: its parts wait for their views (not a live
@@ -113,19 +120,39 @@ class FrameSender:
         if not frames:
             return
         selection = self.views.select(frames)
+        self._keep_preview(frames[-1])
         retry = lambda call, what: broker.with_retry(call, stop.wait, what)  # noqa: E731
         if self.live and retry(self._over_live_limit, "backlog check"):
             self.counters.dropped += len(selection.picks)
             metrics.INGEST_FRAMES.labels(self.camera.id, "dropped").inc(len(selection.picks))
-            self._send(Selection([], selection.ended), stop)
+            self._send(Selection([], self.views.shed(selection)), stop)
             return
         if not self.live:
             retry(lambda: self._wait_below_watermark(stop), "backlog check")
         self._send(selection, stop)
 
     def finish(self, reason: str, stop: StopFlag) -> None:
-        """End the open parts (the stream ended or dropped): they keep the views sent."""
+        """End the open parts (the stream ended or dropped): they keep the views sent. The
+        live view keeps the last frame, marked stopped."""
         self._send(Selection([], self.views.finish(reason)), stop)
+        if self.preview is not None:
+            self._store_preview(replace(self.preview, stopped=True))
+
+    def _keep_preview(self, frame: DecodedFrame) -> None:
+        preview = self.previews.take(frame.image, self.views.visible(), frame.capture_ts)
+        if preview is not None:
+            self.preview = preview
+            self._store_preview(preview)
+
+    def _store_preview(self, preview: Preview) -> None:
+        """Best effort: a live view lost in a Redis outage is replaced by the next one."""
+        key = self.settings.camera_key(self.camera.id, keys.PREVIEW)
+        try:
+            preview_store.put(
+                self.client, key, preview.encode(), self.settings.ingest.preview_ttl_s
+            )
+        except broker.RedisError as exc:
+            log.debug("live view not stored: %s", exc)
 
     def _send(self, selection: Selection, stop: StopFlag) -> None:
         picks, ended = selection.picks, selection.ended
@@ -138,7 +165,9 @@ class FrameSender:
                 (self.settings.results_stream, ends, None),
             ]
             broker.with_retry(
-                lambda: broker.add_to_streams(self.client, batches), stop.wait, "XADD"
+                lambda: broker.add_to_streams(self.client, batches, self.settings.redis),
+                stop.wait,
+                "XADD",
             )
         self.counters.sent += len(picks)
         self.counters.parts += len(ended)
@@ -147,13 +176,14 @@ class FrameSender:
 
     def _part_end(self, record: PartRecord) -> dict[bytes, bytes]:
         metrics.PARTS_ENDED.labels(self.camera.id, record.reason).inc()
-        if record.reason == "stuck":
+        parts = self.camera.parts
+        if record.reason == "stuck" and isinstance(parts, TrackedParts):  # tracked parts only
             log.warning(
                 "camera %s: part %d in view for over %.0f s (parts.max_part_s): stuck on the "
                 "belt? It is ended as `stuck` with %d views",
                 self.camera.id,
                 record.part_id,
-                self.camera.parts.max_part_s,
+                parts.max_part_s,
                 record.views_sent,
             )
         return part_end_message(self.camera.id, record, self._verdict_wait_ns).encode()
@@ -265,13 +295,7 @@ def run(
 ) -> IngestCounters:
     """Ingest until the file ends, or until stopped for a live camera (reconnecting)."""
     live = is_camera_live(camera)
-    options = SourceOptions(
-        target_fps=camera.fps,
-        roi=camera.roi,
-        resize=camera.resize,
-        open_timeout_s=settings.ingest.open_timeout_s,
-        read_timeout_s=settings.ingest.read_timeout_s,
-    )
+    options = SourceOptions.for_camera(camera, settings.ingest)
     views = frame_views(client, camera, settings, stop)
     sender = FrameSender(client, camera, settings, live, views)
     states = camera_states(client, camera, settings, stop)
@@ -313,26 +337,38 @@ def run(
 def frame_views(
     client: broker.Client, camera: CameraSettings, settings: Settings, stop: StopFlag
 ) -> FrameViews:
-    """Whole frames, or (parts mode) part views at the model's input size with part ids
-    reserved in Redis like seq."""
+    """Part views (frame mode: one-view parts) at the running model's input size (read again
+    after `linewatch model use`, see pipeline/video/parts.py) with part ids reserved in
+    Redis like seq."""
     part_ids = NumberCounter(client, settings.camera_key(camera.id, keys.PART_ID), "part id")
     return make_frame_views(
         camera.parts,
         camera_id=camera.id,
-        model_view=lambda: model_view(settings.inference.model_dir, camera.id),
-        new_part_id=lambda: part_ids.take(1, stop.wait),
+        model_view=lambda: model_view(running_model_dir(client, settings), camera.id),
+        new_part_ids=lambda count: part_ids.take(count, stop.wait),
     )
 
 
 def model_view(model_dir: Path, camera_id: str) -> ModelView:
-    """The size views are resized to and the model's crop margin, from its inference.yml."""
+    """The size views are resized to and the model's crop margin, from its inference.yml
+    (parsed again only when that file changes: each camera asks every MODEL_POLL_S, and
+    a parse costs ~6 ms, ~0.09 of a core at 30 cameras)."""
     try:
-        info, preprocessor, _, _ = read_model_info(model_dir)
+        changed = (model_dir / CONFIG_FILE).stat().st_mtime_ns
+    except OSError:
+        changed = -1  # read_model_info names what is missing
+    try:
+        return _model_view(model_dir, changed)
     except ModelError as exc:
         raise ModelError(
             f"camera {camera_id}: parts mode resizes each view to the model's input size, "
             f"which cannot be read: {exc}"
         ) from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _model_view(model_dir: Path, config_changed_ns: int) -> ModelView:
+    info, preprocessor, _, _ = read_model_info(model_dir)
     return ModelView(preprocessor.view_size, info.crop_margin)
 
 
@@ -456,10 +492,13 @@ def main(settings: Settings, camera_ids: str, debug: bool = False, metrics_port:
     """Process entry point (spawned by `linewatch run` or called by `linewatch worker
     ingest`): the cameras of `camera_ids`, comma-separated, one thread each."""
     ids = [name for name in camera_ids.split(",") if name]
+    # One thread per camera already uses the cores; OpenCV's own pool would add threads
+    # that spin after every resize and JPEG encode (the live view's cost doubled with it).
+    cv2.setNumThreads(1)
 
     def body(stop: StopFlag) -> None:
         cameras = [find_camera(settings, camera_id) for camera_id in ids]
-        client = broker.connect(settings.require_redis_url("ingest worker"), attempts=20)
+        client = broker.connect_to(settings, "ingest worker", attempts=20)
         for camera in cameras:
             log.info("camera %s: ingesting %s", camera.id, redact_url(camera.url))
         run_cameras(client, cameras, settings, stop)

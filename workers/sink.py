@@ -1,4 +1,8 @@
-"""Results sink: write results to SQL, run the alert rule, acknowledge after the commit."""
+"""Results sink: store the views' results and part ends, acknowledge after the commit,
+then judge the parts that are due and deliver what the judge decided through the outbox.
+
+One decision path for every camera (frame mode is a one-view part): results → SQL →
+judge (verdict, part alert, line alarm) → outbox → notifiers."""
 
 from __future__ import annotations
 
@@ -15,22 +19,20 @@ from typing import TypeVar
 from sqlalchemy import Engine
 
 from linewatch.pipeline import metrics
-from linewatch.pipeline.alerts.camera_status import CameraStatus
-from linewatch.pipeline.alerts.mqtt import MqttPublisher
-from linewatch.pipeline.alerts.notifiers import (
+from linewatch.pipeline.config import Settings
+from linewatch.pipeline.decide.judge import DEADLINE, LATE, PartJudge, Round
+from linewatch.pipeline.decide.verdict import ModelCatalog, model_labels
+from linewatch.pipeline.inference.switching import running_model_dir
+from linewatch.pipeline.outputs.camera_status import CameraStatus
+from linewatch.pipeline.outputs.mqtt import MqttPublisher
+from linewatch.pipeline.outputs.notifiers import (
     LogNotifier,
     Notifier,
     PubSubNotifier,
     WebhookNotifier,
 )
-from linewatch.pipeline.alerts.outbox import Outbox
-from linewatch.pipeline.alerts.parts import DEADLINE, LATE, PartJudge, Round
-from linewatch.pipeline.alerts.reorder import ReorderBuffer
-from linewatch.pipeline.alerts.rule import AlertEngine, DefectEvent, FrameOutcome
-from linewatch.pipeline.alerts.verdict import ModelCatalog, model_labels
-from linewatch.pipeline.alerts.webhook import Webhook
-from linewatch.pipeline.config import Settings
-from linewatch.pipeline.inference.switching import requested_model_dir
+from linewatch.pipeline.outputs.outbox import Outbox
+from linewatch.pipeline.outputs.webhook import Webhook
 from linewatch.pipeline.retry import Interrupted, retry
 from linewatch.pipeline.runtime import StopFlag, run_worker
 from linewatch.pipeline.storage import database as storage
@@ -38,7 +40,6 @@ from linewatch.pipeline.streams import broker
 from linewatch.pipeline.streams.consumer import ConsumerLoop, decode_entries
 from linewatch.pipeline.streams.lease import Lease
 from linewatch.schemas.messages import (
-    AlertMessage,
     PartEndMessage,
     ResultMessage,
     decode_result_entry,
@@ -59,47 +60,31 @@ class SinkCounters:
     parts: int = 0  # parts decided and announced
 
 
-def rule_clock(result: ResultMessage) -> int | None:
-    """Live cameras run the alert rule on capture time; a file on its video time (pts),
-    since it is decoded far faster than it plays and a cooldown means seconds of video."""
-    if result.live or result.pts < 0:
-        return None
-    return int(result.pts * 1e9)
-
-
 class ResultBatchHandler:
-    """Writes one batch of result entries and the defect events they cause."""
+    """Writes one batch of result entries and part ends, then judges the parts due."""
 
     def __init__(
         self,
         client: broker.Client,
         engine: Engine,
-        alerts: AlertEngine,
-        notifiers: list[Notifier],
         settings: Settings,
-        judge: PartJudge | None = None,
-        outbox: Outbox | None = None,
+        judge: PartJudge,
+        outbox: Outbox,
         camera_status: CameraStatus | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
-        self.alerts = alerts
-        self.notifiers = notifiers
         self.settings = settings
-        self.judge = judge  # decides parts (parts mode); None: frames only
+        self.judge = judge  # decides the parts
         self.outbox = outbox  # announces what the judge decided, after its commit
         self.camera_status = camera_status  # each camera's retained MQTT status
         self.counters = SinkCounters()
-        self.reorder = ReorderBuffer()
-        self._evidence: dict[tuple[str, int], bytes] = {}
 
     def handle(self, entries: list[broker.Entry], stop: StopFlag) -> bool:
         """True when written and acknowledged; False when stopped while the DB was down."""
         pipe = broker.transaction(self.client)
         results, part_ends = self._decode(entries, pipe)
-        events = self._events(results)
-        stored = self._write(results, events, stop, part_ends)
-        if stored is None:
+        if not self._write(results, part_ends, stop):
             return False
         broker.ack_and_delete(pipe, self.settings.results_stream, GROUP, [e[0] for e in entries])
         # Rows stored for the entries acknowledged here, replays included: a sink killed
@@ -108,18 +93,12 @@ class ResultBatchHandler:
         rows = sum(not result.shadow for result in results)
         broker.add_counts(pipe, self.settings.stats_key, {"written": rows})
         pipe.execute()
-        self._observe(results, stored)
-        for item in stored:
-            if item.is_new:
-                self.counters.alerts += item.event.state == "open"
-                self._announce(item)
+        self._observe(results)
         return self.decide_parts(stop)
 
     def decide_parts(self, stop: StopFlag) -> bool:
         """Decide the parts that are due (after every batch and when idle), then announce
         them; False when stopped while the database was down."""
-        if self.judge is None or self.outbox is None:
-            return True
         judge, outbox = self.judge, self.outbox
         done = self._with_retry(lambda: judge.decide_due(time.time_ns()), stop)
         if done is None:
@@ -136,21 +115,17 @@ class ResultBatchHandler:
         """This sink's heartbeat fields (`linewatch status`)."""
         return {"role": "sink", "written": self.counters.written, "parts": self.counters.parts}
 
-    def _observe(self, results: list[ResultMessage], stored: list[storage.StoredEvent]) -> None:
+    def _observe(self, results: list[ResultMessage]) -> None:
         now = time.time_ns()
         live = [result for result in results if not result.shadow]
         metrics.FRAMES.labels("sink", "written").inc(len(live))
         for result in live:
             metrics.CAPTURE_TO_RESULT.observe((now - result.capture_ts) / 1e9)
-        for item in stored:
-            if item.is_new and item.event.state == "open":
-                metrics.ALERTS.labels(item.event.camera_id).inc()
-                metrics.CAPTURE_TO_ALERT.observe((now - item.event.opened_ts) / 1e9)
 
     def _decode(
         self, entries: list[broker.Entry], pipe: object
     ) -> tuple[list[ResultMessage], list[PartEndMessage]]:
-        """Results (frames and part views) in seq order per camera, and part ends."""
+        """Results (part views) in seq order per camera, and part ends."""
         messages = decode_entries(
             entries,
             decode_result_entry,
@@ -163,69 +138,23 @@ class ResultBatchHandler:
         part_ends = [m for m in messages if isinstance(m, PartEndMessage)]
         return sorted(results, key=lambda r: (r.camera_id, r.seq)), part_ends
 
-    def _events(self, results: list[ResultMessage]) -> list[tuple[DefectEvent, bytes]]:
-        """Frames go through the reorder buffer, then the rule; events carry evidence."""
-        released = []
-        for result in results:
-            if result.status != "ok" or result.shadow:  # a shadow model never alerts
-                continue
-            if result.view is not None:  # a part's view: its part is decided as a whole
-                continue
-            if result.is_defect and result.evidence:
-                self._evidence[(result.camera_id, result.seq)] = result.evidence
-            outcome = FrameOutcome(
-                result.camera_id,
-                result.seq,
-                result.capture_ts,
-                result.label,
-                result.score,
-                result.is_defect,
-                clock_ns=rule_clock(result),
-            )
-            released += self.reorder.push(outcome)
-        return self._apply_rule(released)
-
-    def _apply_rule(self, outcomes: list[FrameOutcome]) -> list[tuple[DefectEvent, bytes]]:
-        events = []
-        for outcome in outcomes:
-            evidence = self._evidence.pop((outcome.camera_id, outcome.seq), b"")
-            for event in self.alerts.feed(outcome):
-                events.append((event, evidence if event.state == "open" else b""))
-        return events
-
-    def flush_due(self, stop: StopFlag, everything: bool = False) -> None:
-        """When idle (or stopping: everything): run the rule on frames whose reorder wait
-        is over, and store the events."""
-        events = self._apply_rule(self.reorder.drain() if everything else self.reorder.due())
-        stored = self._write([], events, stop) if events else None
-        for item in stored or []:
-            if item.is_new:
-                self.counters.alerts += item.event.state == "open"
-                self._announce(item)
-        self.decide_parts(stop)
-
     def _write(
-        self,
-        results: list[ResultMessage],
-        events: list[tuple[DefectEvent, bytes]],
-        stop: StopFlag,
-        part_ends: list[PartEndMessage] | None = None,
-    ) -> list[storage.StoredEvent] | None:
-        """Store results + events + part ends; a database outage is waited out (None:
-        stopped meanwhile)."""
+        self, results: list[ResultMessage], part_ends: list[PartEndMessage], stop: StopFlag
+    ) -> bool:
+        """Store results + part ends; a database outage is waited out (False: stopped
+        meanwhile)."""
         deadline_ns = self.settings.verdict.deadline_ms * 1_000_000
-        written = self._with_retry(
+        inserted = self._with_retry(
             lambda: storage.write_batch(
-                self.engine, results, events, time.time_ns(), part_ends or (), deadline_ns
+                self.engine, results, time.time_ns(), part_ends, deadline_ns
             ),
             stop,
         )
-        if written is None:
-            return None
-        inserted, stored = written
+        if inserted is None:
+            return False
         self.counters.written += inserted
         self.counters.replayed += sum(not result.shadow for result in results) - inserted
-        return stored
+        return True
 
     def _with_retry(self, call: Callable[[], T], stop: StopFlag) -> T | None:
         """`call()` retried while the database is down; None when stopped meanwhile."""
@@ -233,29 +162,6 @@ class ResultBatchHandler:
             return retry(call, storage.DatabaseError, stop.wait, note_database_retry)
         except Interrupted:
             return None
-
-    def _announce(self, item: storage.StoredEvent) -> None:
-        event = item.event
-        message = AlertMessage(
-            item.alert_id,
-            event.camera_id,
-            event.label,
-            event.state,
-            event.opened_seq,
-            event.opened_ts,
-            event.closed_seq,
-            event.closed_ts,
-            event.peak_score,
-            event.frames,
-        )
-        self._each_notifier("notify", message, f"alert {item.alert_id}")
-
-    def _each_notifier(self, method: str, message: object, what: str) -> None:
-        for notifier in self.notifiers:
-            try:
-                getattr(notifier, method)(message)
-            except Exception:  # one failing notifier must not stop the others or the sink
-                log.exception("notifier %s failed for %s", type(notifier).__name__, what)
 
 
 def note_database_retry(exc: BaseException, delay: float) -> None:
@@ -267,7 +173,7 @@ def note_database_retry(exc: BaseException, delay: float) -> None:
 
 
 def observe_parts(done: Round) -> None:
-    """Parts decided, uninspected at the deadline, late; capture to verdict."""
+    """Parts decided, uninspected at the deadline, late; capture to verdict; alerts."""
     now = time.time_ns()
     for item in done.decided:
         camera, announce = item.pending.end.camera_id, item.announce
@@ -279,19 +185,23 @@ def observe_parts(done: Round) -> None:
             metrics.PARTS.labels(camera, announce.verdict).inc()
             seconds = (now - item.pending.end.last_capture_ts) / 1e9
             metrics.CAPTURE_TO_VERDICT.observe(seconds)
+    for alert in done.alerts:
+        if alert.state in ("raised", "open"):
+            metrics.ALERTS.labels(alert.camera_id).inc()
+            metrics.CAPTURE_TO_ALERT.observe((now - alert.opened_ts) / 1e9)
 
 
 def part_judge(engine: Engine, settings: Settings, client: broker.Client) -> PartJudge:
     """Decides parts with the labels and threshold of the model that inferred their views."""
     models = ModelCatalog(
         model_labels(settings.inference.model_dir),
-        requested=lambda: requested_model_dir(client, settings),
+        running=lambda: running_model_dir(client, settings),
     )
     return PartJudge(
         engine=engine,
         models=models,
         verdict=settings.verdict,
-        line=settings.alerts.line,
+        line=settings.verdict.line_alarm,
     )
 
 
@@ -299,8 +209,6 @@ def run(
     client: broker.Client, engine: Engine, settings: Settings, consumer: str, stop: StopFlag
 ) -> SinkCounters:
     """Consume the results stream until stopped."""
-    alerts = AlertEngine(settings.alerts)
-    alerts.resume(storage.open_events(engine))
     mqtt = MqttPublisher.from_settings(settings)
     notifiers = make_notifiers(client, settings, mqtt)
     outbox = Outbox(engine=engine, notifiers=notifiers)
@@ -311,8 +219,6 @@ def run(
     handler = ResultBatchHandler(
         client,
         engine,
-        alerts,
-        notifiers,
         settings,
         judge=part_judge(engine, settings, client),
         outbox=outbox,
@@ -334,16 +240,17 @@ def make_notifiers(
     client: broker.Client, settings: Settings, mqtt: MqttPublisher | None
 ) -> list[Notifier]:
     """Log, pub/sub, the webhook queue (when configured) and MQTT (when configured)."""
+    channels = settings.outputs.pubsub
     pubsub = PubSubNotifier(
-        client, settings.alerts.channel, settings.alerts.verdict_channel, line=settings.line
+        client, channels.alerts_channel, channels.verdicts_channel, line=settings.line
     )
     notifiers: list[Notifier] = [LogNotifier(), pubsub]
-    if settings.alerts.webhook_url:
-        secret = settings.alerts.webhook_secret
+    hook = settings.outputs.webhook
+    if hook.url:
         webhook = Webhook(
-            settings.alerts.webhook_url,
-            secret.get_secret_value() if secret else None,
-            settings.alerts.webhook_timeout_s,
+            hook.url,
+            hook.secret.get_secret_value() if hook.secret else None,
+            hook.timeout_s,
         )
         notifiers.append(WebhookNotifier(client, webhook))
     if mqtt is not None:
@@ -373,9 +280,9 @@ def _consume(
         handle=partial(handler.handle, stop=stop),
         heartbeat_key=settings.worker_key(consumer),
         status=handler.status,
-        idle=partial(handler.flush_due, stop),
+        idle=partial(handler.decide_parts, stop),
     ).run(stop)
-    handler.flush_due(stop, everything=True)  # one try: the database may be the reason we stop
+    handler.decide_parts(stop)  # one try: the database may be the reason we stop
     c = handler.counters
     log.info(
         "sink %s: written %d, replays skipped %d, parts %d, alerts %d, dead letters %d",
@@ -428,9 +335,8 @@ def main(
     consumer = consumer or f"sink-{socket.gethostname()}"
 
     def body(stop: StopFlag) -> None:
-        redis_url = settings.require_redis_url("sink worker")
+        client = broker.connect_to(settings, "sink worker", attempts=20)
         engine = storage.open_database(settings.resolved_database_url())
-        client = broker.connect(redis_url, attempts=20)
         run_while_active(
             client, settings, consumer, stop, lambda: run(client, engine, settings, consumer, stop)
         )

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
-from linewatch.api import metrics, routes, routes_line
+from linewatch.api import metrics, routes, routes_gallery, routes_line, routes_live
 from linewatch.api.auth import COOKIE, require_user, session_value, user_for
 from linewatch.api.classify import ModelHolder
 from linewatch.api.limits import LimitUploads
@@ -49,12 +49,12 @@ class ApiContext:
 def build_context(settings: Settings) -> ApiContext:
     """Open the database (schema checked) and Redis (when configured) of the line."""
     engine = database.open_database(settings.resolved_database_url())
-    client = broker.connect(settings.redis_url) if settings.redis_url else None
+    client = broker.connect_to(settings, "the API") if settings.has_redis else None
 
-    def requested() -> Path | None:
-        return switching.requested_model_dir(client, settings) if client else None
+    def running() -> Path:
+        return switching.running_model_dir(client, settings)
 
-    return ApiContext(settings, engine, client, ModelHolder(settings, requested))
+    return ApiContext(settings, engine, client, ModelHolder(settings, running))
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -78,6 +78,8 @@ def create_app(context: ApiContext) -> FastAPI:
     authed = [Depends(require_user)]
     app.include_router(routes.router, dependencies=authed)
     app.include_router(routes_line.router, dependencies=authed)
+    app.include_router(routes_live.router, dependencies=authed)
+    app.include_router(routes_gallery.router, dependencies=authed)
     _docs_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

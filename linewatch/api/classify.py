@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from linewatch.pipeline.inference.prediction import Prediction, predict
 log = logging.getLogger(__name__)
 
 POLL_S = 5.0
+T = TypeVar("T")
 
 
 class ModelHolder:
@@ -32,11 +33,11 @@ class ModelHolder:
     def __init__(
         self,
         settings: Settings,
-        requested: Callable[[], Path | None] = lambda: None,
+        running: Callable[[], Path] | None = None,
         loader: Callable[[Path], Model] | None = None,
     ) -> None:
         self._settings = settings
-        self._requested = requested
+        self._running = running or (lambda: settings.inference.model_dir)
         self._loader = loader or self._load
         self._lock = threading.Lock()
         self._model: Model | None = None
@@ -44,13 +45,12 @@ class ModelHolder:
         self._checked = 0.0
 
     def folder(self) -> Path:
-        """The folder the line runs now (requested in Redis, else the configured one)."""
+        """The folder the line runs now (switching.running_model_dir)."""
         try:
-            requested = self._requested()
+            return self._running()
         except Exception as exc:  # Redis down: keep the model we have
-            log.warning("cannot read the line's requested model (%s); keeping the current", exc)
-            requested = None
-        return requested or self._folder or self._settings.inference.model_dir
+            log.warning("cannot read the line's running model (%s); keeping the current", exc)
+            return self._folder or self._settings.inference.model_dir
 
     def info(self) -> Any:
         """Name, version, labels and threshold, without loading paddle."""
@@ -79,6 +79,13 @@ class ModelHolder:
         with self._lock:
             model = self._current()
             return model, predict(model, images)
+
+    def using(self, work: Callable[[Model, Path], T]) -> T:
+        """`work(model, its folder)` with the current model, serialised like predict."""
+        with self._lock:
+            model = self._current()
+            assert self._folder is not None
+            return work(model, self._folder)
 
     def heat_map(self, jpeg: bytes) -> tuple[Model, bytes]:
         """The occlusion heat overlay (JPEG) of an evidence crop under the current model."""

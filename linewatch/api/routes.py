@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -13,10 +14,13 @@ from linewatch.api.auth import require_user
 from linewatch.api.classify import answer
 from linewatch.api.metrics import CLASSIFIED
 from linewatch.api.uploads import Limits, UploadError, decode_upload
+from linewatch.pipeline.decide.verdict import ModelLabels, model_labels, view_defect_score
 from linewatch.pipeline.inference.explain import NotAClassifier
+from linewatch.pipeline.inference.gallery import gallery_settings_of
 from linewatch.pipeline.inference.prediction import CLEAN_LABEL
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import parse_time
+from linewatch.schemas.decisions import UNKNOWN_LABEL, ViewResult
 
 if TYPE_CHECKING:  # app.py imports this module
     from linewatch.api.app import ApiContext
@@ -117,6 +121,44 @@ def get_part(request: Request, part: int) -> dict[str, Any]:
     return {**found, "reviews": queries.reviews_of(_ctx(request).engine, part)}
 
 
+ViewCursor = Annotated[
+    int | None, Query(ge=0, description="next_cursor of the previous page (its last view index)")
+]
+
+
+@router.get(
+    "/parts/{part}/views",
+    summary="The part's stored views in view order with their scores (keyset pages)",
+)
+def part_views(
+    request: Request, part: int, limit: Limit = 50, cursor: ViewCursor = None
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    found = _part_or_404(request, part)
+    items, next_cursor = queries.part_view_page(
+        ctx.engine, found["camera_id"], found["part_id"], limit, cursor
+    )
+    model = model_labels(ctx.models.folder())
+    return {
+        "part": part,
+        "model_version": model.version,
+        "threshold": ctx.settings.verdict.defect_threshold or model.defect_threshold,
+        "top_views": ctx.settings.verdict.top_views,
+        "items": [{**item, "defect_score": _defect_score(item, model)} for item in items],
+        "next_cursor": next_cursor,
+    }
+
+
+def _defect_score(item: dict[str, Any], model: ModelLabels) -> float | None:
+    """A view's defect score as the verdict rule computes it; None when the view was not
+    inferred or came from a model version other than the line's current one."""
+    if item["status"] != "ok" or item["model_version"] != model.version:
+        return None
+    topk = tuple((str(label), float(score)) for label, score in item["topk"])
+    view = ViewResult(item["view_index"], item["seq"], item["pts"], "ok", model.version, topk)
+    return view_defect_score(view, model)
+
+
 def _evidence_or_404(request: Request, part: int) -> bytes:
     data = queries.part_evidence(_ctx(request).engine, part)
     if data is None:
@@ -177,18 +219,35 @@ def review_part(
     return stored
 
 
+NEW_CLASS = re.compile(r"[a-z][a-z0-9_-]{1,31}")
+
+
 def _review_label(request: Request, review: ReviewIn) -> str:
     info = _ctx(request).models.info()
     normal = tuple(info.normal_labels) or (CLEAN_LABEL,)  # a detector may name none
     label = review.label or (normal[0] if review.verdict == "ok" else None)
     if label is None:
         raise HTTPException(422, "a defect review needs the defect class in `label`")
-    if label not in (*info.labels, *normal):
+    if label not in (*info.labels, *normal) and not _new_class(info, review, label):
         known = ", ".join(sorted({*info.labels, *normal}))
         raise HTTPException(422, f"unknown label {label!r}; the model knows {known}")
     if (label in normal) != (review.verdict == "ok"):
         raise HTTPException(422, f"label {label!r} does not match verdict {review.verdict!r}")
     return label
+
+
+def _new_class(info: Any, review: ReviewIn, label: str) -> bool:
+    """A defect class the classifier does not know, which a model with a gallery learns
+    from reviews (`linewatch gallery add`); 422 for a name that cannot be one."""
+    if review.verdict != "defect" or gallery_settings_of(info) is None:
+        return False
+    if not NEW_CLASS.fullmatch(label) or label == UNKNOWN_LABEL:
+        raise HTTPException(
+            422,
+            f"new class {label!r}: a class name is 2-32 characters of a-z, 0-9, _ and -, "
+            f"starting with a letter, and not {UNKNOWN_LABEL!r}",
+        )
+    return True
 
 
 @router.get("/reviews/queue", summary="Parts to review: shadow disagreements, near threshold")
@@ -209,4 +268,5 @@ def model(request: Request) -> dict[str, Any]:
         "labels": list(info.labels),
         "normal_labels": list(info.normal_labels),
         "threshold": info.defect_threshold,
+        "gallery": gallery_settings_of(info) is not None,  # learns classes from reviews
     }

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.sql import ColumnElement
 from starlette.concurrency import run_in_threadpool
 
 from linewatch.api.metrics import EVENT_CLIENTS
 from linewatch.api.routes import Cursor, Limit, When, parse_when
 from linewatch.pipeline import keys
+from linewatch.pipeline.decide.ng_rule import ng_sql
 from linewatch.pipeline.storage import database
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.reporting import Window, build_report
@@ -38,9 +40,9 @@ def _ctx(request: Request) -> ApiContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def _rejects(ctx: ApiContext) -> bool:
-    """Whether an uninspected part counts as NG (the gate rejects it)."""
-    return ctx.settings.verdict.on_uninspected == "reject"
+def _ng(ctx: ApiContext) -> ColumnElement[bool]:
+    """The NG rule over the parts table with this line's `verdict.on_uninspected`."""
+    return ng_sql(ctx.settings.verdict.rejects_uninspected)
 
 
 @router.get("/cameras", summary="Cameras: state, parts/min, NG rate, model version")
@@ -51,7 +53,7 @@ def cameras(
     ctx = _ctx(request)
     since = datetime.now(timezone.utc) - timedelta(minutes=window_min)
     configured = [c.id for c in ctx.settings.cameras]
-    parts = queries.camera_parts(ctx.engine, since, configured, _rejects(ctx))
+    parts = queries.camera_parts(ctx.engine, since, configured, _ng(ctx))
     ids = configured + sorted(set(parts) - set(configured))
     client = ctx.redis
     backlog = broker.backlog(client, ctx.settings.frames_stream) if client else None
@@ -126,7 +128,7 @@ def report(
         **_jsonable(built),
         "frames": built.frames,
         "defects": built.defects,
-        "parts_per_hour": queries.ng_rate_per_hour(engine, start, _rejects(ctx), camera),
+        "parts_per_hour": queries.ng_rate_per_hour(engine, start, _ng(ctx), camera),
         "reviews": queries.review_rates(engine, start),
     }
 
@@ -136,7 +138,7 @@ def hourly(request: Request, since: When = "24h", camera: Camera = None) -> dict
     start = parse_when("since", since)
     assert start is not None
     ctx = _ctx(request)
-    return {"hours": queries.ng_rate_per_hour(ctx.engine, start, _rejects(ctx), camera)}
+    return {"hours": queries.ng_rate_per_hour(ctx.engine, start, _ng(ctx), camera)}
 
 
 def _jsonable(value: Any) -> Any:
@@ -161,9 +163,12 @@ def _jsonable(value: Any) -> Any:
 )
 async def events(request: Request) -> StreamingResponse:
     ctx = _ctx(request)
-    if not ctx.settings.redis_url:
+    if not ctx.settings.has_redis:
         raise HTTPException(503, "no redis_url configured: live events come from Redis pub/sub")
-    channels = {ctx.settings.verdicts_channel: "verdict", ctx.settings.alerts.channel: "alert"}
+    channels = {
+        ctx.settings.outputs.pubsub.verdicts_channel: "verdict",
+        ctx.settings.outputs.pubsub.alerts_channel: "alert",
+    }
     return StreamingResponse(
         _event_stream(request, channels),
         media_type="text/event-stream",
@@ -182,8 +187,9 @@ async def _event_stream(request: Request, channels: dict[str, str]) -> AsyncIter
 
 async def _events(request: Request, channels: dict[str, str]) -> AsyncIterator[str]:
     ctx = _ctx(request)
-    assert ctx.settings.redis_url is not None
-    listening = pubsub.listen(ctx.settings.redis_url, list(channels), idle_s=WAKE_S)
+    target = ctx.settings.redis or ctx.settings.redis_url
+    assert target is not None
+    listening = pubsub.listen(target, list(channels), idle_s=WAKE_S)
     async with aclosing(listening) as messages:  # unsubscribes as soon as the client goes
         await anext(messages)  # subscribed now, so nothing published from here is missed
         yield "retry: 2000\n: subscribed\n\n"

@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from linewatch.pipeline.errors import ModelError, one_line
+from linewatch.pipeline.gallery.settings import GallerySettings, gallery_settings
 from linewatch.pipeline.inference.predictor import (
     TensorRT,
     batch_buckets,
@@ -45,6 +46,7 @@ class ModelInfo:
     crop_margin: float | None = None  # the part-view margin it was trained with (parts mode)
     precision: str = "fp32"  # "int8": a quantised graph, run with oneDNN INT8 on CPU
     int8_kernels: str | None = None  # INT8: the CPU kernels its threshold was set with
+    gallery: GallerySettings | None = None  # its `Gallery:` section (graph output 1 + file)
 
 
 def read_model_info(folder: Path) -> tuple[ModelInfo, Preprocessor, Path, Path]:
@@ -103,6 +105,7 @@ def _model_info(config: dict[str, Any], folder: Path) -> ModelInfo:
         crop_margin=float(extra["crop_margin"]) if "crop_margin" in extra else None,
         precision=_precision(extra),
         int8_kernels=(extra.get("quantization") or {}).get("int8_kernels"),
+        gallery=gallery_settings(config),
     )
 
 
@@ -157,8 +160,11 @@ class Classifier:
             int8=self.info.precision == "int8",
         )
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
-        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
-        self._check_output_width(folder)
+        # Output 0: class probabilities; output 1 (a model with a gallery): the view embedding.
+        names = self._predictor.get_output_names()[:2]
+        self._outputs = [self._predictor.get_output_handle(name) for name in names]
+        self.embedding_size: int | None = None  # D when the graph has the embedding output
+        self._check_outputs(folder)
 
     def warm_up(self) -> None:
         width, height = self.preprocessor.output_size
@@ -167,29 +173,50 @@ class Classifier:
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities [N, classes] for RGB uint8 images of any size."""
+        return self.predict_with_embeddings(images)[0]
+
+    def predict_with_embeddings(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities [N, classes] and, when the graph has the embedding output, the
+        L2-normalised view embeddings [N, D] (else None), from one predictor call."""
         if not images:
-            return np.zeros((0, len(self.info.labels)), np.float32)
-        return self.infer(self.preprocessor.batch(images))
+            return self._empty()
+        return self.infer_with_embeddings(self.preprocessor.batch(images))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for an already preprocessed float32 NCHW batch."""
+        return self.infer_with_embeddings(batch)[0]
+
+    def infer_with_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and embeddings (or None) for a preprocessed float32 NCHW batch."""
+        if not len(batch):
+            return self._empty()
         step = self.buckets[-1]
         chunks = [self._run_padded(batch[i : i + step]) for i in range(0, len(batch), step)]
-        return _as_probabilities(np.concatenate(chunks))
+        probs = _as_probabilities(np.concatenate([chunk[0] for chunk in chunks]))
+        if self.embedding_size is None:
+            return probs, None
+        return probs, np.concatenate([chunk[1] for chunk in chunks]).astype(np.float32)
 
-    def _run_padded(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(pad_to_bucket(batch, self.buckets))[: len(batch)]
+    def _empty(self) -> tuple[np.ndarray, np.ndarray | None]:
+        probs = np.zeros((0, len(self.info.labels)), np.float32)
+        size = self.embedding_size
+        return probs, None if size is None else np.zeros((0, size), np.float32)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run_padded(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [out[: len(batch)] for out in self._run(pad_to_bucket(batch, self.buckets))]
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(batch)
         self._predictor.run()
-        return self._output.copy_to_cpu()
+        return [output.copy_to_cpu() for output in self._outputs]
 
-    def _check_output_width(self, folder: Path) -> None:
+    def _check_outputs(self, folder: Path) -> None:
         width, height = self.preprocessor.output_size
         try:
-            out = self._run(np.zeros((1, 3, height, width), np.float32))
+            outputs = self._run(np.zeros((1, 3, height, width), np.float32))
         except Exception as exc:  # paddle raises many types for a shape mismatch
             reason = one_line(exc)
             raise ModelError(
@@ -197,11 +224,30 @@ class Classifier:
                 f"{CONFIG_FILE} preprocessing makes ({reason}); export the model for 3-channel "
                 f"{width}x{height} RGB input or fix the PreProcess sizes"
             ) from exc
+        out = outputs[0]
         if out.ndim != 2 or out.shape[1] != len(self.info.labels):
             raise ModelError(
                 f"model output shape {out.shape} does not match {len(self.info.labels)} labels "
                 "in inference.yml; the label list and the exported model disagree"
             )
+        if len(outputs) > 1:
+            self.embedding_size = _embedding_size(outputs[1], folder)
+        gallery = self.info.gallery
+        if gallery is not None and gallery.embedding_size != self.embedding_size:
+            raise ModelError(
+                f"{folder / CONFIG_FILE} has a Gallery of {gallery.embedding_size}-d embeddings "
+                f"but the graph's embedding output is {self.embedding_size or 'absent'}; "
+                "re-export the model (linewatch export) or remove the Gallery section"
+            )
+
+
+def _embedding_size(embedding: np.ndarray, folder: Path) -> int:
+    if embedding.ndim != 2 or embedding.shape[0] != 1:
+        raise ModelError(
+            f"model {folder} has a second output of shape {embedding.shape}, not the [N, D] "
+            "view embedding a gallery needs; re-export it with `linewatch export`"
+        )
+    return int(embedding.shape[1])
 
 
 def _as_probabilities(out: np.ndarray) -> np.ndarray:

@@ -38,6 +38,17 @@ def predict(model: Model, images: Sequence[np.ndarray]) -> list[Prediction | Non
     return predictions(model.predict(images), model.info)
 
 
+def predict_with_embeddings(
+    model: Model, images: Sequence[np.ndarray]
+) -> tuple[list[Prediction | None], np.ndarray | None]:
+    """`predict` and, for a classifier whose graph has the embedding output, the views'
+    embeddings [N, D] from the same predictor call (else None)."""
+    if isinstance(model, Detector):
+        return detections(model.predict(images), model.info), None
+    probs, embeddings = model.predict_with_embeddings(images)
+    return predictions(probs, model.info), embeddings
+
+
 def predictions(probs: np.ndarray, info: ModelInfo) -> list[Prediction | None]:
     """One Prediction per row: defect when 1 - P(normal labels) >= the model's threshold;
     None for a row with non-finite scores (a broken model must not pass as "no defect")."""

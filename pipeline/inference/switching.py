@@ -1,7 +1,10 @@
-"""Which model folder a line's inference workers run, switched without stopping them.
+"""Which model folder a line runs, switched without stopping its workers.
 
-`linewatch model use DIR` records the folder in Redis (`lw:model:<line>`). Every
-inference worker polls that key between batches; when it changes, the worker
+`linewatch model use DIR` records the folder in Redis (`lw:model:<line>`);
+`running_model_dir` is the one answer to "which model does this line run now" (that
+request, else `inference.model_dir`), asked by ingest (view size and crop margin),
+inference, the sink (labels and threshold) and the API. Every
+inference worker polls it between batches; when it changes, the worker
 loads and warms the new model in a background thread while it keeps inferring
 with the old one, then swaps at a batch boundary. No frame waits for the load and
 none is dropped; each result row names the model version that produced it. A
@@ -17,14 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from linewatch.pipeline import keys
+from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
-POLL_S = 2.0
 
 
 def model_key(settings: Settings) -> str:
@@ -40,8 +42,15 @@ def use_model(client: broker.Client, settings: Settings, model_dir: Path) -> Non
 
 
 def requested_model_dir(client: broker.Client, settings: Settings) -> Path | None:
+    """The folder `linewatch model use` asked for, if any."""
     value = client.hget(model_key(settings), "model_dir")
     return Path(value.decode()) if value else None
+
+
+def running_model_dir(client: broker.Client | None, settings: Settings) -> Path:
+    """The model folder this line runs now: the requested one, else the configured one."""
+    requested = requested_model_dir(client, settings) if client is not None else None
+    return requested or settings.inference.model_dir
 
 
 class ModelSwitcher(Generic[M]):
@@ -52,10 +61,10 @@ class ModelSwitcher(Generic[M]):
         model: M,
         model_dir: Path,
         load: Callable[[Path], M],
-        requested: Callable[[], Path | None],
+        running: Callable[[], Path],
     ) -> None:
         self.model, self.model_dir = model, model_dir.resolve()
-        self._load, self._requested = load, requested
+        self._load, self._running = load, running
         self._last_poll = 0.0
         self._loading: Path | None = None
         self._failed: Path | None = None
@@ -69,14 +78,14 @@ class ModelSwitcher(Generic[M]):
                 (self.model, self.model_dir), self._ready = self._ready, None
                 self._loading = None
                 log.info("switched to model %s", self.model_dir)
-        if time.monotonic() - self._last_poll >= POLL_S:
+        if time.monotonic() - self._last_poll >= defaults.MODEL_POLL_S:
             self._last_poll = time.monotonic()
             self._poll()
         return self.model
 
     def _poll(self) -> None:
-        wanted = self._requested()
-        if wanted is None or wanted in (self.model_dir, self._loading, self._failed):
+        wanted = self._running()
+        if wanted in (self.model_dir, self._loading, self._failed):
             return
         self._loading = wanted
         log.info("loading model %s (still inferring with %s)", wanted, self.model_dir)

@@ -1,1 +1,1 @@
-"""Development tools: line simulators (stepped, moving belt), synthetic tiles, line evaluation."""
+"""Development tools: line simulators, synthetic tiles, line and locate evaluation."""

@@ -1,8 +1,8 @@
 """Scoring a line run against the simulator's ground truth.
 
 Frame level: each stored detection is matched to its video frame by pts.
-Frame-mode events: a defective part is caught when an alert opens while it is in
-view; an alert that opens while a good part is in view is a false alarm.
+Line alarms (frame mode): a defective part is caught when an alarm opens while it is in
+view; an alarm that opens while a good part is in view is a false alarm.
 Per part (parts mode): each row of the `parts` table is matched to the truth part whose
 time in view (pts) it overlaps most; truth parts without a row are missed, rows without
 a truth part are ghosts, a second row for one truth part is a part reported twice.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linewatch.pipeline.decide.ng_rule import is_ng, sent_uninspected
 from linewatch.pipeline.simulation.simulator import TruthRow
 from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
 
@@ -144,7 +145,7 @@ class StoredPart:
 
     @property
     def sent_uninspected(self) -> bool:
-        return self.late or self.verdict == "uninspected"
+        return sent_uninspected(self.verdict, self.late)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def score_parts(
     judged = [(part, matched[part.part][0]) for part in truth if part.part in matched]
 
     def rejected(item: StoredPart) -> bool:
-        return reject_uninspected if item.sent_uninspected else item.verdict == "defect"
+        return is_ng(item.verdict, item.late, reject_uninspected)
 
     inspected = [(part, item) for part, item in judged if not item.sent_uninspected]
     return PartScore(

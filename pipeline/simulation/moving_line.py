@@ -56,6 +56,10 @@ class MovingLineSpec:
     min_gap: int = 96  # px between parts: more than a `parts.merge_gap` of 64
     noise: float = 3.0
     seed: int = 0
+    belt_level: float = BELT_LEVEL  # the belt's mean grey
+    belt_grain: float = 6.0  # std of the belt's texture before its blur
+    aspect: tuple[float, float] = (0.6, 1.6)  # photos' width / height is clamped to this
+    tone: tuple[float, float] = (1.0, 1.0)  # each part's grey is scaled by a draw from this
 
     def __post_init__(self) -> None:
         problems = []
@@ -67,6 +71,8 @@ class MovingLineSpec:
             problems.append("parts, frames to cross and fps must be positive")
         if not 0 <= self.defect_rate <= 1:
             problems.append(f"defect rate {self.defect_rate} must lie in 0..1")
+        if not 0 < self.aspect[0] <= self.aspect[1] or not 0 < self.tone[0] <= self.tone[1]:
+            problems.append("aspect and tone must be ranges (low <= high) of positive numbers")
         if problems:
             raise LinewatchError("moving line: " + "; ".join(problems))
 
@@ -108,7 +114,10 @@ class TileImages:
     """Part images by class: photos (aspect kept), or synthetic tiles when none given.
     Photos are drawn without replacement within a class, reshuffled when all were used."""
 
-    def __init__(self, items: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, items: Sequence[tuple[str, str]] = (), aspect: tuple[float, float] = (0.6, 1.6)
+    ) -> None:
+        self.aspect = aspect
         self.files: dict[str, list[str]] = {}
         for path, label in items:
             self.files.setdefault(label, []).append(path)
@@ -134,7 +143,7 @@ class TileImages:
         grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
         if grey is None:
             raise LinewatchError(f"cannot read image {path}; remove it or replace it")
-        aspect = min(1.6, max(0.6, grey.shape[1] / grey.shape[0]))
+        aspect = min(self.aspect[1], max(self.aspect[0], grey.shape[1] / grey.shape[0]))
         size = (round(height * aspect), height)
         return cv2.resize(grey, size, interpolation=cv2.INTER_AREA), path
 
@@ -154,44 +163,6 @@ def folder_items(root: Path) -> list[tuple[str, str]]:
     return items
 
 
-def split_items(split_file: Path, split: str, root: Path | None) -> list[tuple[str, str]]:
-    """(path, label) of one part ("train" or "val") of a training run's split.json, only
-    the real photos (inside `root` when given)."""
-    from linewatch.pipeline.training.data import SYNTHETIC_PREFIX, Split
-
-    if not split_file.is_file():
-        raise LinewatchError(f"split file {split_file} not found (a training run's split.json)")
-    loaded = Split.load(split_file)
-    rows = loaded.val if split == "val" else loaded.train
-    photos = [
-        (_split_path(item, split_file), loaded.labels[index])
-        for item, index in rows
-        if not item.startswith(SYNTHETIC_PREFIX)
-    ]
-    items = [
-        (str(path), label)
-        for path, label in photos
-        if root is None or path.resolve().is_relative_to(root.resolve())
-    ]
-    if not items:
-        where = f" inside {root}" if root else ""
-        raise LinewatchError(f"the {split} split of {split_file} has no photos{where}")
-    return items
-
-
-def _split_path(item: str, split_file: Path) -> Path:
-    """A split's photo path: relative paths are relative to where the training ran (the
-    repository root for the shipped model), so they are looked for from the current
-    folder, then from each folder above the split file."""
-    path = Path(item)
-    if path.is_absolute() or path.exists():
-        return path
-    for base in split_file.resolve().parents:
-        if (base / path).exists():
-            return base / path
-    return path
-
-
 def place_parts(
     spec: MovingLineSpec, images: TileImages, rng: np.random.Generator
 ) -> list[PlacedPart]:
@@ -203,6 +174,10 @@ def place_parts(
         height = round(spec.part_size * (1 + rng.uniform(-spec.size_jitter, spec.size_jitter)))
         height = min(height, spec.height - 2 * EDGE_ROOM)
         image, source = images.tile(label, height, rng)
+        if spec.tone != (1.0, 1.0):
+            image = np.clip(image * rng.uniform(*spec.tone), 0, 255).astype(np.uint8)
+        if image.shape[1] > spec.width - 2 * EDGE_ROOM:
+            image = image[:, : spec.width - 2 * EDGE_ROOM]
         gap = _gap(spec, rng) if parts else spec.min_gap
         x0 = right_edge - gap - image.shape[1]
         y = int(rng.integers(EDGE_ROOM, spec.height - height - EDGE_ROOM + 1))
@@ -241,8 +216,8 @@ class Belt:
         self.spec = spec
         self.rng = rng
         period = 2 * spec.width
-        grain = rng.normal(0, 6, (spec.height, period)).astype(np.float32)
-        self.texture = BELT_LEVEL + cv2.GaussianBlur(grain, (0, 0), 1.5)
+        grain = rng.normal(0, spec.belt_grain, (spec.height, period)).astype(np.float32)
+        self.texture = spec.belt_level + cv2.GaussianBlur(grain, (0, 0), 1.5)
         self.columns = np.arange(spec.width)
 
     def frame(self, parts: Sequence[PlacedPart], index: int) -> np.ndarray:
@@ -311,7 +286,7 @@ def simulate_moving(
     """Write `cameras` moving-line videos with their part and frame truth CSVs; returns
     (video, parts CSV, frames CSV) triples. `items`: (path, label) photos (else synthetic)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = TileImages(items)
+    images = TileImages(items, spec.aspect)
     outputs = []
     for number in range(1, cameras + 1):
         camera_spec = replace(spec, seed=spec.seed + number - 1)

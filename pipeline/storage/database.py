@@ -1,4 +1,6 @@
-"""SQL storage (SQLite or PostgreSQL, one code path): detections and defect events.
+"""SQL storage (SQLite or PostgreSQL, one code path): the engine and the sink's batch
+write (view results and part ends); parts, alerts and line alarms are written by the
+judge through storage/parts.py.
 
 Boxes of a detection model go to `detection_boxes`, one row per box keyed by
 (detection_id, box_index) and deleted with their detection. They are written in the
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,12 +20,10 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
-    update,
 )
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from linewatch.pipeline.alerts.rule import DefectEvent
 from linewatch.pipeline.errors import ConfigError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage import migrate, parts
@@ -33,15 +32,6 @@ from linewatch.schemas.messages import Box, PartEndMessage, ResultMessage
 from linewatch.schemas.tables import Alert, Detection, DetectionBox, ShadowDetection
 
 DatabaseError = SQLAlchemyError
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """A defect event as written: `alert_id` is its row, `is_new` false on a replay."""
-
-    alert_id: int
-    event: DefectEvent
-    is_new: bool
 
 
 def create_database_engine(url: str) -> Engine:
@@ -111,6 +101,8 @@ def detection_row(result: ResultMessage, sink_ts: int) -> dict[str, object]:
         "infer_end_ts": result.infer_end_ts,
         "sink_ts": sink_ts,
         "worker_id": result.worker_id,
+        "novelty": result.novelty,
+        "gallery_label": result.gallery_label,
         **_view_columns(result),
     }
 
@@ -131,25 +123,22 @@ def _view_columns(result: ResultMessage) -> dict[str, object]:
 def write_batch(
     engine: Engine,
     results: Sequence[ResultMessage],
-    events: Sequence[tuple[DefectEvent, bytes]],
     sink_ts: int,
     part_ends: Sequence[PartEndMessage] = (),
     deadline_ns: int = 0,
-) -> tuple[int, list[StoredEvent]]:
-    """Insert results, events and part ends in one transaction; replays insert nothing
-    twice. Shadow-model results go to `shadow_detections`; a part end's verdict is due
-    `deadline_ns` after it left view.
-
-    Returns the number of new (live model) detection rows and the stored events."""
+) -> int:
+    """Insert results and part ends in one transaction; replays insert nothing twice.
+    Shadow-model results go to `shadow_detections`; a part end's verdict is due
+    `deadline_ns` after it left view. Returns the number of new (live model) detection
+    rows."""
     live = [r for r in results if not r.shadow]
     shadow = [r for r in results if r.shadow]
     with Session(engine) as session, session.begin():
         inserted = _insert_detections(session, engine, live, sink_ts) if live else 0
         if shadow:
             _insert_shadow(session, engine, shadow, sink_ts)
-        stored = [_store_event(session, engine, ev, evidence, sink_ts) for ev, evidence in events]
         parts.store_part_ends(session, part_ends, deadline_ns, sink_ts)
-    return inserted, stored
+    return inserted
 
 
 def _insert_detections(
@@ -200,65 +189,6 @@ def box_row(detection_id: int, index: int, box: Box) -> dict[str, object]:
     }
 
 
-def _store_event(
-    session: Session, engine: Engine, event: DefectEvent, evidence: bytes, sink_ts: int
-) -> StoredEvent:
-    key = (
-        Alert.camera_id == event.camera_id,
-        Alert.label == event.label,
-        Alert.opened_seq == event.opened_seq,
-        Alert.part_id.is_(None),
-    )
-    if event.state == "open":
-        statement = insert_for(engine, Alert).on_conflict_do_nothing(
-            index_elements=["camera_id", "label", "opened_seq"],
-            index_where=Alert.part_id.is_(None),
-        )
-        values = {**_event_values(event), "evidence": evidence or None, "raised_ts": sink_ts}
-        new_id = session.execute(statement.values(values).returning(Alert.id)).scalar()
-        if new_id is not None:
-            return StoredEvent(new_id, event, True)
-        return StoredEvent(session.execute(select(Alert.id).where(*key)).scalar_one(), event, False)
-    row = session.execute(select(Alert.id, Alert.state).where(*key)).one()
-    if row.state == "closed":
-        return StoredEvent(row.id, event, False)
-    session.execute(update(Alert).where(Alert.id == row.id).values(_event_values(event)))
-    return StoredEvent(row.id, event, True)
-
-
-def _event_values(event: DefectEvent) -> dict[str, object]:
-    return {
-        "camera_id": event.camera_id,
-        "label": event.label,
-        "state": event.state,
-        "opened_seq": event.opened_seq,
-        "opened_ts": event.opened_ts,
-        "closed_seq": event.closed_seq,
-        "closed_ts": event.closed_ts,
-        "peak_score": event.peak_score,
-        "frames": event.frames,
-    }
-
-
-def open_events(engine: Engine) -> list[DefectEvent]:
-    with Session(engine) as session:
-        rows = session.scalars(
-            select(Alert).where(Alert.state == "open", Alert.kind == "frame")
-        ).all()
-        return [
-            DefectEvent(
-                r.camera_id,
-                r.label,
-                r.state,
-                r.opened_seq,
-                r.opened_ts,
-                peak_score=r.peak_score,
-                frames=r.frames,
-            )
-            for r in rows
-        ]
-
-
 def camera_frames(engine: Engine, camera_id: str) -> list[tuple[int, float, str, bool]]:
     """(seq, pts, label, is_defect) of a camera's inferred frames, in seq order."""
     with Session(engine) as session:
@@ -271,8 +201,12 @@ def camera_frames(engine: Engine, camera_id: str) -> list[tuple[int, float, str,
 
 
 def alert_open_seqs(engine: Engine, camera_id: str) -> list[int]:
+    """Where the camera's line alarms opened (and its frame events, in rows stored before
+    frame mode became one-view parts)."""
     with Session(engine) as session:
         rows = session.scalars(
-            select(Alert.opened_seq).where(Alert.camera_id == camera_id).order_by(Alert.opened_seq)
+            select(Alert.opened_seq)
+            .where(Alert.camera_id == camera_id, Alert.kind.in_(("line", "frame")))
+            .order_by(Alert.opened_seq)
         ).all()
     return [int(seq) for seq in rows]

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from linewatch.schemas.tables import OutboxCursor, OutboxEntry
 
+VERDICT, ALERT = "verdict", "alert"  # the kinds of entry
+
 
 def add(session: Session, kind: str, payload: str, now: int) -> None:
     session.add(OutboxEntry(kind=kind, payload=payload, created_ts=now))

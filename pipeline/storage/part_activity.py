@@ -1,9 +1,8 @@
 """Each camera's recent parts as the line saw them: parts per minute, NG rate, last NG part
 (`linewatch status` and the retained MQTT camera status).
 
-A part is NG as it was sent to the line: `defect` decided before its deadline, or
-uninspected (no inferred view, or decided late: the line got `uninspected` at the
-deadline) when `verdict.on_uninspected` is `reject`.
+A part is NG as it was sent to the line: the caller gives the NG rule's SQL form
+(pipeline/decide/ng_rule.py `ng_sql`), since storage sits below the rule's room.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Engine, and_, case, func, or_, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -38,19 +37,12 @@ class LastNg:
     captured_at: datetime
 
 
-def is_ng(reject_uninspected: bool) -> ColumnElement[bool]:
-    uninspected = or_(Part.late.is_(True), Part.verdict == "uninspected")
-    if reject_uninspected:
-        return or_(uninspected, Part.verdict == "defect")
-    return and_(Part.late.is_(False), Part.verdict == "defect")
-
-
 def recent(
-    engine: Engine, reject_uninspected: bool, now: datetime | None = None
+    engine: Engine, is_ng: ColumnElement[bool], now: datetime | None = None
 ) -> dict[str, Activity]:
-    """Per camera with parts in the last WINDOW_S: parts and NG parts."""
+    """Per camera with parts in the last WINDOW_S: parts and NG parts (`is_ng`)."""
     since = (now or datetime.now(timezone.utc)) - timedelta(seconds=WINDOW_S)
-    ng = func.sum(case((is_ng(reject_uninspected), 1), else_=0))
+    ng = func.sum(case((is_ng, 1), else_=0))
     query = (
         select(Part.camera_id, func.count(), func.coalesce(ng, 0))
         .where(Part.captured_at >= since)
@@ -60,14 +52,16 @@ def recent(
         return {camera: Activity(n, int(k)) for camera, n, k in connection.execute(query)}
 
 
-def last_ng(engine: Engine, cameras: Sequence[str], reject_uninspected: bool) -> dict[str, LastNg]:
+def last_ng(
+    engine: Engine, cameras: Sequence[str], is_ng: ColumnElement[bool]
+) -> dict[str, LastNg]:
     """Each camera's latest NG part (by first capture; the camera + time index)."""
     found: dict[str, LastNg] = {}
     with Session(engine) as session:
         for camera in cameras:
             row = session.execute(
                 select(Part.part_id, Part.verdict, Part.late, Part.label, Part.captured_at)
-                .where(Part.camera_id == camera, is_ng(reject_uninspected))
+                .where(Part.camera_id == camera, is_ng)
                 .order_by(Part.captured_at.desc())
                 .limit(1)
             ).first()

@@ -9,36 +9,17 @@ A replayed part end whose part already has a row is not stored again.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
-from linewatch.pipeline.alerts.line_alarm import LINE_LABEL, LineEvent, PartOutcome
-from linewatch.pipeline.alerts.verdict import ViewResult, parse_topk
 from linewatch.pipeline.storage.upsert import insert_for
+from linewatch.schemas.decisions import LINE_LABEL, LineEvent, PartOutcome, PendingPart, ViewResult
 from linewatch.schemas.messages import PartEndMessage
 from linewatch.schemas.tables import Alert, Detection, Part, PartEnd
-
-
-@dataclass(frozen=True)
-class PendingPart:
-    """A stored part end and how many of its views are stored (any status)."""
-
-    end: PartEndMessage
-    deadline_ts: int
-    announced: bool  # sent as uninspected at the deadline; waiting for late views
-    views_stored: int
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.end.camera_id, self.end.part_id)
-
-    @property
-    def complete(self) -> bool:
-        return self.views_stored >= self.end.views_sent
 
 
 def store_part_ends(
@@ -68,17 +49,7 @@ def _existing(
 
 def _end_row(end: PartEndMessage, deadline_ns: int, now: int) -> dict[str, object]:
     return {
-        "camera_id": end.camera_id,
-        "part_id": end.part_id,
-        "views_sent": end.views_sent,
-        "first_seq": end.first_seq,
-        "last_seq": end.last_seq,
-        "first_pts": end.first_pts,
-        "last_pts": end.last_pts,
-        "first_capture_ts": end.first_capture_ts,
-        "last_capture_ts": end.last_capture_ts,
-        "ended_ts": end.ended_ts,
-        "reason": end.reason,
+        **asdict(end),  # the part_ends columns are the message's fields, and these:
         "deadline_ts": end.deadline_ts or end.ended_ts + deadline_ns,
         "received_ts": now,
         "announced": False,
@@ -102,20 +73,7 @@ def pending_parts(engine: Engine) -> list[PendingPart]:
 
 
 def _pending(row: PartEnd, views_stored: int) -> PendingPart:
-    end = PartEndMessage(
-        camera_id=row.camera_id,
-        part_id=row.part_id,
-        views_sent=row.views_sent,
-        first_seq=row.first_seq,
-        last_seq=row.last_seq,
-        first_pts=row.first_pts,
-        last_pts=row.last_pts,
-        first_capture_ts=row.first_capture_ts,
-        last_capture_ts=row.last_capture_ts,
-        ended_ts=row.ended_ts,
-        reason=row.reason,
-        deadline_ts=row.deadline_ts,
-    )
+    end = PartEndMessage(**{name.name: getattr(row, name.name) for name in fields(PartEndMessage)})
     return PendingPart(end, row.deadline_ts, row.announced, views_stored)
 
 
@@ -143,7 +101,18 @@ def _view(row: Detection) -> ViewResult:
         topk=parse_topk(row.topk),
         box=_box_of(row),
         evidence=row.evidence,
+        novelty=row.novelty,
+        gallery_label=row.gallery_label,
     )
+
+
+def parse_topk(text: str) -> tuple[tuple[str, float], ...]:
+    """The detections row's `topk` text (`label:score,label:score`)."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        label, _, score = item.rpartition(":")
+        pairs.append((label, float(score)))
+    return tuple(pairs)
 
 
 def _box_of(row: Detection) -> tuple[int, int, int, int] | None:
@@ -260,9 +229,11 @@ def open_line_events(engine: Engine) -> list[LineEvent]:
     ]
 
 
-def recent_outcomes(engine: Engine, n: int, reject_uninspected: bool) -> list[PartOutcome]:
-    """Each camera's last `n` decided parts, oldest first, as the line alarm saw them (a
-    late part was sent as uninspected)."""
+def recent_outcomes(
+    engine: Engine, n: int, is_ng: Callable[[str, bool], bool]
+) -> list[PartOutcome]:
+    """Each camera's last `n` decided parts, oldest first, as the line alarm saw them:
+    `is_ng(verdict, late)` is the NG rule (pipeline/decide/ng_rule.py)."""
     with Session(engine) as session:
         cameras = session.scalars(select(Part.camera_id).distinct()).all()
         out: list[PartOutcome] = []
@@ -273,13 +244,11 @@ def recent_outcomes(engine: Engine, n: int, reject_uninspected: bool) -> list[Pa
                 .order_by(Part.decided_ts.desc(), Part.part_id.desc())
                 .limit(n)
             ).all()
-            out += [_outcome(row, reject_uninspected) for row in reversed(rows)]
+            out += [_outcome(row, is_ng(row.verdict, row.late)) for row in reversed(rows)]
     return out
 
 
-def _outcome(row: Part, reject_uninspected: bool) -> PartOutcome:
-    uninspected = row.late or row.verdict == "uninspected"
-    ng = reject_uninspected if uninspected else row.verdict == "defect"
+def _outcome(row: Part, ng: bool) -> PartOutcome:
     return PartOutcome(
         row.camera_id, row.part_id, row.first_seq, row.last_seq, row.last_capture_ts, ng
     )

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Engine, Select, and_, case, exists, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from linewatch.pipeline.storage.part_activity import is_ng
+from linewatch.pipeline.storage.parts import parse_topk
 from linewatch.schemas.tables import Alert, Detection, Part, PartReview, ShadowDetection
 
 VERDICTS = ("ok", "defect", "uninspected")
@@ -59,6 +59,8 @@ PART_COLUMNS = (
     Part.y1,
     Part.x2,
     Part.y2,
+    Part.novelty,
+    Part.gallery_label,
     Part.evidence.is_not(None).label("has_evidence"),
 )
 
@@ -89,6 +91,8 @@ def part_dict(row: Any) -> dict[str, Any]:
         "late": bool(row.late),
         "end_reason": row.end_reason,
         "box": list(box) if None not in box else None,
+        "novelty": row.novelty,  # null: the model has no gallery
+        "gallery_label": row.gallery_label,
         "evidence_url": f"/v1/parts/{row.id}/evidence.jpg" if row.has_evidence else None,
     }
 
@@ -199,11 +203,12 @@ class CameraParts:
 
 
 def camera_parts(
-    engine: Engine, since: datetime, cameras: Sequence[str], reject_uninspected: bool
+    engine: Engine, since: datetime, cameras: Sequence[str], is_ng: ColumnElement[bool]
 ) -> dict[str, CameraParts]:
     """Per camera (the given ones and any with parts since `since`): parts and NG parts
-    since `since` as the line saw them (part_activity.is_ng), its last part's time and model."""
-    rejected = func.sum(case((is_ng(reject_uninspected), 1), else_=0))
+    since `since` as the line saw them (`is_ng`: decide/ng_rule.py's `ng_sql`), its last
+    part's time and model."""
+    rejected = func.sum(case((is_ng, 1), else_=0))
     counts = (
         select(Part.camera_id, func.count(), func.coalesce(rejected, 0))
         .where(Part.captured_at >= since)
@@ -238,11 +243,11 @@ def _hour_of(engine: Engine) -> ColumnElement[Any]:
 
 
 def ng_rate_per_hour(
-    engine: Engine, since: datetime, reject_uninspected: bool, camera: str | None = None
+    engine: Engine, since: datetime, is_ng: ColumnElement[bool], camera: str | None = None
 ) -> list[dict[str, Any]]:
-    """Parts and NG parts (as the line saw them) per UTC hour since `since`, in SQL."""
+    """Parts and NG parts (`is_ng`: as the line saw them) per UTC hour since `since`."""
     hour = _hour_of(engine).label("hour")
-    rejected = func.sum(case((is_ng(reject_uninspected), 1), else_=0))
+    rejected = func.sum(case((is_ng, 1), else_=0))
     query = select(hour, func.count(), rejected).where(Part.captured_at >= since)
     if camera is not None:
         query = query.where(Part.camera_id == camera)
@@ -427,5 +432,64 @@ def _ratio(count: int, total: int) -> float | None:
     return count / total if total else None
 
 
-def window_start(minutes: float, now: datetime | None = None) -> datetime:
-    return (now or datetime.now(timezone.utc)) - timedelta(minutes=minutes)
+def part_verdicts(engine: Engine, camera_id: str, part_ids: Sequence[int]) -> dict[int, str]:
+    """The verdict of each of a camera's parts that has one (the newest row of a part
+    judged by several model versions)."""
+    if not part_ids:
+        return {}
+    query = (
+        select(Part.part_id, Part.verdict)
+        .where(Part.camera_id == camera_id, Part.part_id.in_(list(part_ids)))
+        .order_by(Part.id)
+    )
+    with engine.connect() as connection:
+        return {part_id: verdict for part_id, verdict in connection.execute(query)}
+
+
+VIEW_COLUMNS = (
+    Detection.seq,
+    Detection.pts,
+    Detection.status,
+    Detection.model_version,
+    Detection.label,
+    Detection.score,
+    Detection.topk,
+    Detection.is_defect,
+    Detection.captured_at,
+    Detection.view_box,
+)
+
+
+def part_view_page(
+    engine: Engine, camera_id: str, part_id: int, limit: int, after: int | None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A part's stored views in view order, one per view index (the first stored, as the
+    verdict rule reads them), after view index `after`; and the next page's cursor (the
+    page's last view index) when more follow."""
+    index = func.coalesce(Detection.view_index, 0)
+    of_part = (Detection.camera_id == camera_id, Detection.part_id == part_id)
+    first = select(func.min(Detection.id)).where(*of_part).group_by(index)
+    query = select(index.label("view_index"), *VIEW_COLUMNS).where(Detection.id.in_(first))
+    if after is not None:
+        query = query.where(index > after)
+    with engine.connect() as connection:
+        rows = connection.execute(query.order_by(index).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_view_dict(row) for row in rows], rows[-1].view_index if more and rows else None
+
+
+def _view_dict(row: Any) -> dict[str, Any]:
+    return {
+        "view_index": int(row.view_index),
+        "seq": row.seq,
+        "pts": row.pts,
+        "status": row.status,
+        "model_version": row.model_version,
+        "label": row.label,
+        "score": row.score,
+        "topk": [list(pair) for pair in parse_topk(row.topk)],
+        "is_defect": bool(row.is_defect),
+        "captured_at": _utc(row.captured_at),
+        "box": json.loads(row.view_box) if row.view_box else None,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, delete, select
@@ -24,14 +25,19 @@ def parse_age(text: str) -> timedelta:
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
-def prune(engine: Engine, older_than: timedelta, batch: int = 50_000) -> int:
+@dataclass(frozen=True)
+class Pruned:
+    detections: int
+    parts: int
+
+
+def prune(engine: Engine, older_than: timedelta, batch: int = 50_000) -> Pruned:
     """Summarise and delete detections and parts captured before now - `older_than`;
-    returns the detections removed. Shadow-model rows of that age are deleted too (a
-    comparison needs both sides)."""
+    returns how many of each were removed. Shadow-model rows of that age are deleted too
+    (a comparison needs both sides)."""
     cutoff = datetime.now(timezone.utc) - older_than
-    removed = _prune_detections(engine, cutoff, batch)
-    prune_parts(engine, cutoff, batch)
-    return removed
+    detections = _prune_detections(engine, cutoff, batch)
+    return Pruned(detections, prune_parts(engine, cutoff, batch))
 
 
 def _prune_detections(engine: Engine, cutoff: datetime, batch: int) -> int:

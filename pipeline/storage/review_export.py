@@ -1,4 +1,5 @@
-"""`linewatch dataset export --reviewed`: people's verdicts as training data.
+"""`linewatch dataset export --reviewed`: people's verdicts as training data; and the
+reviewed crops `linewatch gallery add --from-reviews` adds to the running model's gallery.
 
 Writes an ImageFolder (one folder per class, the class a reviewer gave) of the evidence
 crops of reviewed parts, using each part's latest review, plus `manifest.csv` naming
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from linewatch.schemas.tables import Part, PartReview
 
@@ -43,6 +44,34 @@ class ExportSummary:
     files: int
     per_class: dict[str, int]
     without_crop: int
+
+
+@dataclass(frozen=True)
+class ReviewedCrop:
+    """A reviewed part's evidence crop (None: the part has none) and its latest label."""
+
+    camera_id: str
+    part_id: int
+    label: str
+    evidence: bytes | None
+
+    @property
+    def source(self) -> str:
+        """Its gallery entry's source (pipeline/gallery/store.py)."""
+        return f"review:{self.camera_id}/{self.part_id}"
+
+
+def reviewed_crops(
+    engine: Engine, since: datetime | None = None, label: str | None = None
+) -> list[ReviewedCrop]:
+    """Each reviewed part's crop with its latest review's label (of `label` only when
+    given), for parts captured since `since`, oldest part first."""
+    query = _reviewed(since).options(undefer(Part.evidence))
+    if label is not None:
+        query = query.where(PartReview.label == label)
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+        return [ReviewedCrop(p.camera_id, p.part_id, r.label, p.evidence) for r, p in rows]
 
 
 def _safe(name: str) -> str:

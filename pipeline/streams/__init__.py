@@ -1,1 +1,1 @@
-"""Redis Streams: broker, consumer-group loop, batching, dead letters, embedded Redis."""
+"""Redis: broker (or Sentinel), consumer-group loop, batching, dead letters, live views."""

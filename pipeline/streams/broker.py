@@ -16,15 +16,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
 from linewatch.pipeline import metrics
-from linewatch.pipeline.errors import ServiceUnavailable
+from linewatch.pipeline.errors import ConfigError, ServiceUnavailable
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.retry import Interrupted as Interrupted  # what with_retry raises
 from linewatch.pipeline.retry import retry
+from linewatch.pipeline.streams import sentinel
+
+if TYPE_CHECKING:
+    from linewatch.pipeline.config import RedisSettings, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +37,7 @@ DEAD_FIELD_PREFIX = b"f:"
 Entry = tuple[bytes, dict[bytes, bytes]]
 RedisError = redis.RedisError
 Client = redis.Redis
+ADDRESS_FILE = "address"  # <data_dir>/redis/address: the embedded Redis of a running line
 
 
 def with_retry(call: Callable[[], T], wait: Callable[[float], bool], what: str) -> T:
@@ -72,6 +78,59 @@ def note_retry(exc: redis.RedisError, what: str, delay: float) -> None:
         )
 
 
+def connect_to(settings: Settings, who: str, attempts: int = 1) -> redis.Redis:
+    """The line's Redis client, the one way every role connects: through Sentinel
+    (`redis.sentinels`, following the primary), to `redis_url`, or else to the embedded
+    Redis of the line running on `data_dir` (its address file); a ConfigError saying
+    `who` found no line there when none runs."""
+    if settings.redis is not None:
+        return sentinel.connect(settings.redis, attempts)
+    if settings.redis_url:
+        return connect(settings.redis_url, attempts)
+    url = embedded_url(settings.data_dir)  # a line running on the embedded defaults
+    if url is None:
+        raise ConfigError(
+            f"{who}: no line is running on data_dir {settings.data_dir} (no live address in "
+            f"{address_file(settings.data_dir)}): start it with `linewatch run --config "
+            "LINE.yaml`, or set redis_url (LINEWATCH_REDIS_URL) or redis.sentinels"
+        )
+    return connect(url, attempts)
+
+
+def address_file(data_dir: Path) -> Path:
+    """Where a running line's embedded Redis writes its URL (removed on a clean stop)."""
+    return data_dir / "redis" / ADDRESS_FILE
+
+
+def embedded_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis of the line running on `data_dir`, or None when no
+    line runs there: no address file, or a stale one whose server does not answer PING
+    (or answers, but is another server on the port since: its folder is not this one)."""
+    try:
+        url = address_file(data_dir).read_text().strip()
+    except OSError:
+        return None
+    if not url.startswith("redis://"):
+        return None
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+        folder = client.config_get("dir").get("dir")  # not another server on a reused port
+    except redis.RedisError:
+        return None  # a server that died without removing its file
+    finally:
+        client.close()
+    return url if folder == str(address_file(data_dir).parent.resolve()) else None
+
+
+def describe(settings: Settings) -> str:
+    """Where the line's Redis is, without secrets (for logs and `linewatch check`)."""
+    if settings.redis is not None:
+        where = ", ".join(settings.redis.sentinels)
+        return f"Sentinel service '{settings.redis.service}' via {where}"
+    return redact_url(settings.redis_url or "")
+
+
 def connect(url: str, attempts: int = 1, delay_s: float = 0.5) -> redis.Redis:
     """A client for `url`, checked with PING; ServiceUnavailable names the URL."""
     client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
@@ -106,28 +165,86 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
-def add_entries(
-    client: redis.Redis,
-    stream: str,
-    entries: Sequence[dict[bytes, bytes]],
-    maxlen: int | None = None,
-) -> list[bytes]:
-    """XADD all entries in one round trip, all or none (MULTI), so a batch refused
-    part-way (Redis out of memory) is not half in the stream when it is sent again."""
-    pipe = client.pipeline(transaction=True)
-    add_to(pipe, stream, entries, maxlen)
-    return pipe.execute()
+Batches = Sequence[tuple[str, Sequence[dict[bytes, bytes]], int | None]]
 
 
 def add_to_streams(
-    client: redis.Redis, batches: Sequence[tuple[str, Sequence[dict[bytes, bytes]], int | None]]
+    client: redis.Redis, batches: Batches, replicas: RedisSettings | None = None
 ) -> list[bytes]:
     """XADD (stream, entries, maxlen) batches to several streams in one MULTI, all or none:
-    ingest adds part views to the frames stream and part ends to the results stream."""
+    ingest adds part views to the frames stream and part ends to the results stream.
+    With `replicas` (Sentinel), the MULTI is followed by WAIT on the same connection:
+    see add_and_wait."""
+    if replicas is not None and replicas.wait_replicas:
+        return add_and_wait(client, batches, replicas)
     pipe = client.pipeline(transaction=True)
     for stream, entries, maxlen in batches:
         add_to(pipe, stream, entries, maxlen)
     return pipe.execute()
+
+
+def add_and_wait(client: redis.Redis, batches: Batches, replicas: RedisSettings) -> list[bytes]:
+    """MULTI, the XADDs, EXEC, then WAIT in one round trip on one connection (WAIT covers
+    only its own connection's writes): when this returns, the batch is on a replica unless
+    the WAIT came short (counted; see ReplicaWait). A primary lost before the reply raises,
+    so the caller sends the batch again (seq and part ids dedupe it)."""
+    state = _replica_wait(client)
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command("MULTI")
+    for stream, entries, maxlen in batches:
+        add_to(pipe, stream, entries, maxlen)
+    pipe.execute_command("EXEC")
+    pipe.execute_command("WAIT", replicas.wait_replicas, state.timeout_ms(replicas))
+    replies = pipe.execute()
+    state.confirmed(int(replies[-1]), replicas.wait_replicas)
+    return list(replies[-2])
+
+
+class ReplicaWait:
+    """WAIT's timeout for one client. After a WAIT that came short (no replica left after a
+    failover, or one far behind), the next batches probe with a PROBE_MS timeout for
+    PROBE_S instead of waiting `wait_timeout_ms` each (which would slow ingest to a few
+    batches a second); a probe that is confirmed ends that, and after PROBE_S one full
+    WAIT tries again. PROBE_MS is not 1: a replica's acknowledgement takes more than a
+    millisecond on a loaded host, so 1 ms probes kept coming short after the replica was
+    back, and writes stayed unreplicated until a second failover lost them (3 of 16
+    parts in tests/test_sentinel_line.py under a full test run)."""
+
+    PROBE_S = 5.0
+    PROBE_MS = 20
+
+    def __init__(self) -> None:
+        self.probe_until = 0.0
+
+    def timeout_ms(self, replicas: RedisSettings) -> int:
+        if time.monotonic() < self.probe_until:
+            return min(self.PROBE_MS, replicas.wait_timeout_ms)
+        return replicas.wait_timeout_ms
+
+    def confirmed(self, count: int, wanted: int) -> None:
+        if count >= wanted:
+            if self.probe_until:
+                log.info("WAIT: %d replicas confirm writes again", count)
+            self.probe_until = 0.0
+            return
+        metrics.REDIS_WAIT_SHORT.inc()
+        if time.monotonic() >= self.probe_until:
+            if not self.probe_until:
+                log.warning(
+                    "WAIT: %d of %d replicas confirmed within redis.wait_timeout_ms: writes go "
+                    "on unreplicated until a replica catches up (checked every %.0f s)",
+                    count,
+                    wanted,
+                    self.PROBE_S,
+                )
+            self.probe_until = time.monotonic() + self.PROBE_S
+
+
+_REPLICA_WAITS: dict[int, ReplicaWait] = {}
+
+
+def _replica_wait(client: redis.Redis) -> ReplicaWait:
+    return _REPLICA_WAITS.setdefault(id(client), ReplicaWait())
 
 
 def reserve_numbers(client: redis.Redis, key: str, count: int, floor: int) -> int:

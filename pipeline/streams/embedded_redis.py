@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -74,14 +76,32 @@ class EmbeddedRedis:
             if self.process.poll() is not None:
                 raise ServiceUnavailable(f"embedded redis-server exited ({command[0]})")
             try:
-                broker.connect(self.url)
+                broker.connect(self.url).close()
+                self._write_address()
                 return self
             except ServiceUnavailable:
                 time.sleep(0.05)
         self.stop()
         raise ServiceUnavailable("embedded redis-server did not answer within 10 s")
 
+    @property
+    def address_file(self) -> Path:
+        return self.data_dir / broker.ADDRESS_FILE
+
+    def _write_address(self) -> None:
+        """Publish the URL (atomically) so `linewatch status` & co. in another terminal
+        find this line: see broker.connect_to."""
+        temporary = self.address_file.with_name(f"{broker.ADDRESS_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(self.url + "\n")
+        os.replace(temporary, self.address_file)
+
+    def _remove_address(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.address_file.read_text().strip() == self.url:  # not a newer line's
+                self.address_file.unlink()
+
     def stop(self) -> None:
+        self._remove_address()
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

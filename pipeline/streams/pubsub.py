@@ -1,27 +1,33 @@
 """Redis pub/sub read asynchronously (the HTTP API's /v1/events).
 
-Channels: `alerts.channel` (AlertMessage JSON, published by the sink's notifier) and
-`Settings.verdicts_channel` = `alerts.verdict_channel` (PartVerdict JSON, one per part).
+Channels: `outputs.pubsub.alerts_channel` (AlertMessage JSON, published by the sink's notifier) and
+`outputs.pubsub.verdicts_channel` (PartVerdict JSON, one per part).
 Pub/sub is fire-and-forget: a listener sees what is published while it listens."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+
+from linewatch.pipeline.streams import sentinel
+
+if TYPE_CHECKING:
+    from linewatch.pipeline.config import RedisSettings
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 
 
 async def listen(
-    url: str, channels: Sequence[str], idle_s: float = 15.0
+    target: str | RedisSettings, channels: Sequence[str], idle_s: float = 15.0
 ) -> AsyncIterator[tuple[str, str] | None]:
     """Yield None once every channel is subscribed (Redis confirmed it), then (channel,
     message) as they arrive, and None after `idle_s` of silence (so a caller can send a
-    keep-alive or notice that its client left)."""
-    client = aioredis.from_url(url)
+    keep-alive or notice that its client left). `target`: a Redis URL or the Sentinel
+    settings (the primary's pub/sub)."""
+    client = aioredis.from_url(target) if isinstance(target, str) else sentinel.aio_client(target)
     pubsub = client.pubsub()
     try:
         early = await _subscribe(pubsub, channels)

@@ -32,20 +32,36 @@ class Split:
     labels: tuple[str, ...]
     train: tuple[tuple[str, int], ...]  # (item id, class index)
     val: tuple[tuple[str, int], ...]
+    # Training photos held out of training: they set the operating point (never val).
+    calibration: tuple[tuple[str, int], ...] = ()
 
     def save(self, path: Path) -> None:
         data = {"labels": self.labels, "train": self.train, "val": self.val}
+        if self.calibration:
+            data["calibration"] = self.calibration
         path.write_text(json.dumps(data, indent=1))
 
     def without_synthetic(self) -> Split:
         real = lambda rows: tuple(r for r in rows if not r[0].startswith(SYNTHETIC_PREFIX))  # noqa: E731
-        return Split(self.labels, real(self.train), real(self.val))
+        return Split(self.labels, real(self.train), real(self.val), real(self.calibration))
+
+    def with_calibration(self, fraction: float, seed: int) -> Split:
+        """A stratified `fraction` of the training items moved to `calibration`."""
+        if fraction <= 0:
+            return self
+        kept = stratified_split(self.labels, list(self.train), fraction, seed)
+        return Split(self.labels, kept.train, self.val, self.calibration + kept.val)
 
     @classmethod
     def load(cls, path: Path) -> Split:
         data = json.loads(path.read_text())
         as_items = lambda rows: tuple((str(item), int(index)) for item, index in rows)  # noqa: E731
-        return cls(tuple(data["labels"]), as_items(data["train"]), as_items(data["val"]))
+        return cls(
+            tuple(data["labels"]),
+            as_items(data["train"]),
+            as_items(data["val"]),
+            as_items(data.get("calibration", [])),
+        )
 
 
 def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[str, int]]]:

@@ -1,4 +1,4 @@
-"""`linewatch eval`: an exported model against an ImageFolder, as the worker runs it."""
+"""`linewatch model eval`: an exported model against an ImageFolder, as the worker runs it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from rich.progress import track
 from rich.table import Table
 
 from linewatch.pipeline.errors import LinewatchError
-from linewatch.pipeline.inference.classifier import Classifier
+from linewatch.pipeline.gallery.store import load_gallery
+from linewatch.pipeline.inference.classifier import Classifier, ModelInfo
 from linewatch.pipeline.training import data
+from linewatch.pipeline.training.gallery_metrics import gallery_figures
 from linewatch.pipeline.training.metrics import (
     ClassReport,
     class_report,
@@ -94,16 +96,21 @@ def _timed(call) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
+VIEWS = ("line", "photo")  # what `linewatch model eval` scores by default, one table each
+
+
 def evaluate(
     model_dir: Path,
     data_dir: Path,
     split_file: Path | None,
     threads: int,
     include_synthetic: bool = False,
-    views: str = "photo",
+    views: tuple[str, ...] = VIEWS,
     max_false_alarms: float = 0.01,
     curve: Path | None = None,
-) -> dict:
+) -> dict[str, dict]:
+    """The model on the images, once per kind of view: {view: figures}. `line`: each
+    photo as the line's crop of it; `photo`: the photo as a person uploads it."""
     classifier = Classifier(model_dir, threads=threads, device="cpu", max_batch=32)
     folder_labels, items = eval_items(data_dir, split_file, include_synthetic)
     info = classifier.info
@@ -113,7 +120,52 @@ def evaluate(
             f"classes {unknown} of {data_dir} are not in the model's labels {list(info.labels)}"
         )
     y_true = np.array([info.labels.index(folder_labels[index]) for _, index in items])
-    probs = predict_items(classifier, items, views=views)
+    latency = measure_latency(classifier)
+    results = {}
+    for view in views:
+        probs = predict_items(classifier, items, views=view)
+        view_curve = curve if curve is None or len(views) == 1 else _per_view(curve, view)
+        title = f"{model_dir} ({view} views)"
+        results[view] = score_view(probs, y_true, info, max_false_alarms, view_curve, title)
+        results[view].update(
+            _as_json(model_dir, data_dir, split_file, latency, info.version), views=view
+        )
+    if info.gallery is not None:
+        truth = [info.labels[int(label)] for label in y_true]
+        results["gallery"] = gallery_eval(classifier, model_dir, items, truth)
+    return results
+
+
+def gallery_eval(classifier: Classifier, model_dir: Path, items: list, truth: list[str]) -> dict:
+    """The model's exported gallery searched with the images as line views (their
+    embeddings from the same predictor call as the probabilities): 1-NN macro-F1,
+    leave-one-class-out novelty AUROC per defect class, few-shot recall at 5 and 10."""
+    info = classifier.info
+    assert info.gallery is not None
+    size = classifier.preprocessor.output_size[0]
+    embeddings = []
+    for start in range(0, len(items), 32):
+        chunk = [read_rgb(item, size, "line") for item, _ in items[start : start + 32]]
+        embeddings.append(classifier.predict_with_embeddings(chunk)[1])
+    gallery = load_gallery(model_dir / info.gallery.file)
+    defects = [label for label in info.labels if label not in info.normal_labels]
+    return gallery_figures(gallery, np.concatenate(embeddings), truth, defects)
+
+
+def _per_view(path: Path, view: str) -> Path:
+    return path.with_name(f"{path.stem}_{view}{path.suffix}")
+
+
+def score_view(
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    info: ModelInfo,
+    max_false_alarms: float,
+    curve: Path | None = None,
+    title: str = "",
+) -> dict:
+    """Class table, defect recall and false alarms at the model's threshold, and the best
+    recall within the false-alarm budget, of one kind of view."""
     report = class_report(y_true, probs.argmax(axis=1), info.labels)
     normal = [info.labels.index(label) for label in info.normal_labels]
     defect_mass = 1 - probs[:, normal].sum(axis=1)
@@ -121,19 +173,21 @@ def evaluate(
     binary = defect_report(defect_mass, is_defect, info.defect_threshold)
     budget = recall_at_false_alarms(defect_mass, is_defect, max_false_alarms)
     if curve is not None:
-        plot_curve(defect_mass, is_defect, binary, max_false_alarms, curve, str(model_dir))
-    latency = measure_latency(classifier)
-    result = _as_json(model_dir, data_dir, split_file, report, binary, latency, info.version)
-    result["views"] = views
-    result["budget"] = {
-        "max_false_alarms": max_false_alarms,
-        "best_recall": budget.recall,
-        "false_alarm_rate": budget.false_alarm_rate,
-        "threshold": budget.threshold,
+        plot_curve(defect_mass, is_defect, binary, max_false_alarms, curve, title)
+    return {
+        **_class_json(report),
+        "defect_threshold": binary.threshold,
+        "defect_recall": binary.recall,
+        "false_alarm_rate": binary.false_alarm_rate,
+        "budget": {
+            "max_false_alarms": max_false_alarms,
+            "best_recall": budget.recall,
+            "false_alarm_rate": budget.false_alarm_rate,
+            "threshold": budget.threshold,
+        },
+        "defects": int(is_defect.sum()),
+        "normals": int((~is_defect).sum()),
     }
-    result["defects"] = int(is_defect.sum())
-    result["normals"] = int((~is_defect).sum())
-    return result
 
 
 def plot_curve(
@@ -178,14 +232,8 @@ def plot_curve(
     plt.close(figure)
 
 
-def _as_json(
-    model_dir, data_dir, split_file, report: ClassReport, binary, latency, version
-) -> dict:  # type: ignore[no-untyped-def]
+def _class_json(report: ClassReport) -> dict:
     return {
-        "model": str(model_dir),
-        "model_version": version,
-        "data": str(data_dir),
-        "split": str(split_file) if split_file else "all images",
         "images": int(report.support.sum()),
         "per_class": {
             label: {
@@ -200,17 +248,51 @@ def _as_json(
         "confusion": report.confusion.tolist(),
         "macro_f1": report.macro_f1,
         "accuracy": report.accuracy,
-        "defect_threshold": binary.threshold,
-        "defect_recall": binary.recall,
-        "false_alarm_rate": binary.false_alarm_rate,
+    }
+
+
+def _as_json(
+    model_dir: Path, data_dir: Path, split_file: Path | None, latency: Latency, version: str
+) -> dict:
+    return {
+        "model": str(model_dir),
+        "model_version": version,
+        "data": str(data_dir),
+        "split": str(split_file) if split_file else "all images",
         "latency_batch1_ms": latency.batch1_ms,
         "throughput_batch32_images_per_s": latency.batch32_images_per_s,
     }
 
 
-def print_report(result: dict, console: Console | None = None) -> None:
+def print_report(results: dict[str, dict], console: Console | None = None) -> None:
+    """One class table, confusion matrix and summary per kind of view."""
     console = console or Console()
-    table = Table(title=f"{result['model']} on {result['data']} ({result['split']})")
+    for view, result in results.items():
+        if view != "gallery":
+            print_view(result, console)
+    if "gallery" in results:
+        print_gallery(results["gallery"], console)
+
+
+def print_gallery(result: dict, console: Console) -> None:
+    table = Table(title=f"gallery ({result['entries']} entries), {result['queries']} line views")
+    for column in ("class", "novelty AUROC (class left out)", "recall, 5 shots", "10 shots"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    few = result["few_shot_recall"]
+    for label, value in result["novelty_auroc"].items():
+        shots = [few[n].get(label, float("nan")) for n in ("5", "10")]
+        table.add_row(label, f"{value:.3f}", *(f"{v:.3f}" for v in shots))
+    console.print(table)
+    console.print(
+        f"1-NN macro-F1 {result['nn_macro_f1']:.3f}  |  mean novelty AUROC "
+        f"{result['mean_novelty_auroc']:.3f}\n"
+    )
+
+
+def print_view(result: dict, console: Console) -> None:
+    table = Table(
+        title=f"{result['views']} views: {result['model']} on {result['data']} ({result['split']})"
+    )
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, row in result["per_class"].items():
@@ -236,11 +318,10 @@ def print_report(result: dict, console: Console | None = None) -> None:
         f"predictor: batch 1 {result['latency_batch1_ms']:.1f} ms, batch 32 "
         f"{result['throughput_batch32_images_per_s']:.0f} img/s"
     )
-    if "budget" in result:
-        budget = result["budget"]
-        console.print(
-            f"{result['defects']} defects / {result['normals']} good ({result['views']} views): "
-            f"best recall within {budget['max_false_alarms']:.1%} false alarms "
-            f"{budget['best_recall']:.3f} (false alarms {budget['false_alarm_rate']:.1%} at "
-            f"threshold {budget['threshold']:.3f})"
-        )
+    budget = result["budget"]
+    console.print(
+        f"{result['defects']} defects / {result['normals']} good ({result['views']} views): "
+        f"best recall within {budget['max_false_alarms']:.1%} false alarms "
+        f"{budget['best_recall']:.3f} (false alarms {budget['false_alarm_rate']:.1%} at "
+        f"threshold {budget['threshold']:.3f})\n"
+    )

@@ -15,6 +15,13 @@ from linewatch.pipeline.config import VerdictSettings
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.training import LITE_ARCHITECTURES, data
+from linewatch.pipeline.training.embedding import (
+    load_embedding_head,
+    load_held_out,
+    load_source,
+    unit_rows,
+)
+from linewatch.pipeline.training.gallery_export import gallery_section
 from linewatch.pipeline.training.metrics import (
     DefectReport,
     defect_report,
@@ -47,6 +54,29 @@ class WithSoftmax(paddle.nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return paddle.nn.functional.softmax(self.network(x) * self.inverse_temperature, axis=1)
+
+
+class WithEmbedding(WithSoftmax):
+    """The calibrated probabilities (output 0) and the L2-normalised view embedding
+    (output 1) from one forward pass: the embedding head's output on the features the
+    classifier reads, or without a head those features themselves (PP-LCNet's pooled
+    pre-fc features, a Lite0 head's standardised pooled taps)."""
+
+    def __init__(
+        self,
+        network: paddle.nn.Layer,
+        temperature: float = 1.0,
+        embedding_head: paddle.nn.Layer | None = None,
+    ) -> None:
+        super().__init__(network, temperature)
+        self.embedding_head = embedding_head
+
+    def forward(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        logits, features = self.network.forward_with_features(x)
+        probs = paddle.nn.functional.softmax(logits * self.inverse_temperature, axis=1)
+        if self.embedding_head is not None:
+            features = self.embedding_head(features)
+        return probs, unit_rows(features)
 
 
 @dataclass(frozen=True)
@@ -88,7 +118,8 @@ def validation_views(config: TrainConfig, split: data.Split) -> np.ndarray:
     return data.load_images(split.val, size)
 
 
-def _defect_mass(logits: np.ndarray, temperature: float, normal: int) -> np.ndarray:
+def defect_mass(logits: np.ndarray, temperature: float, normal: int) -> np.ndarray:
+    """1 - P(normal class) of each row of logits at this temperature."""
     scaled = logits / temperature
     probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     return 1 - probs[:, normal] / probs.sum(axis=1)
@@ -107,7 +138,7 @@ def choose_operating_point(
     if NORMAL_LABEL not in labels or not real.any():
         return OperatingPoint(temperature, 0.5, max_false_alarms, float("nan"), float("nan"), 0)
     normal = labels.index(NORMAL_LABEL)
-    mass = _defect_mass(logits[real], temperature, normal)
+    mass = defect_mass(logits[real], temperature, normal)
     is_defect = targets[real] != normal
     threshold = threshold_for_false_alarms(mass, is_defect, max_false_alarms)
     report = defect_report(mass, is_defect, threshold)
@@ -140,11 +171,11 @@ def operating_point(
         max_false_alarms,
     )
     normal = split.labels.index(NORMAL_LABEL)
-    source = "out-of-fold training photos"
+    source = str(oof.get("source", "out-of-fold training photos"))
     if "view_logits" in oof:
         # the temperature stays the canonical views' fit
         parts, how = part_operating_point(
-            _defect_mass(oof["view_logits"], chosen.temperature, normal),
+            defect_mass(oof["view_logits"], chosen.temperature, normal),
             oof["view_photo"],
             oof["targets"],
             normal=normal,
@@ -157,7 +188,7 @@ def operating_point(
             false_alarm_rate=parts.false_alarm_rate,
         )
         source = f"{source} as {how}"
-    mass = _defect_mass(val_logits[real], chosen.temperature, normal)
+    mass = defect_mass(val_logits[real], chosen.temperature, normal)
     measured = defect_report(mass, targets[real] != normal, chosen.threshold)
     return replace(
         chosen,
@@ -197,7 +228,7 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
             raise LinewatchError(f"run folder {run_dir} has no {name}; train first")
     config = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     split = data.Split.load(run_dir / "split.json")
-    network = build_network(config.arch, len(split.labels))
+    network = build_network(config.arch, len(split.labels), config.finetune_from_block)
     network.set_state_dict(paddle.load(str(run_dir / "best.pdparams")))
     network.eval()
     return config, split, network
@@ -255,32 +286,122 @@ def _selection_figures(point: OperatingPoint) -> dict:
 
 
 def export_run(run_dir: Path, out_dir: Path, max_false_alarms: float = MAX_FALSE_ALARMS) -> float:
-    """Write `out_dir` (program, params, inference.yml) with the calibrated operating point;
-    returns the max abs difference between the exported predictor and the training network
+    """Write `out_dir` (program with both outputs, params, inference.yml with the
+    calibrated operating point, gallery.npz and its `Gallery:` section); returns the max
+    abs difference between the exported predictor's outputs and the training network's
     on validation images."""
     config, split, network = load_run(run_dir)
     views = validation_views(config, split)
     logits = predict_logits(network, views)
     point = operating_point(run_dir, split, logits, max_false_alarms)
-    exported = WithSoftmax(network, point.temperature)
+    exported = WithEmbedding(network, point.temperature, load_embedding_head(run_dir))
     export_layer(exported, config.image_size, out_dir / "inference")
     version = time.strftime("%Y.%m.%d-%H%M%S")
     config_yaml = inference_config(config, split.labels, point, version)
     (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
     (run_dir / "operating_point.json").write_text(json.dumps(asdict(point), indent=1))
-    return verify_export(exported, out_dir, views[:32], logits[:32], point.temperature)
+    classifier = Classifier(out_dir, max_batch=32)
+    diff = verify_export(exported, classifier, views[:32], logits[:32], point.temperature)
+    config_yaml["Gallery"] = gallery_section(
+        classifier,
+        split,
+        data_root=Path(config.data),
+        size=config.image_size,
+        seed=config.seed,
+        out_dir=out_dir,
+        held_out=load_held_out(run_dir),
+    )
+    (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
+    return diff
+
+
+def export_from_model(run_dir: Path, out_dir: Path) -> float:
+    """Re-export the exported folder a `train-embedding --model` run was made from, with
+    the run's embedding head as output 1 and a gallery; the classifier is unchanged (its
+    weights, its exact inverse temperature read from the graph, its inference.yml
+    settings). Returns the max abs difference of the new folder's probabilities from the
+    old folder's on the validation photos' line views."""
+    from linewatch.pipeline.training.embedding_train import network_from_model
+
+    source = load_source(run_dir)
+    if source is None:
+        raise LinewatchError(
+            f"{run_dir} is neither a training run nor a train-embedding --model run"
+        )
+    model_dir, split = Path(source["model"]), data.Split.load(Path(source["split"]))
+    network, _, size = network_from_model(model_dir)
+    exported = WithEmbedding(network, 1.0, load_embedding_head(run_dir))
+    exported.inverse_temperature = exported_inverse_temperature(model_dir)
+    export_layer(exported, size, out_dir / "inference")
+    config_yaml = yaml.safe_load((model_dir / "inference.yml").read_text())
+    config_yaml.pop("Gallery", None)
+    glob = config_yaml["Global"]
+    # the classifier's version, then when its embedding and gallery were made (a folder
+    # re-exported again gets a new embedding: its version changes, its classifier's not)
+    classifier_version = str(glob.get("model_version", "unversioned")).split("-gallery")[0]
+    glob["model_version"] = f"{classifier_version}-gallery-{time.strftime('%Y.%m.%d-%H%M%S')}"
+    (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
+    classifier = Classifier(out_dir, max_batch=32)
+    cache = int(round(size * 256 / 224))
+    from linewatch.pipeline.training.line_views import canonical_view
+
+    views = [
+        np.repeat(canonical_view(data.load_image(item, cache), size)[..., None], 3, axis=2)
+        for item, _ in split.val
+    ]
+    old = Classifier(model_dir, max_batch=32).predict(views)
+    diff = float(np.abs(classifier.predict(views) - old).max())
+    config_yaml["Gallery"] = gallery_section(
+        classifier,
+        split,
+        data_root=Path(source["data"]),
+        size=size,
+        seed=0,
+        out_dir=out_dir,
+        held_out=load_held_out(run_dir),
+    )
+    (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
+    return diff
+
+
+def exported_inverse_temperature(model_dir: Path) -> float:
+    """The scale an exported graph applies to the logits before its softmax."""
+    paddle.enable_static()
+    try:
+        program, _, _ = paddle.static.load_inference_model(
+            str(model_dir / "inference"), paddle.static.Executor(paddle.CPUPlace())
+        )
+    finally:
+        paddle.disable_static()
+    ops = program.global_block().ops
+    producer = {name: op for op in ops for name in op.output_arg_names}
+    softmax = next(op for op in ops if op.type == "softmax")
+    scale = producer[softmax.input_arg_names[0]]
+    if scale.type != "scale":
+        raise LinewatchError(f"{model_dir}: no temperature scale before the softmax")
+    return float(scale.attr("scale"))
 
 
 def verify_export(
-    exported: paddle.nn.Layer,
-    out_dir: Path,
+    exported: WithEmbedding,
+    classifier: Classifier,
     views: np.ndarray,
     logits: np.ndarray,
     temperature: float,
 ) -> float:
+    """Max abs difference of the reloaded predictor's two outputs from the network's:
+    probabilities from the training logits and the temperature, embeddings from the
+    exported layer run in dygraph."""
     rgb = [np.repeat(image[..., None], 3, axis=2) for image in views]
-    predicted = Classifier(out_dir, max_batch=32).predict(rgb)
+    predicted, embeddings = classifier.predict_with_embeddings(rgb)
+    if embeddings is None:
+        raise LinewatchError("the exported graph lost its embedding output (output 1)")
     scaled = logits / temperature
     expected = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
-    return float(np.abs(predicted - expected).max())
+    exported.eval()
+    with paddle.no_grad():
+        _, reference = exported(paddle.to_tensor(data.to_batch(views)))
+    return float(
+        max(np.abs(predicted - expected).max(), np.abs(embeddings - reference.numpy()).max())
+    )

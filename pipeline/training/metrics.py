@@ -59,15 +59,6 @@ def defect_report(defect_mass: np.ndarray, is_defect: np.ndarray, threshold: flo
     return DefectReport(float(threshold), recall, false_alarms)
 
 
-def pick_threshold(defect_mass: np.ndarray, is_defect: np.ndarray, min_recall: float) -> float:
-    """The largest threshold whose defect recall is at least `min_recall` (fewest alarms)."""
-    scores = np.sort(defect_mass[is_defect])
-    if len(scores) == 0:
-        return 0.5
-    allowed_misses = int(np.floor(len(scores) * (1 - min_recall) + 1e-9))
-    return float(scores[allowed_misses])
-
-
 def _logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))

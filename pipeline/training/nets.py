@@ -121,6 +121,11 @@ class PPLCNet(nn.Layer):
             x = layer(x)
         return self._classify(x)
 
+    def forward_with_features(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Class logits and the pooled features the classifier reads [N, head_channels]."""
+        pooled = paddle.flatten(self.head(self.pool(self.features(x))), 1)
+        return self.classifier(pooled), pooled
+
     def _classify(self, features: paddle.Tensor) -> paddle.Tensor:
         x = self.head(self.pool(features))
         return self.classifier(paddle.flatten(x, 1))
@@ -184,19 +189,24 @@ class MobileNetV3Small(nn.Layer):
         self.classifier = nn.Linear(1024, num_classes)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.head(self.pool(self.features(x)))
-        return self.classifier(paddle.flatten(x, 1))
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Class logits and the pooled features the classifier reads [N, 1024]."""
+        pooled = paddle.flatten(self.head(self.pool(self.features(x))), 1)
+        return self.classifier(pooled), pooled
 
 
-def build_network(arch: str, num_classes: int) -> nn.Layer:
+def build_network(arch: str, num_classes: int, finetune_from_block: int | None = None) -> nn.Layer:
     """A fresh network by name (see ARCHITECTURES), with the same parameter names every
-    time, so optimizer checkpoints load into a new process or a new instance."""
+    time, so optimizer checkpoints load into a new process or a new instance.
+    `finetune_from_block`: an EfficientNet-Lite0 trunk trained from that block on."""
     scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
     if arch in LITE_ARCHITECTURES:
         from linewatch.pipeline.training.efficientnet import TRUNKS, LiteTeacher
 
         with paddle.utils.unique_name.guard():
-            return LiteTeacher(num_classes, TRUNKS[arch])
+            return LiteTeacher(num_classes, TRUNKS[arch], finetune_from_block)
     if arch not in (*scales, "MobileNetV3_small"):
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     with paddle.utils.unique_name.guard():
@@ -205,10 +215,14 @@ def build_network(arch: str, num_classes: int) -> nn.Layer:
         return PPLCNet(scales[arch], num_classes)
 
 
+EMBEDDING_PREFIX = "embedding_"  # parameter names of an exported embedding head
+
+
 def load_exported_weights(network: nn.Layer, folder: Path) -> int:
     """Warm start from an exported folder of the same architecture: the program's
     variables carry the names `build_network` gives (a training-only head, absent from
-    the export, keeps its fresh weights). Returns the number of tensors loaded."""
+    the export, keeps its fresh weights; an exported embedding head, named
+    `EMBEDDING_PREFIX`…, is not the network's). Returns the number of tensors loaded."""
     import os
 
     os.environ.setdefault("FLAGS_enable_pir_api", "0")
@@ -221,7 +235,9 @@ def load_exported_weights(network: nn.Layer, folder: Path) -> int:
             values = {
                 var.name: np.array(scope.find_var(var.name).get_tensor())
                 for var in program.list_vars()
-                if var.persistable and var.name not in ("feed", "fetch")
+                if var.persistable
+                and var.name not in ("feed", "fetch")
+                and not var.name.startswith(EMBEDDING_PREFIX)
             }
     finally:
         paddle.disable_static()
@@ -230,7 +246,11 @@ def load_exported_weights(network: nn.Layer, folder: Path) -> int:
         value = values.get(tensor.name)
         if value is not None and tuple(value.shape) == tuple(tensor.shape):
             state[key] = value
-    if len(state) < len(values):
+    # buffers the network does not keep in its state (constants) the program stores too,
+    # by count: their names (generated_tensor_N) depend on what the process built before
+    in_state = {tensor.name for tensor in network.state_dict().values()}
+    constants = [buffer for buffer in network.buffers() if buffer.name not in in_state]
+    if len(state) < len(values) - len(constants):
         raise LinewatchError(
             f"{folder} does not fit this network: {len(state)} of {len(values)} tensors match"
         )

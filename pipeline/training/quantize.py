@@ -248,6 +248,9 @@ def _write_config(
 ) -> None:
     """inference.yml of the INT8 copy; `threshold` and how it was set (`source`) once known."""
     config = yaml.safe_load((model_dir / CONFIG_FILE).read_text())
+    # The gallery's embeddings are the FP32 graph's; INT8 shifts them, so the copy ships
+    # none (its graph keeps the embedding output, which nothing then searches).
+    config.pop("Gallery", None)
     glob = config.setdefault("Global", {})
     glob["model_version"] = f"{glob.get('model_version', 'unversioned')}-{INT8}"
     extra = config.setdefault("Linewatch", {})

@@ -41,12 +41,24 @@ def log(run_dir: Path, message: str) -> None:
 
 
 def make_pool(
-    photos: np.ndarray, targets: np.ndarray, size: int, per_image: int, seed: int
+    photos: np.ndarray,
+    targets: np.ndarray,
+    size: int,
+    per_image: int,
+    seed: int,
+    photo_share: float = 0.0,
+    jitter: str = "default",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`per_image` randomised line views of every photo: (views [N*k, size, size], targets)."""
+    """`per_image` randomised views of every photo (line views with `jitter`, and photo
+    views with probability `photo_share`): (views [N*k, size, size], targets)."""
     rng = np.random.default_rng([seed, 7])
+    line_jitter = line_views.JITTERS[jitter]
     views = np.stack(
-        [line_views.line_view(photo, size, rng)[0] for photo in photos for _ in range(per_image)]
+        [
+            line_views.training_view(photo, size, rng, photo_share, line_jitter)
+            for photo in photos
+            for _ in range(per_image)
+        ]
     )
     return views, np.repeat(targets, per_image)
 
@@ -195,7 +207,13 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     log(run_dir, f"{len(split.train)} train / {len(split.val)} validation photos")
     train_photos = data.load_images(split.train, cache)
     views, view_targets = make_pool(
-        train_photos, targets, size, config.views_per_image, config.seed
+        train_photos,
+        targets,
+        size,
+        config.views_per_image,
+        config.seed,
+        config.photo_share,
+        config.line_jitter,
     )
     val_views = canonical_views(data.load_images(split.val, cache), size)
     log(run_dir, f"{len(views)} line views made")

@@ -53,6 +53,13 @@ class TrainConfig:
     init_from_model: str | None = None  # warm start from an exported folder (same arch)
     frozen_stages: int = 0  # distillation: PP-LCNet stages kept frozen, run by the predictor
     folds: int = 0  # Lite0 heads: k-fold held-out training scores set the operating point
+    photo_share: float = 0.0  # Lite0: share of training views cut as uploaded photos
+    line_jitter: str = "default"  # Lite0: line_views.JITTERS (how far line views stray)
+    finetune_from_block: int | None = None  # Lite0: train the trunk from this block on
+    trunk_lr_scale: float = 0.1  # fine-tune: the trunk's learning rate over the head's
+    head_warmup_views: int = 8  # fine-tune: views per photo for the frozen-trunk head start
+    calibration_fraction: float = 0.0  # training photos held out for the operating point
+    calibration_views: int = 20  # fine-tune: line views per calibration photo
 
 
 NORMAL_LABEL = "free"
@@ -315,7 +322,9 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
         config.val_fraction,
         config.seed,
     )
-    split = data.Split(real.labels, real.train + synthetic.train, real.val + synthetic.val)
+    split = data.Split(
+        real.labels, real.train + synthetic.train, real.val + synthetic.val
+    ).with_calibration(config.calibration_fraction, config.seed + 1)
     split.save(split_file)
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
     return split
@@ -324,6 +333,10 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
 def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
     paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
+    if config.arch in LITE_ARCHITECTURES and config.finetune_from_block is not None:
+        from linewatch.pipeline.training.finetune import train_finetune
+
+        return train_finetune(config, resume)
     if config.arch in LITE_ARCHITECTURES:
         from linewatch.pipeline.training.teacher import train_teacher
 

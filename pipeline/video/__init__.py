@@ -1,1 +1,1 @@
-"""Video in and out: PyAV sources, codecs, camera state, parts (locate, track, view), writer."""
+"""Video in and out: sources, codecs, camera state, parts, commissioning, live view."""

@@ -6,7 +6,9 @@ training time exactly what the line will show it.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -40,6 +42,18 @@ class PixelBox:
         return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
 
 
+def share_inside(box: PixelBox, container: PixelBox) -> float:
+    """The share of `box`'s area that lies inside `container` (0 for an empty box)."""
+    overlap = PixelBox(
+        max(box.x1, container.x1),
+        max(box.y1, container.y1),
+        min(box.x2, container.x2),
+        min(box.y2, container.y2),
+    )
+    inside = overlap.area if overlap.width > 0 and overlap.height > 0 else 0
+    return inside / box.area if box.area else 0.0
+
+
 def expand(box: PixelBox, *, margin: float, width: int, height: int) -> PixelBox:
     """The box grown by `margin` × its larger side each way, clipped to the frame."""
     pad = round(margin * max(box.width, box.height))
@@ -66,3 +80,28 @@ def crop_view(
         raise ValueError(f"box {box} lies outside the {frame_width}×{frame_height} frame")
     crop = frame[grown.y1 : grown.y2, grown.x1 : grown.x2]
     return cv2.resize(crop, size, interpolation=interpolation)
+
+
+def video_crops(
+    path: Path,
+    wanted: Mapping[int, Sequence[tuple[Hashable, PixelBox]]],
+    *,
+    size: tuple[int, int],
+    margin: float = DEFAULT_MARGIN,
+) -> dict[tuple[Hashable, int], np.ndarray]:
+    """The views `crop_view` cuts from a video file (decoded with PyAV, RGB): for each
+    frame number (in decoding order) in `wanted`, {(key, frame number): view} of its
+    (key, box) pairs."""
+    import av
+
+    last = max(wanted, default=-1)
+    views: dict[tuple[Hashable, int], np.ndarray] = {}
+    with av.open(str(path)) as container:
+        for number, frame in enumerate(container.decode(video=0)):
+            if number > last:
+                break
+            if number in wanted:
+                image = frame.to_ndarray(format="rgb24")
+                for key, box in wanted[number]:
+                    views[(key, number)] = crop_view(image, box, size=size, margin=margin)
+    return views

@@ -1,21 +1,33 @@
-"""What ingest sends for each decoded frame: the whole frame, or the views of its parts.
+"""What ingest sends for each decoded frame: the views of its parts, and their ends.
 
-`parts.method: none` keeps today's frame mode (`WholeFrames`). Any other method runs
-every frame through locate → track (`PartViews`, even while a live camera sheds, so
-tracks never break) and sends each chosen view cropped by `crop_view` (box + margin)
-and resized to the model's input size. A part's end becomes a PartEndMessage.
+`parts.method: none` is frame mode, where every sampled frame is a one-view part
+(`OneViewParts`): its view is the whole decoded frame (the camera's `roi` when set),
+resized to the model's input size like any part view, and the part ends with it. Any
+other method runs every frame through locate → track (`PartViews`, even while a live
+camera sheds, so tracks never break) and sends each chosen view cropped by `crop_view`
+(box + margin) and resized to the model's input size. A part's end becomes a
+PartEndMessage.
+
+The model is the one the line runs now: its size and crop margin are read again at most
+every `defaults.MODEL_POLL_S`, so after `linewatch model use` the next parts are cut for
+the new model; a part keeps the cut of its first view, so no part mixes two cuts.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 
-from linewatch.pipeline.config import PartsSettings
-from linewatch.pipeline.video.crop import crop_view
+from linewatch.pipeline import defaults
+from linewatch.pipeline.config import FrameParts, PartsSettings
+from linewatch.pipeline.video.commission import SplitWatch
+from linewatch.pipeline.video.crop import PixelBox, crop_view
 from linewatch.pipeline.video.locate import Locator, make_locator
 from linewatch.pipeline.video.source import DecodedFrame
 from linewatch.pipeline.video.tracking import (
@@ -27,18 +39,18 @@ from linewatch.pipeline.video.tracking import (
 )
 from linewatch.schemas.messages import PartEndMessage, PartView
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Pick:
-    """One message to send: a whole frame (`view` None) or one part's view of it."""
+    """One message to send: one part's view of a frame."""
 
     frame: DecodedFrame
-    view: ViewPick | None = None
+    view: ViewPick
 
-    def sent_as(self, seq: int) -> PartView | None:
+    def sent_as(self, seq: int) -> PartView:
         """The view's wire identity, recording on its part that it is sent with `seq`."""
-        if self.view is None:
-            return None
         part, box = self.view.part, self.view.box
         return PartView(part.part_id, part.note_sent(seq), box.x1, box.y1, box.x2, box.y2)
 
@@ -63,54 +75,139 @@ class FrameViews(Protocol):
 
     def image(self, pick: Pick) -> np.ndarray: ...
 
+    def shed(self, selection: Selection) -> list[PartRecord]:
+        """The part ends still sent when a live camera sheds this selection's views."""
+        ...
+
     def finish(self, reason: str) -> list[PartRecord]: ...
 
+    def visible(self) -> list[tuple[PixelBox, int | None]]: ...
 
-class WholeFrames:
-    """Frame mode: every frame is sent whole."""
+
+class ModelPoll:
+    """The running model's view, read again at most every MODEL_POLL_S (a failed read
+    keeps the last one)."""
+
+    def __init__(self, model_view: Callable[[], ModelView]) -> None:
+        self._model_view = model_view
+        self.view = model_view()
+        self._read_at = time.monotonic()
+
+    def refresh(self) -> bool:
+        """True when the view changed."""
+        if time.monotonic() - self._read_at < defaults.MODEL_POLL_S:
+            return False
+        self._read_at = time.monotonic()
+        before = self.view
+        try:
+            self.view = self._model_view()
+        except Exception as exc:  # noqa: BLE001 (Redis down, unreadable folder: keep the cut)
+            log.warning("running model not read (%s); views stay %s", exc, before)
+        return self.view != before
+
+
+class OneViewParts:
+    """Frame mode: every frame is a part of one view, the whole frame resized to the
+    running model's input size; the part ends with its view (reason `frame`). A frame a
+    live camera sheds is no part: its reserved id is skipped."""
+
+    def __init__(
+        self, *, model_view: Callable[[], ModelView], new_part_ids: Callable[[int], int]
+    ) -> None:
+        self.model = ModelPoll(model_view)
+        self.new_part_ids = new_part_ids
 
     def select(self, frames: Sequence[DecodedFrame]) -> Selection:
-        return Selection([Pick(frame) for frame in frames], [])
+        if self.model.refresh():
+            log.info("frames now resized to %s", self.model.view.size)
+        first = self.new_part_ids(len(frames)) if frames else 0
+        selection = Selection([], [])
+        for offset, frame in enumerate(frames):
+            height, width = frame.image.shape[:2]
+            record = PartRecord(
+                first + offset, frame.pts, frame.capture_ts, frame.pts, frame.capture_ts
+            )
+            record.reason, record.ended_ts = "frame", frame.capture_ts
+            selection.picks.append(Pick(frame, ViewPick(record, PixelBox(0, 0, width, height))))
+            selection.ended.append(record)
+        return selection
 
     def image(self, pick: Pick) -> np.ndarray:
-        return pick.frame.image
+        return cv2.resize(pick.frame.image, self.model.view.size, interpolation=cv2.INTER_AREA)
+
+    def shed(self, selection: Selection) -> list[PartRecord]:
+        return []
 
     def finish(self, reason: str) -> list[PartRecord]:
         return []
 
+    def visible(self) -> list[tuple[PixelBox, int | None]]:
+        return []
+
 
 class PartViews:
-    """Parts mode: locate and track each frame; crop the views chosen by the tracker."""
+    """Parts mode: locate and track each frame; crop the views chosen by the tracker at
+    the running model's size and margin (the camera's `crop_margin` overrides the model's)."""
 
     def __init__(
         self,
         *,
         locator: Locator,
         tracker: PartTracker,
-        view_size: tuple[int, int],
-        margin: float,
+        model_view: Callable[[], ModelView],
+        crop_margin: float | None = None,
+        watch: SplitWatch | None = None,
     ) -> None:
         self.locator = locator
         self.tracker = tracker
-        self.view_size = view_size
-        self.margin = margin
+        self.watch = watch
+        self._crop_margin = crop_margin
+        self._cuts: dict[int, tuple[tuple[int, int], float]] = {}  # part id -> its cut
+        self._ended: list[int] = []  # parts that ended in the last selection
+        self.model = ModelPoll(model_view)
+
+    @property
+    def view_size(self) -> tuple[int, int]:
+        return self.model.view.size
+
+    @property
+    def margin(self) -> float:
+        margin = self._crop_margin if self._crop_margin is not None else self.model.view.margin
+        return margin or 0.0
 
     def select(self, frames: Sequence[DecodedFrame]) -> Selection:
+        if self.model.refresh():
+            log.info("views now cut at %s, margin %.3f", self.view_size, self.margin)
+        for part_id in self._ended:  # their last views were cut after that selection
+            self._cuts.pop(part_id, None)
         selection = Selection([], [])
         for frame in frames:
             height, width = frame.image.shape[:2]
             info = FrameInfo(frame.pts, frame.capture_ts, width, height)
-            step = self.tracker.update(self.locator.locate(frame.image), info)
+            boxes = self.locator.locate(frame.image)
+            if self.watch is not None:
+                self.watch.see(boxes, frame.pts)
+            step = self.tracker.update(boxes, info)
             selection.picks += [Pick(frame, view) for view in step.views]
             selection.ended += step.ended
+        self._ended = [record.part_id for record in selection.ended]
         return selection
 
     def image(self, pick: Pick) -> np.ndarray:
-        assert pick.view is not None
-        return crop_view(pick.frame.image, pick.view.box, size=self.view_size, margin=self.margin)
+        cut = (self.view_size, self.margin)
+        size, margin = self._cuts.setdefault(pick.view.part.part_id, cut)
+        return crop_view(pick.frame.image, pick.view.box, size=size, margin=margin)
+
+    def shed(self, selection: Selection) -> list[PartRecord]:
+        return selection.ended  # tracked parts end with the views they kept
 
     def finish(self, reason: str) -> list[PartRecord]:
+        self._cuts.clear()
         return self.tracker.finish(reason)
+
+    def visible(self) -> list[tuple[PixelBox, int | None]]:
+        """The boxes of the last frame selected, with their part ids."""
+        return self.tracker.visible()
 
 
 def make_frame_views(
@@ -118,20 +215,20 @@ def make_frame_views(
     *,
     camera_id: str,
     model_view: Callable[[], ModelView],
-    new_part_id: Callable[[], int],
+    new_part_ids: Callable[[int], int],
 ) -> FrameViews:
-    """Whole frames for `method: none`, else part views (`model_view` is read only then).
-    The crop margin is the camera's `crop_margin`, else the model's, else 0."""
-    if settings.method == "none":
-        return WholeFrames()
+    """One-view parts for `method: none`, else located and tracked part views;
+    `new_part_ids(n)` reserves n part ids and returns the first. The crop margin of a
+    located part is the camera's `crop_margin`, else the model's, else 0."""
+    if isinstance(settings, FrameParts):
+        return OneViewParts(model_view=model_view, new_part_ids=new_part_ids)
     locator = make_locator(settings, camera_id=camera_id)
-    model = model_view()
-    margin = settings.crop_margin if settings.crop_margin is not None else model.margin
     return PartViews(
         locator=locator,
-        tracker=make_tracker(locator, settings, new_part_id=new_part_id),
-        view_size=model.size,
-        margin=margin or 0.0,
+        tracker=make_tracker(locator, settings, new_part_id=lambda: new_part_ids(1)),
+        model_view=model_view,
+        crop_margin=settings.crop_margin,
+        watch=SplitWatch(camera_id) if locator.tracked else None,
     )
 
 

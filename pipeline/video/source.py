@@ -22,7 +22,7 @@ import av
 import cv2
 import numpy as np
 
-from linewatch.pipeline.config import STREAM_SCHEMES
+from linewatch.pipeline.config import STREAM_SCHEMES, CameraSettings, IngestSettings
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.orphans import die_with_parent
 from linewatch.pipeline.redact import redact_url
@@ -63,6 +63,17 @@ class SourceOptions:
     resize: tuple[int, int] | None = None
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
+
+    @classmethod
+    def for_camera(cls, camera: CameraSettings, ingest: IngestSettings) -> SourceOptions:
+        """The camera's sampling, roi and resize with ingest's timeouts."""
+        return cls(
+            target_fps=camera.fps,
+            roi=camera.roi,
+            resize=camera.resize,
+            open_timeout_s=ingest.open_timeout_s,
+            read_timeout_s=ingest.read_timeout_s,
+        )
 
 
 def is_live(url: str) -> bool:

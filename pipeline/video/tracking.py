@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from linewatch.pipeline.config import PartsSettings
+from linewatch.pipeline.config import LocatedParts, TrackedParts
 from linewatch.pipeline.video.crop import PixelBox
 from linewatch.pipeline.video.locate import Locator
 
@@ -87,12 +87,14 @@ class FrameInfo:
 class PartTracker(Protocol):
     def update(self, boxes: list[PixelBox], frame: FrameInfo) -> TrackStep: ...
 
+    def visible(self) -> list[tuple[PixelBox, int | None]]: ...
+
     def finish(self, reason: str) -> list[PartRecord]: ...
 
 
 def make_tracker(
     locator: Locator,
-    settings: PartsSettings,
+    settings: LocatedParts,
     *,
     new_part_id: Callable[[], int],
     clock: Callable[[], int] = time.time_ns,
@@ -132,7 +134,7 @@ class BeltTracker:
 
     def __init__(
         self,
-        settings: PartsSettings,
+        settings: TrackedParts,
         *,
         new_part_id: Callable[[], int],
         clock: Callable[[], int] = time.time_ns,
@@ -143,6 +145,14 @@ class BeltTracker:
         self.tracks: list[Track] = []
         self.frame = 0
         self.discarded = 0  # tentative tracks that never became parts
+
+    def visible(self) -> list[tuple[PixelBox, int | None]]:
+        """The boxes seen in the last frame, with their part ids (None: not a part yet)."""
+        return [
+            (track.box, track.record.part_id if track.record else None)
+            for track in self.tracks
+            if track.frame == self.frame
+        ]
 
     def update(self, boxes: list[PixelBox], frame: FrameInfo) -> TrackStep:
         self.frame += 1
@@ -267,16 +277,21 @@ class TriggeredParts:
 
     def __init__(
         self,
-        settings: PartsSettings,
+        settings: LocatedParts,
         *,
         new_part_id: Callable[[], int],
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.new_part_id = new_part_id
         self.clock = clock
+        self.last: list[tuple[PixelBox, int | None]] = []
+
+    def visible(self) -> list[tuple[PixelBox, int | None]]:
+        return list(self.last)
 
     def update(self, boxes: list[PixelBox], frame: FrameInfo) -> TrackStep:
         step = TrackStep()
+        self.last = []
         for box in boxes:
             record = PartRecord(
                 self.new_part_id(), frame.pts, frame.capture_ts, frame.pts, frame.capture_ts
@@ -284,6 +299,7 @@ class TriggeredParts:
             step.views.append(ViewPick(record, box))
             record.reason, record.ended_ts = "left", self.clock()
             step.ended.append(record)
+            self.last.append((box, record.part_id))
         return step
 
     def finish(self, reason: str) -> list[PartRecord]:

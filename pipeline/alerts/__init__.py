@@ -1,1 +1,0 @@
-"""From results to the line: alert rules, reorder buffer, notifiers, webhook (HTTP + HMAC)."""

@@ -1,0 +1,1 @@
+"""A part's verdict, the judge, the line alarm: the NG rule written once."""

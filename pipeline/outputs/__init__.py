@@ -1,0 +1,1 @@
+"""Telling the line: outbox, notifiers (log, pub/sub, webhook), MQTT, camera status."""
