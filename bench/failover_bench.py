@@ -183,7 +183,7 @@ NOTES = [
     "  cost is the bare figure: about 0.1 ms at the median per batch on loopback, more at",
     "  p99. On a network it adds one replica round trip per ingest batch.",
     "- After the kill the new primary has no replica: WAIT comes short and probes",
-    "  (1 ms) instead of waiting 500 ms per batch (ReplicaWait), so resume is the same.",
+    "  (20 ms) instead of waiting 500 ms per batch (ReplicaWait), so resume is the same.",
 ]
 
 

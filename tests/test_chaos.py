@@ -115,6 +115,10 @@ class Line:
         client.close()
         return int(value or 0)
 
+    def reconnects(self) -> int:
+        """Drops a camera noted so far (each logs `reconnecting in`)."""
+        return self.log.read_text().count("reconnecting in")
+
     def sent(self) -> int:
         client = broker.connect(self.redis_url)
         total = 0
@@ -326,7 +330,11 @@ def test_rtsp_server_dropped_and_restored(
     time.sleep(3)
     server = rtsp_server(path, port=server.port)
     wait_until(lambda: line.sent() >= FRAMES + 20, timeout_s=90)
+    drops = line.reconnects()
     server.stop()
+    # ingest's `sent` is recorded every few seconds, and exactly when it notes a drop
+    # (waiting on it before that let frames still in flight miss the check: 220 of 225)
+    wait_until(lambda: line.reconnects() > drops, timeout_s=60)
     # `written` counts replayed rows too, so the rows themselves are what is waited for
     wait_until(lambda: stored_rows(sqlite_url) >= line.sent(), timeout_s=60)
     line.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]

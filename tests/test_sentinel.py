@@ -119,6 +119,52 @@ def test_a_client_follows_a_failover_and_status_shows_it(tmp_path: Path) -> None
         client.close()
 
 
+def test_batches_no_replica_confirmed_are_sent_again_when_the_primary_changes(
+    tmp_path: Path,
+) -> None:
+    """The replica is gone, so WAIT comes short and the batches live only on the primary;
+    the primary then dies and comes back empty (no persistence). The batches kept since
+    are sent again to it with the next one: none is lost."""
+    with sentinel_set(tmp_path / "set") as cluster:
+        settings = load_settings(environ={}, overrides={"redis": cluster.settings()})
+        replicas = settings.redis.model_copy(update={"wait_timeout_ms": 50})
+        client = broker.connect_to(settings, "test")
+        primary, replica = (node.port for node in cluster.servers)
+        cluster.kill(replica)
+        stream = "lw:test:unconfirmed"
+
+        def add(n: int) -> None:
+            broker.with_retry(
+                lambda: broker.add_to_streams(
+                    client, [(stream, [{b"n": b"%d" % n}], None)], replicas
+                ),
+                lambda delay: time.sleep(delay) or False,
+                "test",
+            )
+
+        for n in range(3):
+            add(n)
+        state = broker._replica_wait(client)
+        assert len(state.unconfirmed) == 3, "kept until a replica confirms"
+        cluster.kill(primary)
+        cluster.restart(primary)
+        add(3)
+        stored = sorted(int(fields[b"n"]) for _, fields in client.xrange(stream))
+        assert stored == [0, 1, 2, 3], stored
+        assert len(state.unconfirmed) == 4, "still no replica: all four are kept"
+        client.close()
+
+
+def test_kept_batches_are_bounded_oldest_first() -> None:
+    state = broker.ReplicaWait()
+    state.MAX_UNCONFIRMED_BYTES = 25  # each entry below is 11 bytes
+    for n in range(4):
+        state.written([("s", [{b"n": b"%09d" % n}], None)], "server-a", count=0, wanted=1)
+    assert [batch[1][0][b"n"] for batch, _ in state.unconfirmed] == [b"000000002", b"000000003"]
+    lost = state.written([("s", [{b"n": b"x"}], None)], "server-b", count=1, wanted=1)
+    assert len(lost) == 2 and not state.unconfirmed, "handed back once, then forgotten"
+
+
 def assert_batches_do_not_wait_out_a_missing_replica(client, settings, stream: str) -> None:  # type: ignore[no-untyped-def]
     """The old primary is gone: no replica can confirm. Batches go on without paying
     `wait_timeout_ms` (500 ms) each, counted as short WAITs."""

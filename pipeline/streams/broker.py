@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -165,7 +166,8 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
-Batches = Sequence[tuple[str, Sequence[dict[bytes, bytes]], int | None]]
+Batch = tuple[str, Sequence[dict[bytes, bytes]], int | None]  # stream, entries, maxlen
+Batches = Sequence[Batch]
 
 
 def add_to_streams(
@@ -187,7 +189,9 @@ def add_and_wait(client: redis.Redis, batches: Batches, replicas: RedisSettings)
     """MULTI, the XADDs, EXEC, then WAIT in one round trip on one connection (WAIT covers
     only its own connection's writes): when this returns, the batch is on a replica unless
     the WAIT came short (counted; see ReplicaWait). A primary lost before the reply raises,
-    so the caller sends the batch again (seq and part ids dedupe it)."""
+    so the caller sends the batch again (seq and part ids dedupe it). Batches no replica
+    confirmed are kept, and sent again once a different server answers (the primary they
+    were on is gone, and a failover may have lost them)."""
     state = _replica_wait(client)
     pipe = client.pipeline(transaction=False)
     pipe.execute_command("MULTI")
@@ -195,31 +199,71 @@ def add_and_wait(client: redis.Redis, batches: Batches, replicas: RedisSettings)
         add_to(pipe, stream, entries, maxlen)
     pipe.execute_command("EXEC")
     pipe.execute_command("WAIT", replicas.wait_replicas, state.timeout_ms(replicas))
-    replies = pipe.execute()
-    state.confirmed(int(replies[-1]), replicas.wait_replicas)
-    return list(replies[-2])
+    pipe.execute_command("INFO", "server")  # which server took the writes
+    *_, added, confirmed, server = pipe.execute()
+    lost = state.written(batches, str(server["run_id"]), int(confirmed), replicas.wait_replicas)
+    if lost:
+        log.warning(
+            "Redis primary changed: sending again %d entries written before the change "
+            "that no replica had confirmed (duplicates are skipped downstream)",
+            sum(len(entries) for _, entries, _ in lost),
+        )
+        add_and_wait(client, lost, replicas)
+    return list(added)
 
 
 class ReplicaWait:
-    """WAIT's timeout for one client. After a WAIT that came short (no replica left after a
+    """What one client's WAITs found. After a WAIT that came short (no replica left after a
     failover, or one far behind), the next batches probe with a PROBE_MS timeout for
     PROBE_S instead of waiting `wait_timeout_ms` each (which would slow ingest to a few
     batches a second); a probe that is confirmed ends that, and after PROBE_S one full
     WAIT tries again. PROBE_MS is not 1: a replica's acknowledgement takes more than a
     millisecond on a loaded host, so 1 ms probes kept coming short after the replica was
-    back, and writes stayed unreplicated until a second failover lost them (3 of 16
-    parts in tests/test_sentinel_line.py under a full test run)."""
+    back.
+
+    Batches whose WAIT came short are kept (up to MAX_UNCONFIRMED_BYTES, oldest dropped
+    first) until a WAIT on the same server confirms a later write (replication is in
+    order, so that covers them), or are handed back to be sent again when a different
+    server answers: a replica restarted and synced but not yet streaming, or none at all,
+    when the primary died (3 of 16 parts lost in tests/test_sentinel_line.py before)."""
 
     PROBE_S = 5.0
     PROBE_MS = 20
+    MAX_UNCONFIRMED_BYTES = 64 * 2**20
 
     def __init__(self) -> None:
         self.probe_until = 0.0
+        self.server: str | None = None  # run_id of the server that holds `unconfirmed`
+        self.unconfirmed: deque[tuple[Batch, int]] = deque()  # (batch, its bytes)
+        self.unconfirmed_bytes = 0
 
     def timeout_ms(self, replicas: RedisSettings) -> int:
         if time.monotonic() < self.probe_until:
             return min(self.PROBE_MS, replicas.wait_timeout_ms)
         return replicas.wait_timeout_ms
+
+    def written(self, batches: Batches, server: str, count: int, wanted: int) -> Batches:
+        """Note batches written to `server` with `count` replicas confirming; the batches
+        kept from a different server, to send again."""
+        moved = self.server not in (None, server)
+        lost = [batch for batch, _ in self.unconfirmed] if moved else []
+        if moved or count >= wanted:
+            self.unconfirmed.clear()
+            self.unconfirmed_bytes = 0
+        self.server = server
+        self.confirmed(count, wanted)
+        if count < wanted:
+            self._keep(batches)
+        return lost
+
+    def _keep(self, batches: Batches) -> None:
+        for batch in batches:
+            size = _size(batch[1])
+            self.unconfirmed.append((batch, size))
+            self.unconfirmed_bytes += size
+        while self.unconfirmed_bytes > self.MAX_UNCONFIRMED_BYTES:
+            _, size = self.unconfirmed.popleft()
+            self.unconfirmed_bytes -= size
 
     def confirmed(self, count: int, wanted: int) -> None:
         if count >= wanted:
@@ -232,12 +276,17 @@ class ReplicaWait:
             if not self.probe_until:
                 log.warning(
                     "WAIT: %d of %d replicas confirmed within redis.wait_timeout_ms: writes go "
-                    "on unreplicated until a replica catches up (checked every %.0f s)",
+                    "on unreplicated until a replica catches up (checked every %.0f s); they "
+                    "are kept here and sent again if the primary changes",
                     count,
                     wanted,
                     self.PROBE_S,
                 )
             self.probe_until = time.monotonic() + self.PROBE_S
+
+
+def _size(entries: Sequence[dict[bytes, bytes]]) -> int:
+    return sum(len(key) + len(value) for fields in entries for key, value in fields.items())
 
 
 _REPLICA_WAITS: dict[int, ReplicaWait] = {}

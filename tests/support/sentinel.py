@@ -25,6 +25,11 @@ SERVICE = "linewatch"
 PASSWORD = "data-pw-5e1c"
 SENTINEL_PASSWORD = "sentinel-pw-77ab"
 DOWN_AFTER_MS = 1000
+# Under load a sentinel may not reach a just-promoted primary within DOWN_AFTER_MS and
+# starts a failover of it that aborts (no good replica yet); every sentinel that voted
+# then refuses to fail over that primary for 2 x FAILOVER_TIMEOUT_MS (measured: a second
+# kill 10 s after the first resumed after 15.7 s, with the default-like 10 s timeout).
+FAILOVER_TIMEOUT_MS = 4000
 
 
 @dataclass
@@ -38,6 +43,7 @@ class SentinelSet:
     root: Path
     servers: list[Node] = field(default_factory=list)
     sentinels: list[Node] = field(default_factory=list)
+    killed_at: float = 0.0  # monotonic time of the last kill
 
     @property
     def addresses(self) -> list[str]:
@@ -74,11 +80,20 @@ class SentinelSet:
         """SIGKILL the current primary; its port."""
         port = self.primary_port()
         assert port is not None, "no primary known"
+        self.kill(port)
+        return port
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the data server on `port` (its data is gone: no persistence)."""
         process = self.node(port).process
         assert process is not None
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        return port
+        self.killed_at = time.monotonic()
+
+    def restart(self, port: int) -> None:
+        """Start the killed server on `port` again, empty, in the role it had."""
+        self.node(port).process = _server(self.root, port)
 
     def wait_promotion(self, old: int, timeout_s: float = 30) -> float:
         """Seconds until the sentinels name a primary other than `old` that answers."""
@@ -95,13 +110,17 @@ class SentinelSet:
         wait until every sentinel counts it as a healthy replica. Until they do, a sentinel
         still holds it `s_down` and would find no replica to promote if the primary died:
         the failover aborts and is retried only after 2 × failover-timeout (measured: 31 s
-        instead of 3 s when the primary was killed the moment the replica had synced)."""
+        instead of 3 s when the primary was killed the moment the replica had synced).
+        Also waits out the failover delay a spurious vote after the last kill may have
+        started (see FAILOVER_TIMEOUT_MS): a plant's second failure is not that close."""
         primary = self.primary_port()
         assert primary is not None and primary != port
         self.node(port).process = _server(self.root, port, replica_of=primary)
+        quiet_after = self.killed_at + (2 * FAILOVER_TIMEOUT_MS + DOWN_AFTER_MS) / 1000 + 1
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.synced(port) and all(self._healthy_replica(n, port) for n in self.sentinels):
+                time.sleep(max(0.0, quiet_after - time.monotonic()))
                 return
             time.sleep(0.1)
         raise AssertionError(f"the restarted server on {port} was not a healthy replica in time")
@@ -170,7 +189,7 @@ def _sentinel_process(root: Path, port: int, primary: int) -> subprocess.Popen[b
         f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
         f"sentinel auth-pass {SERVICE} {PASSWORD}\n"
         f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
-        f"sentinel failover-timeout {SERVICE} 10000\n"
+        f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {SERVICE} 1\n"
     )
     log = (folder / "sentinel.log").open("ab")
