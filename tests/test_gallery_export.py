@@ -39,15 +39,16 @@ from linewatch.pipeline.training.gallery_export import (
 from linewatch.pipeline.training.gallery_metrics import auroc, gallery_figures
 from linewatch.pipeline.training.line_views import WIDE_JITTER, canonical_view
 from linewatch.pipeline.training.static_runner import export_layer
-from tests.support.tiny_run import tiny_run
+from tests.support.tiny_run import TRAINED_A_LITTLE, tiny_run
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "linewatch-tile"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PP-LCNet run on generated tiles (its images in run/../images)."""
-    return tiny_run(tmp_path_factory.mktemp("gallery"))
+    """A PP-LCNet run on generated tiles (its images in run/../images), trained enough
+    that its embeddings tell views apart."""
+    return tiny_run(tmp_path_factory.mktemp("gallery"), **TRAINED_A_LITTLE)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def test_export_reloads_both_outputs_equal(exported: tuple[Path, Path, float]) -
     assert classifier.embedding_size == 1280  # PP-LCNet's pooled pre-fc features
     assert embeddings is not None and embeddings.shape == (5, 1280)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
+    assert np.ptp(embeddings, axis=0).max() > 0.01, "different views embed apart"
     assert np.array_equal(probs, classifier.predict(images)), "existing callers see the same"
     again = Classifier(model, max_batch=8).predict_with_embeddings(images)
     assert np.abs(again[0] - probs).max() < 1e-5 and np.abs(again[1] - embeddings).max() < 1e-5
