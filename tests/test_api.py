@@ -23,9 +23,10 @@ from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.decide.ng_rule import ng_sql
 from linewatch.pipeline.errors import ConfigError
 from linewatch.pipeline.inference.loading import load_model
-from linewatch.pipeline.inference.prediction import predict
+from linewatch.pipeline.inference.prediction import predictions
 from linewatch.pipeline.storage import parts_queries as queries
 from linewatch.pipeline.storage.database import write_batch
+from linewatch.pipeline.video.belt_view import canonical_view
 from linewatch.schemas.messages import PartView
 from linewatch.schemas.tables import Detection, ShadowDetection
 from tests.support.api import (
@@ -79,7 +80,9 @@ def post_files(client: TestClient, *files: tuple[str, bytes, str]) -> Any:
 # --- /v1/classify -------------------------------------------------------------------
 
 
-def test_classify_png_and_jpeg_answer_as_the_inference_worker_would(lite: TestClient) -> None:
+def test_classify_png_and_jpeg_answer_as_the_worker_would_on_both_views(lite: TestClient) -> None:
+    """An upload is judged as uploaded and as the line would cut it (on the belt, the
+    line's crop), the probabilities averaged; each through the worker's own code path."""
     image = tile(1)
     response = post_files(
         lite, ("tile.png", png(image), "image/png"), ("tile.jpg", jpeg(image), "image/jpeg")
@@ -87,7 +90,11 @@ def test_classify_png_and_jpeg_answer_as_the_inference_worker_would(lite: TestCl
     assert response.status_code == 200, response.text
     by_png, by_jpeg = response.json()["results"]
     worker_model = load_model(MODEL_DIR, threads=1, max_batch=2)
-    (expected,) = predict(worker_model, [image])  # the worker's own code path
+    size = worker_model.preprocessor.output_size[0]
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    as_line = np.repeat(canonical_view(grey, size)[..., None], 3, axis=2)
+    probs = worker_model.predict([image, as_line])  # the worker's own code path
+    (expected,) = predictions(probs.mean(axis=0, keepdims=True), worker_model.info)
     assert expected is not None
     assert by_png["label"] == expected.label
     assert by_png["score"] == pytest.approx(expected.score, abs=1e-4)

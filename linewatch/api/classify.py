@@ -1,5 +1,6 @@
 """/v1/classify: the line's model, through the inference worker's own code path
-(`load_model` → `Preprocessor.batch` → predictor → `prediction.predict`).
+(`load_model` → `Preprocessor.batch` → predictor → `prediction.predictions`); each
+photo is judged as uploaded and as the line would cut it (pipeline/inference/uploads.py).
 
 The model is loaded once, on first use (or at start-up by `serve`), and follows the
 line's `linewatch model use` switch: the requested folder is checked at most every
@@ -19,7 +20,8 @@ import numpy as np
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.inference.explain import heat_map_jpeg
 from linewatch.pipeline.inference.loading import Model, describe_model, load_model
-from linewatch.pipeline.inference.prediction import Prediction, predict
+from linewatch.pipeline.inference.prediction import Prediction
+from linewatch.pipeline.inference.uploads import predict_uploads
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class ModelHolder:
     def predict(self, images: Sequence[np.ndarray]) -> tuple[Model, list[Prediction | None]]:
         with self._lock:
             model = self._current()
-            return model, predict(model, images)
+            return model, predict_uploads(model, images)
 
     def using(self, work: Callable[[Model, Path], T]) -> T:
         """`work(model, its folder)` with the current model, serialised like predict."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from rich.table import Table
 from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.gallery.store import load_gallery
 from linewatch.pipeline.inference.classifier import Classifier, ModelInfo
+from linewatch.pipeline.inference.uploads import upload_probs
 from linewatch.pipeline.training import data
 from linewatch.pipeline.training.gallery_metrics import gallery_figures
 from linewatch.pipeline.training.metrics import (
@@ -72,11 +74,14 @@ def read_rgb(item: str, size: int, views: str = "photo") -> np.ndarray:
 def predict_items(
     classifier: Classifier, items: list, batch_size: int = 32, views: str = "photo"
 ) -> np.ndarray:
+    """Probabilities of the items as `views`; `photo` views are judged as /v1/classify
+    judges an upload (pipeline/inference/uploads.py)."""
     size = classifier.preprocessor.output_size[0]
+    judge = partial(upload_probs, classifier) if views == "photo" else classifier.predict
     probs = []
     for start in track(range(0, len(items), batch_size), description="evaluating"):
         chunk = items[start : start + batch_size]
-        probs.append(classifier.predict([read_rgb(item, size, views) for item, _ in chunk]))
+        probs.append(judge([read_rgb(item, size, views) for item, _ in chunk]))
     return np.concatenate(probs)
 
 

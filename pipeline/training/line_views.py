@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from linewatch.pipeline.video.belt_view import BELT_LEVEL as BELT_LEVEL
+from linewatch.pipeline.video.belt_view import TILE_FRACTION as TILE_FRACTION
+from linewatch.pipeline.video.belt_view import canonical_view as canonical_view
 from linewatch.pipeline.video.crop import DEFAULT_MARGIN, PixelBox, crop_view
-
-BELT_LEVEL = 40  # the simulator's belt grey level
-TILE_FRACTION = 224 / 256  # tile size over frame size on the simulated line
 
 
 @dataclass(frozen=True)
@@ -111,13 +111,6 @@ def place_on_belt(
         ys, xs = np.nonzero(inside > 127)
         box = PixelBox(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return frame, frame_mask, box
-
-
-def canonical_view(photo: np.ndarray, size: int) -> np.ndarray:
-    """The view the line cuts of this photo with no jitter (validation, thresholds)."""
-    frame, _, box = place_on_belt(photo, size, BELT_LEVEL)
-    view = crop_view(np.clip(frame, 0, 255).astype(np.uint8), box, size=(size, size))
-    return view
 
 
 def _jittered_box(box: PixelBox, error: float, frame: int, rng: np.random.Generator) -> PixelBox:
