@@ -190,26 +190,31 @@ def add_and_wait(client: redis.Redis, batches: Batches, replicas: RedisSettings)
     only its own connection's writes): when this returns, the batch is on a replica unless
     the WAIT came short (counted; see ReplicaWait). A primary lost before the reply raises,
     so the caller sends the batch again (seq and part ids dedupe it). Batches no replica
-    confirmed are kept, and sent again once a different server answers (the primary they
-    were on is gone, and a failover may have lost them)."""
+    confirmed are kept, and sent again, ahead of the next, once a different server answers
+    (the primary they were on is gone, and a failover may have lost them). Returns the
+    entry ids of `batches`."""
     state = _replica_wait(client)
+    resend = state.resend
     pipe = client.pipeline(transaction=False)
     pipe.execute_command("MULTI")
-    for stream, entries, maxlen in batches:
+    for stream, entries, maxlen in [*resend, *batches]:
         add_to(pipe, stream, entries, maxlen)
     pipe.execute_command("EXEC")
     pipe.execute_command("WAIT", replicas.wait_replicas, state.timeout_ms(replicas))
     pipe.execute_command("INFO", "server")  # which server took the writes
     *_, added, confirmed, server = pipe.execute()
-    lost = state.written(batches, str(server["run_id"]), int(confirmed), replicas.wait_replicas)
+    state.resend = []
+    sent = [*resend, *batches]
+    lost = state.written(sent, str(server["run_id"]), int(confirmed), replicas.wait_replicas)
     if lost:
         log.warning(
             "Redis primary changed: sending again %d entries written before the change "
             "that no replica had confirmed (duplicates are skipped downstream)",
             sum(len(entries) for _, entries, _ in lost),
         )
-        add_and_wait(client, lost, replicas)
-    return list(added)
+        state.resend = lost  # kept until sent: a failure here retries them with the caller's
+        add_and_wait(client, [], replicas)
+    return list(added)[sum(len(entries) for _, entries, _ in resend) :]
 
 
 class ReplicaWait:
@@ -236,6 +241,7 @@ class ReplicaWait:
         self.server: str | None = None  # run_id of the server that holds `unconfirmed`
         self.unconfirmed: deque[tuple[Batch, int]] = deque()  # (batch, its bytes)
         self.unconfirmed_bytes = 0
+        self.resend: list[Batch] = []  # kept batches a changed server may have lost
 
     def timeout_ms(self, replicas: RedisSettings) -> int:
         if time.monotonic() < self.probe_until:
