@@ -9,7 +9,8 @@ are decided. Prints per setting: time from the kill to inspection resuming (a vi
 after the kill is in SQL), frames shed, parts uninspected, and part-end -> verdict
 p50 / p99 (all parts, and the parts that ended before the kill: the steady cost of
 WAIT). Then the bare cost of WAIT: ingest-sized batches (8 views of 8 kB) sent with
-MULTI alone and with MULTI + WAIT 1 on the same set. Writes its section of RESULTS.md.
+MULTI alone and as ingest sends them with Sentinel (MULTI + WAIT 1 + INFO server, one
+round trip) on the same set. Writes its section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -134,13 +135,13 @@ def _figures(engine, wait: int, resume_s: float, shed: int, killed_ns: int) -> F
 
 
 def wait_cost(work: Path) -> dict[str, list[int]]:
-    """ns per ingest-sized batch: MULTI alone vs MULTI + WAIT 1 (same connection)."""
+    """ns per ingest-sized batch: MULTI alone vs MULTI + WAIT 1 + INFO server (same connection)."""
     views = [{b"image": bytes(VIEW_BYTES)} for _ in range(VIEWS)]
     with sentinel_set(work / "cost") as cluster:
         settings = load_settings(environ={}, overrides={"redis": cluster.settings()})
         client = broker.connect_to(settings, "bench")
-        timings: dict[str, list[int]] = {"MULTI": [], "MULTI + WAIT 1": []}
-        for name, replicas in (("MULTI", None), ("MULTI + WAIT 1", settings.redis)):
+        timings: dict[str, list[int]] = {"MULTI": [], "MULTI + WAIT 1 + INFO server": []}
+        for name, replicas in (("MULTI", None), ("MULTI + WAIT 1 + INFO server", settings.redis)):
             for _ in range(BATCHES):
                 start = time.perf_counter_ns()
                 broker.add_to_streams(client, [("bench:s", views, 1000)], replicas)
@@ -180,8 +181,9 @@ NOTES = [
     "- Resume: from the SIGKILL to the first view read after it being in SQL (promotion",
     "  itself takes 1.5-2.5 s with `down-after-milliseconds 1000`; the rest is backoff).",
     "- Only the parts decided before the kill (two) show the steady state; WAIT's steady",
-    "  cost is the bare figure: about 0.1 ms at the median per batch on loopback, more at",
-    "  p99. On a network it adds one replica round trip per ingest batch.",
+    "  cost is the bare figure: 0.1-0.15 ms at the median per batch on loopback (WAIT and",
+    "  the INFO server that tells ingest which server took the batch), more at p99. On a",
+    "  network it adds one replica round trip per ingest batch.",
     "- After the kill the new primary has no replica: WAIT comes short and probes",
     "  (20 ms) instead of waiting 500 ms per batch (ReplicaWait), so resume is the same.",
 ]
