@@ -37,6 +37,7 @@ def add_commands(
     show.set_defaults(func=cmd_gallery_show)
     build = actions.add_parser(
         "build",
+        parents=shared,
         help="replace a model folder's gallery by the parts of simulated line videos of "
         "its training photos (and choose its novelty threshold on them, out of fold)",
     )
@@ -141,4 +142,20 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
         f"{section['novelty_threshold']} ({section['selection_false_reject_rate']:.2%} of "
         "the held-out parts reach it)"
     )
+    print(_tell_running_workers(load_settings(args.config), args.model))
     return 0
+
+
+def _tell_running_workers(settings: Settings, built: Path) -> str:
+    """Bump the gallery revision when a running line runs the folder just rebuilt."""
+    from linewatch.pipeline.inference.gallery import bump_revision
+    from linewatch.pipeline.inference.loading import describe_model
+
+    try:
+        client, running = _line(settings)
+    except LinewatchError as exc:
+        return f"no running line reached ({exc}); a line running this folder reloads it on restart"
+    if client is None or running.resolve() != built.resolve():
+        return "no running line runs this folder"
+    revision = bump_revision(client, settings, describe_model(built).version)
+    return f"the running line's workers reload it (gallery revision {revision})"

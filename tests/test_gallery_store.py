@@ -151,7 +151,7 @@ def test_appending_keeps_the_file_atomic(tmp_path: Path) -> None:
     assert len(load_gallery(folder / REVIEWS_FILE)) == 2
 
 
-def test_a_worker_reloads_the_gallery_when_its_revision_moves_and_keeps_a_good_one(
+def test_a_worker_reloads_the_gallery_and_its_section_when_its_revision_moves(
     tmp_path: Path, redis_client, redis_url, line_name, monkeypatch, caplog
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(defaults, "MODEL_POLL_S", 0.0)  # every batch, not every 2 s
@@ -169,10 +169,19 @@ def test_a_worker_reloads_the_gallery_when_its_revision_moves_and_keeps_a_good_o
     assert bump_revision(redis_client, settings, "v7") == 1
     grown = follower.current(folder, info)
     assert grown is not None and grown.gallery.counts()["oil"] == 1 and grown.revision == 1
+    assert grown.section.novelty_threshold == SECTION["novelty_threshold"]
+
+    # `gallery build` rewrote the section (a new threshold) and bumped the revision
+    (folder / "inference.yml").write_text(
+        yaml.safe_dump({"Gallery": {**SECTION, "novelty_threshold": 0.123}})
+    )
+    bump_revision(redis_client, settings, "v7")
+    rebuilt = follower.current(folder, info)
+    assert rebuilt is not None and rebuilt.section.novelty_threshold == 0.123
 
     (folder / REVIEWS_FILE).write_bytes(b"torn")
     bump_revision(redis_client, settings, "v7")
-    assert follower.current(folder, info) is grown, "a broken file keeps the loaded gallery"
+    assert follower.current(folder, info) is rebuilt, "a broken file keeps the loaded gallery"
     assert "not loaded" in caplog.text and REVIEWS_FILE in caplog.text
     without = ModelInfo("m", "v8", ("crack", "free"), ("free",), 0.5, 2)
     assert follower.current(folder, without) is None, "a model without a gallery has none"

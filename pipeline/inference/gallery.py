@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.errors import LinewatchError, ModelError
 from linewatch.pipeline.gallery.folder import load_searched
 from linewatch.pipeline.gallery.search import Matches, search
-from linewatch.pipeline.gallery.settings import GallerySettings
+from linewatch.pipeline.gallery.settings import GallerySettings, gallery_settings
 from linewatch.pipeline.gallery.store import Gallery
-from linewatch.pipeline.inference.classifier import Classifier, ModelInfo
+from linewatch.pipeline.inference.classifier import CONFIG_FILE, Classifier, ModelInfo
 from linewatch.pipeline.inference.detector import DetectorInfo
 from linewatch.pipeline.inference.loading import Model
 from linewatch.pipeline.streams import broker
@@ -84,7 +85,8 @@ def load_line_gallery(folder: Path, section: GallerySettings, revision: int = 0)
 
 class GalleryFollower:
     """Holds the gallery of the model the worker runs; reloads it when the worker runs
-    another model folder or the model version's gallery revision moves."""
+    another model folder or the model version's gallery revision moves (then with the
+    folder's `Gallery:` section read again: its threshold may have changed too)."""
 
     def __init__(self, revision: Callable[[str], int]) -> None:
         self._revision = revision  # model version -> its gallery revision in Redis
@@ -110,8 +112,20 @@ class GalleryFollower:
             revision = self._poll_revision()
             if revision != self._seen:
                 self._seen = revision
+                self._section = self._section_on_disk() or self._section
                 self._load(revision)
         return self._gallery
+
+    def _section_on_disk(self) -> GallerySettings | None:
+        """The folder's `Gallery:` section as written now (`gallery build` rewrites the
+        file and the threshold); None when it cannot be read or has none."""
+        assert self._folder is not None
+        try:
+            config = yaml.safe_load((self._folder / CONFIG_FILE).read_text())
+            return gallery_settings(config) if isinstance(config, dict) else None
+        except (OSError, ValueError, KeyError, yaml.YAMLError) as exc:
+            log.warning("Gallery section of %s not read again (%s); keeping it", self._folder, exc)
+            return None
 
     def _poll_revision(self) -> int:
         self._last_poll = time.monotonic()
