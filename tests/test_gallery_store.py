@@ -57,6 +57,11 @@ def model_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def write_gallery_section(folder: Path, section: dict) -> None:
+    config = yaml.safe_load((folder / "inference.yml").read_text())
+    (folder / "inference.yml").write_text(yaml.safe_dump({**config, "Gallery": section}))
+
+
 def test_search_gives_the_nearest_label_and_one_minus_its_cosine() -> None:
     matches = search(AXES, np.array([[2, 0.1, 0], [0, 0, 1], [0.1, 3, 0]], np.float32))
     assert matches.labels == ["free", "free", "crack"]  # [0, 0, 1]: a tie, the first entry
@@ -156,7 +161,8 @@ def test_a_worker_reloads_the_gallery_and_its_section_when_its_revision_moves(
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(defaults, "MODEL_POLL_S", 0.0)  # every batch, not every 2 s
     settings = make_settings(tmp_path, line_name, redis_url)
-    folder = model_folder(tmp_path)
+    folder = copy_with_version(tmp_path, "v7")  # a whole folder: the section is read again
+    write_gallery_section(folder, SECTION)
     save_gallery(folder / GALLERY_FILE, AXES)
     section = gallery_settings({"Gallery": SECTION})
     info = ModelInfo("m", "v7", ("crack", "free"), ("free",), 0.5, 2, gallery=section)
@@ -172,9 +178,7 @@ def test_a_worker_reloads_the_gallery_and_its_section_when_its_revision_moves(
     assert grown.section.novelty_threshold == SECTION["novelty_threshold"]
 
     # `gallery build` rewrote the section (a new threshold) and bumped the revision
-    (folder / "inference.yml").write_text(
-        yaml.safe_dump({"Gallery": {**SECTION, "novelty_threshold": 0.123}})
-    )
+    write_gallery_section(folder, {**SECTION, "novelty_threshold": 0.123})
     bump_revision(redis_client, settings, "v7")
     rebuilt = follower.current(folder, info)
     assert rebuilt is not None and rebuilt.section.novelty_threshold == 0.123
@@ -191,8 +195,7 @@ def test_linewatch_check_reports_the_gallery_and_a_broken_file(
     tmp_path: Path, redis_url, line_name
 ) -> None:  # type: ignore[no-untyped-def]
     folder = copy_with_version(tmp_path, "v1")
-    config = yaml.safe_load((folder / "inference.yml").read_text())
-    (folder / "inference.yml").write_text(yaml.safe_dump({**config, "Gallery": SECTION}))
+    write_gallery_section(folder, SECTION)
     save_gallery(folder / GALLERY_FILE, AXES)
     append_reviews(folder, gallery(([0, 0, 1], "oil"), prefix="review:cam/1"))
     settings = make_settings(tmp_path, line_name, redis_url, inference={"model_dir": str(folder)})

@@ -20,18 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from linewatch.pipeline import defaults, keys
 from linewatch.pipeline.config import Settings
 from linewatch.pipeline.errors import LinewatchError, ModelError
 from linewatch.pipeline.gallery.folder import load_searched
 from linewatch.pipeline.gallery.search import Matches, search
-from linewatch.pipeline.gallery.settings import GallerySettings, gallery_settings
+from linewatch.pipeline.gallery.settings import GallerySettings
 from linewatch.pipeline.gallery.store import Gallery
-from linewatch.pipeline.inference.classifier import CONFIG_FILE, Classifier, ModelInfo
+from linewatch.pipeline.inference.classifier import Classifier, ModelInfo
 from linewatch.pipeline.inference.detector import DetectorInfo
-from linewatch.pipeline.inference.loading import Model
+from linewatch.pipeline.inference.loading import Model, describe_model
 from linewatch.pipeline.streams import broker
 
 log = logging.getLogger(__name__)
@@ -118,12 +117,11 @@ class GalleryFollower:
 
     def _section_on_disk(self) -> GallerySettings | None:
         """The folder's `Gallery:` section as written now (`gallery build` rewrites the
-        file and the threshold); None when it cannot be read or has none."""
+        file and the threshold); None when the folder cannot be read or has none."""
         assert self._folder is not None
         try:
-            config = yaml.safe_load((self._folder / CONFIG_FILE).read_text())
-            return gallery_settings(config) if isinstance(config, dict) else None
-        except (OSError, ValueError, KeyError, yaml.YAMLError) as exc:
+            return gallery_settings_of(describe_model(self._folder))
+        except ModelError as exc:
             log.warning("Gallery section of %s not read again (%s); keeping it", self._folder, exc)
             return None
 

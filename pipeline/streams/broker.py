@@ -195,16 +195,16 @@ def add_and_wait(client: redis.Redis, batches: Batches, replicas: RedisSettings)
     entry ids of `batches`."""
     state = _replica_wait(client)
     resend = state.resend
+    sent = [*resend, *batches]
     pipe = client.pipeline(transaction=False)
     pipe.execute_command("MULTI")
-    for stream, entries, maxlen in [*resend, *batches]:
+    for stream, entries, maxlen in sent:
         add_to(pipe, stream, entries, maxlen)
     pipe.execute_command("EXEC")
     pipe.execute_command("WAIT", replicas.wait_replicas, state.timeout_ms(replicas))
     pipe.execute_command("INFO", "server")  # which server took the writes
     *_, added, confirmed, server = pipe.execute()
     state.resend = []
-    sent = [*resend, *batches]
     lost = state.written(sent, str(server["run_id"]), int(confirmed), replicas.wait_replicas)
     if lost:
         log.warning(
