@@ -7,7 +7,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -376,15 +375,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     from linewatch.pipeline.storage import database
-    from linewatch.pipeline.storage.reporting import parse_time
+    from linewatch.pipeline.storage.reporting import parse_option_time
     from linewatch.pipeline.storage.review_export import export_reviewed
 
     if not args.reviewed:
         raise LinewatchError("dataset export writes reviewed parts only: pass --reviewed")
-    try:
-        since = parse_time(args.since, datetime.now(timezone.utc)) if args.since else None
-    except ValueError as exc:
-        raise LinewatchError(f"--since: {exc}") from exc
+    since = parse_option_time("--since", args.since) if args.since else None
     engine = database.open_database(_settings(args).resolved_database_url())
     done = export_reviewed(engine, args.out, since)
     classes = ", ".join(f"{label} {count}" for label, count in done.per_class.items())

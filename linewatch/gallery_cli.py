@@ -4,7 +4,6 @@ and `linewatch gallery build --line-video` (pipeline/training/line_gallery.py)."
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -77,14 +76,11 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
     from linewatch.pipeline.inference.gallery import bump_revision
     from linewatch.pipeline.inference.loading import load_model
     from linewatch.pipeline.storage import database
-    from linewatch.pipeline.storage.reporting import parse_time
+    from linewatch.pipeline.storage.reporting import parse_option_time
 
     if not args.from_reviews:
         raise LinewatchError("gallery add adds reviewed parts only: pass --from-reviews")
-    try:
-        since = parse_time(args.since, datetime.now(timezone.utc)) if args.since else None
-    except ValueError as exc:
-        raise LinewatchError(f"--since: {exc}") from exc
+    since = parse_option_time("--since", args.since) if args.since else None
     settings = load_settings(args.config)
     client, folder = _line(settings)
     gallery_section(folder)  # a model without a gallery is refused before paddle loads

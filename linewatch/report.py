@@ -33,7 +33,7 @@ from linewatch.pipeline.storage.reporting import (
     Window,
     build_report,
     open_for_reports,
-    parse_time,
+    parse_option_time,
 )
 
 EMPTY = "no detections in window"
@@ -400,20 +400,15 @@ def write_report(report: Report, fmt: str, out: Path) -> list[Path]:
     return [out]
 
 
-def _parse(flag: str, text: str, now: datetime) -> datetime:
-    try:
-        return parse_time(text, now)
-    except ValueError as exc:
-        raise LinewatchError(f"{flag}: {exc}") from exc
-
-
 def make_report(
     url: str, since: str, until: str | None, camera: str | None, fmt: str, out: Path
 ) -> str:
     """Query the database at `url` and write the report; returns a one-line summary."""
     now = datetime.now(timezone.utc)
     window = Window(
-        _parse("--since", since, now), _parse("--until", until, now) if until else now, camera
+        parse_option_time("--since", since, now),
+        parse_option_time("--until", until, now) if until else now,
+        camera,
     )
     if window.since >= window.until:
         raise LinewatchError(f"--since {since} is not before --until {until or 'now'}")

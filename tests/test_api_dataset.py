@@ -60,6 +60,15 @@ def test_export_needs_the_reviewed_flag(sqlite_url: str, tmp_path: Path, capsys)
     assert "pass --reviewed" in capsys.readouterr().err
 
 
+def test_export_names_a_bad_since(sqlite_url: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "line.yaml"
+    config.write_text(yaml.safe_dump({"database_url": sqlite_url}))
+    export = ["dataset", "export", "--reviewed", "--out", str(tmp_path / "x")]
+    assert main([*export, "--since", "last week", "--config", str(config)]) == 2
+    assert "--since: 'last week' is not an age" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_train_init_from_fine_tunes_on_the_exported_reviews(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ColumnElement
 
-from linewatch.pipeline.errors import ServiceUnavailable, one_line
+from linewatch.pipeline.errors import LinewatchError, ServiceUnavailable, one_line
 from linewatch.pipeline.redact import redact_url
 from linewatch.pipeline.storage import migrate
 from linewatch.pipeline.storage.database import create_database_engine
@@ -269,6 +269,14 @@ def parse_time(text: str, now: datetime) -> datetime:
         return now - parse_age(text)
     except ValueError as exc:
         raise ValueError(f"{text!r} is not an age like 24h, 7d or a date like 2026-11-01") from exc
+
+
+def parse_option_time(flag: str, text: str, now: datetime | None = None) -> datetime:
+    """`parse_time` for a command-line option: a bad value names the option."""
+    try:
+        return parse_time(text, now or datetime.now(timezone.utc))
+    except ValueError as exc:
+        raise LinewatchError(f"{flag}: {exc}") from exc
 
 
 def open_for_reports(url: str) -> Engine:
