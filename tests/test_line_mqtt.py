@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -21,6 +20,7 @@ from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_m
 from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.tables import Alert, Part
+from tests.support.builders import belt_line_config
 from tests.support.mosquitto import BROKER_INFLIGHT, Mosquitto, Subscriber
 from tests.support.receivers import ChannelListener
 from tests.support.services import clean_env
@@ -80,25 +80,17 @@ def part_count(engine) -> int:  # type: ignore[no-untyped-def]
 
 
 def chaos_config(tmp_path, line, redis_url, database_url, video, broker_url) -> Path:  # type: ignore[no-untyped-def]
-    config = {
-        "line": line,
-        "redis_url": redis_url,
-        "database_url": database_url,
-        "data_dir": str(tmp_path / "data"),
-        "cameras": [
-            {
-                "id": "cam",
-                "url": str(video),
-                "realtime": True,  # the belt moves while the sink is killed
-                "parts": {"method": "contrast", "merge_gap": 64},
-            }
-        ],
-        "sink": {"block_ms": 100},
-        "verdict": {
+    return belt_line_config(
+        tmp_path,
+        line=line,
+        video=video,
+        database_url=database_url,
+        redis_url=redis_url,
+        verdict={
             "deadline_ms": 120_000,  # a restarted sink still decides in time
             "line_alarm": {"run": 0, "open_rate": 1.0, "close_rate": 0.5},
         },
-        "outputs": {
+        outputs={
             "pubsub": {"alerts_channel": f"{line}:alerts", "verdicts_channel": f"{line}:verdicts"},
             "mqtt": {
                 "url": broker_url,
@@ -109,10 +101,7 @@ def chaos_config(tmp_path, line, redis_url, database_url, video, broker_url) -> 
                 "status_every_s": 1.0,
             },
         },
-    }
-    path = tmp_path / "line.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    )
 
 
 def by_part(payloads: list[dict]) -> dict[int, list[dict]]:  # type: ignore[type-arg]

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from linewatch.pipeline.simulation.moving_line import MovingLineSpec, simulate_moving
 from linewatch.pipeline.storage.database import open_database
 from linewatch.schemas.tables import Detection, Part
+from tests.support.builders import belt_line_config
 from tests.support.sentinel import SentinelSet, sentinel_set
 from tests.support.services import clean_env
 
@@ -64,19 +64,14 @@ def kill_and_time_resume(cluster: SentinelSet, engine: Engine) -> tuple[int, flo
 def line_config(tmp_path: Path, cluster: SentinelSet, database_url: str, live: bool) -> Path:
     spec = MovingLineSpec(parts=PARTS, fps=20, seed=5)
     ((video, _, _),) = simulate_moving(tmp_path / "line", spec)
-    camera = {"id": "cam", "url": str(video), "realtime": True, "live": live}
-    camera["parts"] = {"method": "contrast", "merge_gap": 64}
-    config = {
-        "line": "sentline",
-        "redis": cluster.settings(),
-        "database_url": database_url,
-        "data_dir": str(tmp_path / "data"),
-        "cameras": [camera],
-        "sink": {"block_ms": 100},
-    }
-    path = tmp_path / "line.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return belt_line_config(
+        tmp_path,
+        line="sentline",
+        video=video,
+        database_url=database_url,
+        camera={"live": live},
+        redis=cluster.settings(),
+    )
 
 
 def run_with_kills(

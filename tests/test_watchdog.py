@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from rich.console import Console
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,7 +25,7 @@ from linewatch.pipeline.storage.database import open_database
 from linewatch.pipeline.streams import broker
 from linewatch.schemas.tables import Detection, Part
 from linewatch.status import streams_table
-from tests.support.builders import make_settings
+from tests.support.builders import belt_line_config, make_settings
 from tests.support.services import clean_env
 
 LIMIT_S = 3.0
@@ -148,25 +147,15 @@ def test_a_stopped_inference_worker_is_replaced_in_a_live_run(
 ) -> None:  # type: ignore[no-untyped-def]
     spec = MovingLineSpec(parts=LIVE_PARTS, fps=20, seed=5)
     ((video, _, _),) = simulate_moving(tmp_path / "line", spec)
-    config = {
-        "line": line_name,
-        "redis_url": redis_url,
-        "database_url": database_url,
-        "data_dir": str(tmp_path / "data"),
-        "cameras": [
-            {
-                "id": "cam",
-                "url": str(video),
-                "realtime": True,  # the belt moves while the worker hangs
-                "parts": {"method": "contrast", "merge_gap": 64},
-            }
-        ],
-        "sink": {"block_ms": 100},
-        "verdict": {"deadline_ms": 120_000},  # parts wait for the replaced worker's views
-        "supervisor": {"hang_limit_s": LIVE_LIMIT_S},
-    }
-    path = tmp_path / "line.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = belt_line_config(
+        tmp_path,
+        line=line_name,
+        video=video,
+        database_url=database_url,
+        redis_url=redis_url,
+        verdict={"deadline_ms": 120_000},  # parts wait for the replaced worker's views
+        supervisor={"hang_limit_s": LIVE_LIMIT_S},
+    )
     engine = open_database(database_url)
     log = (tmp_path / "run.log").open("w")
     command = [sys.executable, "-m", "linewatch.cli", "run", "--config", str(path)]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from linewatch.pipeline.config import Settings, load_settings
 from linewatch.pipeline.simulation.synthetic import NORMAL_LABEL
@@ -25,6 +26,33 @@ WIDTH, HEIGHT, BITS = 160, 120, 8
 def make_settings(tmp_path: Path, line: str, redis_url: str, **overrides: object) -> Settings:
     data = {"line": line, "redis_url": redis_url, "data_dir": str(tmp_path), **overrides}
     return load_settings(environ={}, overrides=data)
+
+
+def belt_line_config(
+    tmp_path: Path,
+    *,
+    line: str,
+    video: Path,
+    database_url: str,
+    camera: dict | None = None,
+    **sections: object,
+) -> Path:
+    """`tmp_path/line.yaml` for `linewatch run` on one camera replaying `video` at its
+    frame rate (the belt moves while a test injects faults), parts found by contrast;
+    `camera` adds camera keys, `sections` add or replace top-level ones."""
+    belt = {"id": "cam", "url": str(video), "realtime": True}
+    belt["parts"] = {"method": "contrast", "merge_gap": 64}
+    config = {
+        "line": line,
+        "database_url": database_url,
+        "data_dir": str(tmp_path / "data"),
+        "cameras": [{**belt, **(camera or {})}],
+        "sink": {"block_ms": 100},
+        **sections,
+    }
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def defect_runs(truth: list[str]) -> list[tuple[int, int, str]]:
