@@ -19,7 +19,7 @@ import numpy as np
 from linewatch.pipeline.inference.classifier import Classifier
 from linewatch.pipeline.inference.loading import Model
 from linewatch.pipeline.inference.prediction import Prediction, predict, predictions
-from linewatch.pipeline.video.belt_view import canonical_view
+from linewatch.pipeline.video.belt_view import canonical_rgb
 
 
 def upload_probs(classifier: Classifier, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -42,4 +42,4 @@ def predict_uploads(model: Model, images: Sequence[np.ndarray]) -> list[Predicti
 def line_view(image: np.ndarray, size: int) -> np.ndarray:
     """The RGB photo as the line's crop of the part: grey, on the belt, `size` square."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return np.repeat(canonical_view(grey, size)[..., None], 3, axis=2)
+    return canonical_rgb(grey, size)

@@ -123,6 +123,12 @@ def load_images(items: tuple[tuple[str, int], ...], size: int) -> np.ndarray:
     return np.stack([load_image(item, size) for item, _ in items])
 
 
+def photo_cache_size(size: int) -> int:
+    """The square size photos are loaded at for views of `size` (ImageNet's 256/224
+    resize-then-crop ratio), so a view can move and scale within the photo."""
+    return int(round(size * 256 / 224))
+
+
 def mask_path(item: str) -> Path:
     """`<root>/images/<class>/<name>.jpg` -> `<root>/masks/<class>/<name>.png`."""
     path = Path(item)

@@ -152,7 +152,7 @@ def train_student(config: TrainConfig, resume: bool = False) -> dict:
     if not config.split_from:
         config = TrainConfig(**{**config.__dict__, "split_from": str(teacher_dir / "split.json")})
     split = prepare_run(config, resume)
-    cache = int(round(config.image_size * 256 / 224))
+    cache = data.photo_cache_size(config.image_size)
     val_views = canonical_views(data.load_images(split.val, cache), config.image_size)
     with paddle.utils.unique_name.guard():
         trainer = DistillTrainer(config, split, pool)

@@ -197,7 +197,7 @@ def cache_taps(config: EmbeddingConfig, network: nn.Layer, split: data.Split, si
         done = first + len(items)
         rate = done * config.views_per_image / (time.time() - start)
         log(config, f"train taps: {done}/{len(split.train)} photos, {rate:.0f} views/s")
-    cache = int(round(size * 256 / 224))
+    cache = data.photo_cache_size(size)
     val_views = np.stack(
         [line_views.canonical_view(data.load_image(item, cache), size) for item, _ in split.val]
     )

@@ -26,6 +26,7 @@ from linewatch.pipeline.training.metrics import (
     operating_curve,
     recall_at_false_alarms,
 )
+from linewatch.pipeline.video.belt_view import canonical_rgb
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,7 @@ def eval_items(
 
 def read_rgb(item: str, size: int, views: str = "photo") -> np.ndarray:
     if views == "line":
-        from linewatch.pipeline.training.line_views import canonical_view
-
-        grey = data.load_image(item, int(round(size * 256 / 224)))
-        return np.repeat(canonical_view(grey, size)[..., None], 3, axis=2)
+        return canonical_rgb(data.load_image(item, data.photo_cache_size(size)), size)
     if item.startswith(data.SYNTHETIC_PREFIX):
         grey = data.load_image(item, size)
         return np.repeat(grey[..., None], 3, axis=2)

@@ -113,7 +113,7 @@ def validation_views(config: TrainConfig, split: data.Split) -> np.ndarray:
     if trained_on_line_views(config):
         from linewatch.pipeline.training.line_views import canonical_view
 
-        cache = int(round(size * 256 / 224))
+        cache = data.photo_cache_size(size)
         return np.stack([canonical_view(data.load_image(i, cache), size) for i, _ in split.val])
     return data.load_images(split.val, size)
 
@@ -342,13 +342,9 @@ def export_from_model(run_dir: Path, out_dir: Path) -> float:
     glob["model_version"] = f"{classifier_version}-gallery-{time.strftime('%Y.%m.%d-%H%M%S')}"
     (out_dir / "inference.yml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
     classifier = Classifier(out_dir, max_batch=32)
-    cache = int(round(size * 256 / 224))
-    from linewatch.pipeline.training.line_views import canonical_view
+    from linewatch.pipeline.training.evaluate import read_rgb
 
-    views = [
-        np.repeat(canonical_view(data.load_image(item, cache), size)[..., None], 3, axis=2)
-        for item, _ in split.val
-    ]
+    views = [read_rgb(item, size, "line") for item, _ in split.val]
     old = Classifier(model_dir, max_batch=32).predict(views)
     diff = float(np.abs(classifier.predict(views) - old).max())
     config_yaml["Gallery"] = gallery_section(

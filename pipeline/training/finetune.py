@@ -325,7 +325,7 @@ def train_finetune(
     checkpoint lets `resume` go on later)."""
     run_dir = Path(config.run_dir)
     split = prepare_run(config, resume)
-    cache = int(round(config.image_size * 256 / 224))
+    cache = data.photo_cache_size(config.image_size)
     photos = data.load_images(split.train, cache)
     targets = np.array([index for _, index in split.train])
     calibration = data.load_images(split.calibration, cache) if split.calibration else None

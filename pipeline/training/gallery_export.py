@@ -48,7 +48,7 @@ def photo_line_views(
     scores) first, then randomised ones from a fixed seed. With `jitter`, every view is
     randomised with it (no canonical view)."""
     rng = np.random.default_rng([seed, 11])
-    cache = int(round(size * 256 / 224))
+    cache = data.photo_cache_size(size)
     out = []
     for item, _ in items:
         photo = data.load_image(item, cache)

@@ -201,7 +201,7 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     run_dir = Path(config.run_dir)
     split = prepare_run(config, resume=False)
     size = config.image_size
-    cache = int(round(size * 256 / 224))
+    cache = data.photo_cache_size(size)
     targets = np.array([index for _, index in split.train])
     val_targets = np.array([index for _, index in split.val])
     log(run_dir, f"{len(split.train)} train / {len(split.val)} validation photos")

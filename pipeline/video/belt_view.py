@@ -23,3 +23,8 @@ def canonical_view(photo: np.ndarray, size: int) -> np.ndarray:
         photo, (size, size), interpolation=cv2.INTER_AREA
     )
     return crop_view(frame, PixelBox(pad, pad, pad + size, pad + size), size=(size, size))
+
+
+def canonical_rgb(photo: np.ndarray, size: int) -> np.ndarray:
+    """`canonical_view` as the 3-channel image a classifier takes."""
+    return cv2.cvtColor(canonical_view(photo, size), cv2.COLOR_GRAY2RGB)
