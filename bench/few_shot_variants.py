@@ -46,7 +46,7 @@ DIHEDRAL_FILE = "dihedral_taps.npz"
 
 def dihedral_taps(run_dir: Path, size: int) -> np.ndarray:
     """[photos, 8, F] features of each training photo's canonical view, 8 ways."""
-    cache = int(round(size * 256 / 224))
+    cache = data.photo_cache_size(size)
 
     def compute(split: data.Split, runner: StaticRunner) -> np.ndarray:
         chunks = []

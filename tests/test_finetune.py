@@ -79,7 +79,7 @@ def _mean_loss(run_dir: Path, weights: dict | None) -> float:
     network = _start_network()
     if weights is not None:
         network.set_state_dict(weights)
-    photos = data.load_images(split.train, int(round(SIZE * 256 / 224)))
+    photos = data.load_images(split.train, data.photo_cache_size(SIZE))
     views = np.stack([line_views.canonical_view(photo, SIZE) for photo in photos])
     logits = predict_logits_dygraph(network, views)
     targets = np.array([index for _, index in split.train])
