@@ -462,6 +462,13 @@ class InferenceSettings(Strict):
     workers: int = Field(
         default=1, ge=1, le=64, description="inference processes started by `linewatch run`"
     )
+    passed_crops_every: int = Field(
+        default=20,
+        ge=0,
+        description="parts mode: one passed part in this many (by part id) keeps its "
+        "evidence crop, so passed parts can be audited and a kind the model passes can be "
+        "reviewed and added to the gallery; 0: only flagged parts keep a crop",
+    )
 
 
 class SinkSettings(Strict):

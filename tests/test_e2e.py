@@ -106,7 +106,7 @@ def test_a_moving_line_gives_every_part_one_right_verdict(
         redis_url,
         database_url=database_url,
         cameras=[{"id": "cam1", "url": str(video), "parts": TIGHT_BOXES}],
-        inference={"max_batch": 8, "model_dir": str(line_model)},
+        inference={"max_batch": 8, "model_dir": str(line_model), "passed_crops_every": 4},
         verdict={"novelty_threshold": NO_UNKNOWN},
     )
 
@@ -115,6 +115,11 @@ def test_a_moving_line_gives_every_part_one_right_verdict(
     assert stats.inferred == stats.written and stats.dead_letters == 0
     engine = storage.open_database(database_url)
     stored = [StoredPart(*row) for row in camera_parts(engine, "cam1")]
+    with Session(engine) as session:
+        crops = session.execute(select(Part.part_id, Part.verdict, Part.evidence)).all()
+    passed = {part: evidence is not None for part, verdict, evidence in crops if verdict == "ok"}
+    assert passed == {part_id: part_id % 4 == 0 for part_id in passed}, "one passed part in 4"
+    assert any(passed.values()) and all(e for _, v, e in crops if v == "defect"), crops
     engine.dispose()
     truth = read_part_truth(parts_csv, "cam1")
     score = score_parts(truth, stored, spec.fps)

@@ -1,6 +1,7 @@
 """The inference worker's batch handling with the real Paddle predictor and a real Redis."""
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from linewatch.pipeline.inference.prediction import predictions
 from linewatch.pipeline.simulation.synthetic import make_tile
 from linewatch.pipeline.streams import broker
 from linewatch.pipeline.video.codec import encode_image
-from linewatch.schemas.messages import FrameMessage, ResultMessage
+from linewatch.schemas.messages import FrameMessage, PartView, ResultMessage
 from linewatch.workers.inference import GROUP, FrameBatchHandler
 from tests.support.builders import make_settings
 from tests.support.services import add_entries
@@ -107,3 +108,36 @@ def test_model_folder_errors_name_the_problem(tmp_path: Path) -> None:
     (folder / "inference.yml").write_text(config)
     with pytest.raises(ModelError, match="does not match 7 labels"):
         Classifier(folder)
+
+
+def test_one_passed_part_in_n_keeps_its_crop(
+    classifier, redis_client, redis_url, line_name, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`inference.passed_crops_every`: every view of a sampled part carries its crop,
+    whatever its verdict; the other parts keep a crop only where a view is flagged."""
+    rng = np.random.default_rng(5)
+    tile = np.repeat(make_tile(rng, "free", 224)[..., None], 3, axis=2)
+    frames = [
+        replace(frame(seq, tile), view=PartView(part, view, 0, 0, 224, 224))
+        for seq, (part, view) in enumerate(((p, v) for p in range(1, 5) for v in range(2)), 1)
+    ]
+
+    def evidence(every: int) -> dict[tuple[int, int], bool]:
+        settings = make_settings(
+            tmp_path, f"{line_name}{every}", redis_url, inference={"passed_crops_every": every}
+        )
+        broker.ensure_group(redis_client, settings.frames_stream, GROUP)
+        add_entries(redis_client, settings.frames_stream, [f.encode() for f in frames])
+        delivered = broker.read_group(redis_client, settings.frames_stream, GROUP, "w1", 10, None)
+        FrameBatchHandler(redis_client, classifier, settings, "w1").handle(delivered)
+        kept = {}
+        for _, fields in redis_client.xrange(settings.results_stream):
+            result = ResultMessage.decode(fields)
+            assert result.view is not None
+            kept[(result.view.part_id, result.view.view_index)] = bool(result.evidence)
+        return kept
+
+    flagged_only, sampled = evidence(0), evidence(2)
+    assert len(sampled) == 8 and not all(flagged_only.values()), "some views pass unflagged"
+    for (part, view), kept in sampled.items():
+        assert kept == (part % 2 == 0 or flagged_only[(part, view)]), (part, view)

@@ -141,8 +141,8 @@ class FrameBatchHandler:
                     frame.seq,
                 )
                 status, prediction, match = "invalid-output", NO_PREDICTION, None
-            flagged = prediction.is_defect or self._flagged(gallery, match)
-            evidence = frame.image if flagged and frame.encoding == "jpeg" else b""
+            kept = prediction.is_defect or self._flagged(gallery, match) or self._sampled(frame)
+            evidence = frame.image if kept and frame.encoding == "jpeg" else b""
             result = self._result(
                 frame, status, prediction, dequeue_ts, infer_start, infer_end, evidence
             )
@@ -167,6 +167,12 @@ class FrameBatchHandler:
             log.error("model %s has a gallery but no embedding output", self.model.info.version)
             return predicted, [None] * len(images)
         return predicted, _pairs(gallery.search(embeddings))
+
+    def _sampled(self, frame: FrameMessage) -> bool:
+        """A view of a passed part whose crop is kept (inference.passed_crops_every): the
+        choice is by part id, so every view of a sampled part carries its crop."""
+        every = self.settings.inference.passed_crops_every
+        return bool(every) and frame.view is not None and frame.view.part_id % every == 0
 
     def _flagged(self, gallery: LineGallery | None, match: tuple[float, str] | None) -> bool:
         if gallery is None or match is None:
