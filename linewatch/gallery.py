@@ -57,10 +57,12 @@ class Added:
             if self.revision is not None
             else "no Redis: restart the inference workers to reload it"
         )
+        no_crop = f"{self.without_crop} have no crop"
+        if self.without_crop:
+            no_crop += " (a passed part keeps one when sampled: inference.passed_crops_every)"
         return (
             f"added {added} to {self.reviews_file}; {self.already} reviewed parts were "
-            f"already in it, {self.without_crop} have no crop, {self.undecodable} did not "
-            f"decode; {reload}"
+            f"already in it, {no_crop}, {self.undecodable} did not decode; {reload}"
         )
 
 
