@@ -11,13 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import generate_latest
 
 from linewatch.pipeline import metrics
 from linewatch.pipeline.config import load_settings
 from linewatch.pipeline.errors import ConfigError
-from linewatch.pipeline.outputs.mqtt import MqttConfig, MqttPublisher
+from linewatch.pipeline.outputs.mqtt import MqttConfig, MqttPublisher, acknowledged
 from linewatch.schemas.messages import AlertMessage, PartVerdict
 from tests.support.mosquitto import BROKER_INFLIGHT, MOSQUITTO, Mosquitto, Subscriber, make_tls
 
@@ -140,6 +142,31 @@ def test_an_unsendable_message_does_not_stall_the_rest(
     assert part_ids(subscriber.wait_for("/verdict", 1), "cam-a") == [1]
     assert counter("status", "invalid") == before + 1
     pub.close()
+
+
+def test_a_publish_that_races_a_lost_connection_counts_once_the_broker_acknowledges(
+    broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    """paho keeps a QoS 1 publish made while the connection is down and sends it after
+    the reconnect, but its MQTTMessageInfo keeps rc NO_CONN, on which `is_published`
+    raises: a publisher that asked it directly stalled (a CI run: flush() never ended)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    info = client.publish(f"{TOPIC}/race", b'{"kept": 1}', qos=1)  # no connection yet
+    assert info.rc == paho.MQTT_ERR_NO_CONN
+    with pytest.raises(RuntimeError):
+        info.is_published()
+    assert not acknowledged(info)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        while not acknowledged(info) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert acknowledged(info), "sent after the connect and acknowledged"
+        assert subscriber.wait_for("/race", 1) == [{"kept": 1}]
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def test_broker_restart_mid_run_loses_no_verdict(broker: Mosquitto, subscriber: Subscriber) -> None:

@@ -484,13 +484,25 @@ class MqttPublisher:
         metrics.MQTT_QUEUED.set(len(self._queue) + len(self._inflight))
 
 
+def acknowledged(info: paho.MQTTMessageInfo | None) -> bool:
+    """Whether the broker has acknowledged this QoS 1 publish. A publish that races a
+    lost connection returns MQTT_ERR_NO_CONN, yet paho keeps the message and sends it
+    after the reconnect; paho's `is_published` would raise on that rc for ever (and so
+    stall the pump), so the error is cleared here and the acknowledgement awaited."""
+    if info is None:
+        return False
+    if info.rc == paho.MQTT_ERR_NO_CONN:
+        info.rc = paho.MQTT_ERR_SUCCESS
+    return info.is_published()
+
+
 def _published(entry: _InFlight) -> bool:
-    return entry.info is not None and entry.info.is_published()
+    return acknowledged(entry.info)
 
 
 def _wait_published(info: paho.MQTTMessageInfo, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while not info.is_published() and time.monotonic() < deadline:
+    while not acknowledged(info) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
