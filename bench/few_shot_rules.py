@@ -19,18 +19,23 @@ Each row also counts the good validation photos given the new class (summed over
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from linewatch.pipeline.training.embedding_train import TAPS_FILE, Taps
+from linewatch.pipeline.training.embedding_train import Taps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_variants import whitening  # noqa: E402
-from few_shot_variants import DRAWS, LABELS, NORMAL, _entries, dihedral_taps  # noqa: E402
+from few_shot_variants import (  # noqa: E402
+    DRAWS,
+    LABELS,
+    NORMAL,
+    _entries,
+    run_inputs,
+    without_class,
+)
 
 SHOTS = 10
 Rule = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (queries, base, added)
@@ -71,13 +76,9 @@ def prototype(margin: float) -> Rule:
 
 def few_shot(taps: Taps, turned: np.ndarray, rule: Rule | None) -> tuple[dict, float]:
     """({class: recall at 10 shots}, good photos given a new class per draw)."""
-    shown, recall, wrong = taps.views(0, 4), {}, 0.0
+    recall, wrong = {}, 0.0
     for left_out in [c for c in range(len(LABELS)) if c != NORMAL]:
-        embed = whitening(taps.train[taps.train_targets != left_out], 128, 0.01)
-        known = shown & (taps.train_targets != left_out)
-        base, base_labels = embed(taps.train[known]), taps.train_targets[known]
-        queries = embed(taps.val)
-        own = np.unique(taps.train_photo[taps.train_targets == left_out])
+        embed, base, base_labels, queries, own = without_class(taps, left_out)
         rng, found = np.random.default_rng([0, SHOTS]), []
         for _ in range(DRAWS):
             chosen = rng.choice(own, size=min(SHOTS, len(own)), replace=False)
@@ -93,13 +94,7 @@ def few_shot(taps: Taps, turned: np.ndarray, rule: Rule | None) -> tuple[dict, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--size", type=int, default=160)
-    args = parser.parse_args()
-    with np.load(args.run_dir / "embedding" / TAPS_FILE) as stored:
-        taps = Taps(**{name: stored[name] for name in Taps.__dataclass_fields__})
-    turned = dihedral_taps(args.run_dir, args.size)
+    taps, turned = run_inputs(__doc__)
     rules: list[tuple[str, Rule | None]] = [("nearest entry", None)]
     rules += [(f"{k} nearest, {v} votes", votes(k, v)) for k, v in ((5, 2), (10, 3), (10, 2))]
     rules += [(f"linear probe, t {t}", probe(0.01, t)) for t in (0.9, 0.7, 0.5)]

@@ -67,14 +67,9 @@ def few_shot(
     free_margin: float | None = None,
 ) -> dict[str, tuple[float, float, float]]:
     """{class: (recall at 5, recall at 10, false labels per draw at 10)}."""
-    shown = taps.views(0, 4)
     results = {}
     for left_out in [c for c in range(len(LABELS)) if c != NORMAL]:
-        embed = whitening(taps.train[taps.train_targets != left_out], 128, 0.01)
-        known = shown & (taps.train_targets != left_out)
-        base, base_labels = embed(taps.train[known]), taps.train_targets[known]
-        queries = embed(taps.val)
-        own = np.unique(taps.train_photo[taps.train_targets == left_out])
+        embed, base, base_labels, queries, own = without_class(taps, left_out)
         recall, wrong = {}, 0.0
         for shots in SHOTS:
             rng = np.random.default_rng([0, shots])
@@ -101,6 +96,17 @@ def few_shot(
     return results
 
 
+def without_class(taps: Taps, left_out: int) -> tuple:
+    """The protocol's gallery for a class nobody trained for: (the whitening fitted
+    without it, the 4 views of every other training photo embedded, their labels, the
+    validation photos embedded, the class's own training photos)."""
+    embed = whitening(taps.train[taps.train_targets != left_out], 128, 0.01)
+    known = taps.views(0, 4) & (taps.train_targets != left_out)
+    base, base_labels = embed(taps.train[known]), taps.train_targets[known]
+    own = np.unique(taps.train_photo[taps.train_targets == left_out])
+    return embed, base, base_labels, embed(taps.val), own
+
+
 def _entries(taps: Taps, turned: np.ndarray, chosen: np.ndarray, brings: str) -> np.ndarray:
     mine = np.isin(taps.train_photo, chosen)
     if brings == "4 line views":
@@ -112,14 +118,20 @@ def _entries(taps: Taps, turned: np.ndarray, chosen: np.ndarray, brings: str) ->
     return turned[chosen].reshape(-1, turned.shape[-1])  # 1 view × 8
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_inputs(doc: str | None) -> tuple[Taps, np.ndarray]:
+    """A bench's command line (RUN [--size]): the run's cached taps and the 8 flips and
+    quarter turns of each training photo's canonical view."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--size", type=int, default=160)
     args = parser.parse_args()
     with np.load(args.run_dir / "embedding" / TAPS_FILE) as stored:
         taps = Taps(**{name: stored[name] for name in Taps.__dataclass_fields__})
-    turned = dihedral_taps(args.run_dir, args.size)
+    return taps, dihedral_taps(args.run_dir, args.size)
+
+
+def main() -> None:
+    taps, turned = run_inputs(__doc__)
     classes = " | ".join(c for c in LABELS if c != "free")
     print(
         f"| a reviewed photo brings | recall 5 / 10 | {classes} "
