@@ -56,15 +56,7 @@ class SpatialTaps(nn.Layer):
         self.backbone = backbone
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        net = self.backbone
-        x = x * net._in_scale + net._in_shift
-        x = nn.functional.relu6(net._bn0(net._conv_stem(x)))
-        taps = []
-        for index, block in enumerate(net._blocks):
-            x = block(x)
-            if index in net.trunk.taps:
-                taps.append(x)
-        stage3, stage4, stage5 = taps
+        stage3, stage4, stage5 = self.backbone.tap_maps(x)
         return paddle.concat([nn.functional.avg_pool2d(stage3, 2), stage4, stage5], axis=1)
 
 

@@ -179,9 +179,8 @@ class EfficientNetLite0(nn.Layer):
         pooled = paddle.flatten(self._pool(self.features(x)), 1)
         return self._fc(self._dropout(pooled))
 
-    def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
-        """Average- and max-pooled outputs of the trunk's taps (and head), concatenated
-        [N, trunk.features]: the max keeps a small defect that the average loses."""
+    def tap_maps(self, x: paddle.Tensor) -> list[paddle.Tensor]:
+        """The outputs of the trunk's tapped blocks (and of its head conv), as maps."""
         x = x * self._in_scale + self._in_shift
         x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
         taps = []
@@ -191,7 +190,12 @@ class EfficientNetLite0(nn.Layer):
                 taps.append(x)
         if self.trunk.head:
             taps.append(nn.functional.relu6(self._bn1(self._conv_head(x))))
-        pooled = [paddle.flatten(op(t, 1), 1) for t in taps for op in _POOLS]
+        return taps
+
+    def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Average- and max-pooled outputs of the trunk's taps (and head), concatenated
+        [N, trunk.features]: the max keeps a small defect that the average loses."""
+        pooled = [paddle.flatten(op(t, 1), 1) for t in self.tap_maps(x) for op in _POOLS]
         return paddle.concat(pooled, axis=1)
 
     def load_torch_weights(self, path: Path | str | None = None) -> int:
