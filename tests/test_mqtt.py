@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from linewatch.pipeline import metrics
 from linewatch.pipeline.config import load_settings
 from linewatch.pipeline.errors import ConfigError
-from linewatch.pipeline.outputs.mqtt import MqttConfig, MqttPublisher, acknowledged
+from linewatch.pipeline.outputs.mqtt import MqttConfig, MqttPublisher, publish_kept
 from linewatch.schemas.messages import AlertMessage, PartVerdict
 from tests.support.mosquitto import BROKER_INFLIGHT, MOSQUITTO, Mosquitto, Subscriber, make_tls
 
@@ -149,21 +149,23 @@ def test_a_publish_that_races_a_lost_connection_counts_once_the_broker_acknowled
 ) -> None:
     """paho keeps a QoS 1 publish made while the connection is down and sends it after
     the reconnect, but its MQTTMessageInfo keeps rc NO_CONN, on which `is_published`
-    raises: a publisher that asked it directly stalled (a CI run: flush() never ended)."""
+    raises: a publisher that asked it directly stalled (a CI run: flush() never ended).
+    `publish_kept` clears that rc, so the same message is awaited like any other."""
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    info = client.publish(f"{TOPIC}/race", b'{"kept": 1}', qos=1)  # no connection yet
-    assert info.rc == paho.MQTT_ERR_NO_CONN
+    raw = client.publish(f"{TOPIC}/race", b'{"kept": 1}', qos=1)  # no connection yet
+    assert raw.rc == paho.MQTT_ERR_NO_CONN
     with pytest.raises(RuntimeError):
-        info.is_published()
-    assert not acknowledged(info)
+        raw.is_published()
+    info = publish_kept(client, f"{TOPIC}/race", b'{"kept": 2}', retain=False)
+    assert not info.is_published()
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
         deadline = time.monotonic() + 10
-        while not acknowledged(info) and time.monotonic() < deadline:
+        while not info.is_published() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert acknowledged(info), "sent after the connect and acknowledged"
-        assert subscriber.wait_for("/race", 1) == [{"kept": 1}]
+        assert info.is_published(), "sent after the connect and acknowledged"
+        assert subscriber.wait_for("/race", 2) == [{"kept": 1}, {"kept": 2}]
     finally:
         client.loop_stop()
         client.disconnect()

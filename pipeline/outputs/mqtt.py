@@ -285,7 +285,7 @@ class MqttPublisher:
             return
         delivered = self.flush(timeout_s)
         if self._connected:
-            info = self._client.publish(self._publisher_topic, _presence("offline"), QOS, True)
+            info = publish_kept(self._client, self._publisher_topic, _presence("offline"), True)
             _wait_published(info, min(1.0, timeout_s))
         self._stopping.set()
         self._wake.set()
@@ -413,8 +413,8 @@ class MqttPublisher:
                 entry = _InFlight(message, epoch)
                 self._inflight.append(entry)
             try:
-                entry.info = self._client.publish(
-                    message.topic, message.payload, QOS, message.retain
+                entry.info = publish_kept(
+                    self._client, message.topic, message.payload, message.retain
                 )
             except ValueError as exc:  # a topic or payload no broker would take
                 self._refuse(entry, str(exc))
@@ -484,25 +484,26 @@ class MqttPublisher:
         metrics.MQTT_QUEUED.set(len(self._queue) + len(self._inflight))
 
 
-def acknowledged(info: paho.MQTTMessageInfo | None) -> bool:
-    """Whether the broker has acknowledged this QoS 1 publish. A publish that races a
-    lost connection returns MQTT_ERR_NO_CONN, yet paho keeps the message and sends it
-    after the reconnect; paho's `is_published` would raise on that rc for ever (and so
-    stall the pump), so the error is cleared here and the acknowledgement awaited."""
-    if info is None:
-        return False
+def publish_kept(
+    client: paho.Client, topic: str, payload: str | bytes, retain: bool
+) -> paho.MQTTMessageInfo:
+    """`client.publish` at QoS 1. A publish that races a lost connection returns
+    MQTT_ERR_NO_CONN, yet paho keeps the message and sends it after the reconnect; its
+    rc is cleared so that `is_published` waits for the broker's acknowledgement instead
+    of raising on that rc for ever (which stalled the pump)."""
+    info = client.publish(topic, payload, QOS, retain)
     if info.rc == paho.MQTT_ERR_NO_CONN:
         info.rc = paho.MQTT_ERR_SUCCESS
-    return info.is_published()
+    return info
 
 
 def _published(entry: _InFlight) -> bool:
-    return acknowledged(entry.info)
+    return entry.info is not None and entry.info.is_published()
 
 
 def _wait_published(info: paho.MQTTMessageInfo, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while not acknowledged(info) and time.monotonic() < deadline:
+    while not info.is_published() and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
