@@ -77,6 +77,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="EfficientNet-Lite0 heads: k-fold held-out scores of the training photos set "
         "the operating point at export (validation photos only measure it)",
     )
+    train.add_argument(
+        "--cell-features",
+        action="store_true",
+        help="EfficientNet-Lite0 frozen head: also read a per-cell classifier trained on "
+        "the defect masks (<root>/masks/<class>/<name>.png beside <root>/images)",
+    )
     _add_finetune_options(train)
     train.set_defaults(func=cmd_train)
 
@@ -326,6 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         head_warmup_views=args.head_warmup_views,
         calibration_fraction=args.calibration_fraction,
         calibration_views=args.calibration_views,
+        cell_features=args.cell_features,
     )
     best = train(config, resume=args.resume)
     print(

@@ -36,6 +36,9 @@ BLOCKS = [
 ]
 STEM, HEAD = 32, 1280
 BLOCK_CHANNELS = tuple(out for _, _, _, out, repeats in BLOCKS for _ in range(repeats))
+BLOCK_STRIDES = tuple(
+    stride if index == 0 else 1 for _, _, stride, _, repeats in BLOCKS for index in range(repeats)
+)
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,17 @@ class Trunk:
     head: bool
 
     @property
+    def grid_stride(self) -> int:
+        """Input pixels per cell of the last tap's grid (the stem halves too)."""
+        return 2 * int(np.prod(BLOCK_STRIDES[: self.taps[-1] + 1]))
+
+    @property
+    def grid_channels(self) -> int:
+        return sum(BLOCK_CHANNELS[i] for i in self.taps) + (HEAD if self.head else 0)
+
+    @property
     def features(self) -> int:
-        channels = [BLOCK_CHANNELS[i] for i in self.taps] + ([HEAD] if self.head else [])
-        return 2 * sum(channels)
+        return 2 * self.grid_channels
 
 
 # Whole network: stages 3-6 (blocks 4, 7, 10, 14: 40, 80, 112, 192 channels) + the head.
@@ -195,8 +206,18 @@ class EfficientNetLite0(nn.Layer):
     def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
         """Average- and max-pooled outputs of the trunk's taps (and head), concatenated
         [N, trunk.features]: the max keeps a small defect that the average loses."""
-        pooled = [paddle.flatten(op(t, 1), 1) for t in self.tap_maps(x) for op in _POOLS]
-        return paddle.concat(pooled, axis=1)
+        return _pooled(self.tap_maps(x))
+
+    def pooled_and_grid(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """`pooled_taps` and the tapped maps on the last tap's grid (the finer ones
+        average-pooled down to it), concatenated [N, trunk.grid_channels, g, g]."""
+        maps = self.tap_maps(x)
+        grid = maps[-1].shape[-1]
+        on_grid = [
+            m if m.shape[-1] == grid else nn.functional.avg_pool2d(m, m.shape[-1] // grid)
+            for m in maps
+        ]
+        return _pooled(maps), paddle.concat(on_grid, axis=1)
 
     def load_torch_weights(self, path: Path | str | None = None) -> int:
         """Load the ImageNet weights (the classifier only if it has 1000 classes);
@@ -238,6 +259,10 @@ class EfficientNetLite0(nn.Layer):
 _POOLS = (nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d)
 
 
+def _pooled(maps: list[paddle.Tensor]) -> paddle.Tensor:
+    return paddle.concat([paddle.flatten(op(t, 1), 1) for t in maps for op in _POOLS], axis=1)
+
+
 class PooledFeatures(nn.Layer):
     """The frozen backbone's pooled multi-stage features (what the teacher head reads)."""
 
@@ -247,6 +272,13 @@ class PooledFeatures(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.backbone.pooled_taps(x)
+
+
+class PooledAndGrid(PooledFeatures):
+    """Both: the pooled features and the maps on one grid (what a `CellHead` reads)."""
+
+    def forward(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:  # type: ignore[override]
+        return self.backbone.pooled_and_grid(x)
 
 
 class TeacherHead(nn.Layer):
@@ -296,6 +328,39 @@ class TeacherHead(nn.Layer):
         return self.net(self.standardise(features))
 
 
+class CellHead(nn.Layer):
+    """A per-cell defect classifier on the trunk's maps on one grid (`pooled_and_grid`),
+    trained on the defect masks: standardised channels -> MLP -> class logits at every
+    cell (linear layers over the cells, i.e. 1 x 1 convolutions). Its output, each
+    class's highest and mean cell probability [N, 2 * classes], tells the head where a
+    defect is seen, which a pooled feature can average away."""
+
+    def __init__(self, num_classes: int, channels: int, hidden: int = 128, dropout: float = 0.2):
+        super().__init__()
+        self.register_buffer("channel_mean", paddle.zeros([channels]))
+        self.register_buffer("channel_scale", paddle.ones([channels]))
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(channels, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def set_standardisation(self, cells: np.ndarray) -> None:
+        """From cell vectors [M, channels]."""
+        self.channel_mean.set_value(cells.mean(axis=0).astype(np.float32))
+        self.channel_scale.set_value((1.0 / (cells.std(axis=0) + 1e-3)).astype(np.float32))
+
+    def cell_logits(self, grid: paddle.Tensor) -> paddle.Tensor:
+        """[N, channels, g, g] -> [N, g * g, classes]."""
+        cells = paddle.flatten(grid, 2).transpose([0, 2, 1])
+        return self.net((cells - self.channel_mean) * self.channel_scale)
+
+    def forward(self, grid: paddle.Tensor) -> paddle.Tensor:
+        probs = nn.functional.softmax(self.cell_logits(grid), axis=-1)
+        return paddle.concat([probs.max(axis=1), probs.mean(axis=1)], axis=1)
+
+
 class LiteTeacher(nn.Layer):
     """EfficientNet-Lite0 (ImageNet weights; whole or a truncated trunk) + a head trained
     on pooled multi-stage features. By default the backbone stays frozen and runs in
@@ -307,18 +372,27 @@ class LiteTeacher(nn.Layer):
     train-mode trunk BN fell to 0.21 macro-F1 on held-out photos after its first epoch)."""
 
     def __init__(
-        self, num_classes: int, trunk: Trunk = FULL, finetune_from_block: int | None = None
+        self,
+        num_classes: int,
+        trunk: Trunk = FULL,
+        finetune_from_block: int | None = None,
+        cell_features: bool = False,
     ) -> None:
         super().__init__()
+        if cell_features and finetune_from_block is not None:
+            raise LinewatchError("cell features are for a frozen trunk: drop one of the two")
         self.backbone = EfficientNetLite0(num_classes=1000, trunk=trunk)
         self.finetune_from_block = finetune_from_block
         for param in self.backbone.parameters():
             param.stop_gradient = True
         if finetune_from_block is not None:
             self.backbone.freeze(finetune_from_block)
+        extra = 2 * num_classes if cell_features else 0
         self.head = TeacherHead(
-            num_classes, trunk.features, batch_norm=finetune_from_block is not None
+            num_classes, trunk.features + extra, batch_norm=finetune_from_block is not None
         )
+        # made after the head, so a network without it keeps its parameter names
+        self.cells = CellHead(num_classes, trunk.grid_channels) if cell_features else None
 
     def trunk_parameters(self) -> list[paddle.Tensor]:
         return [p for p in self.backbone.parameters() if not p.stop_gradient]
@@ -328,12 +402,19 @@ class LiteTeacher(nn.Layer):
         self.backbone.eval()  # BN statistics fixed; trainable weights still get gradients
         return self
 
+    def head_input(self, x: paddle.Tensor) -> paddle.Tensor:
+        """The pooled taps, and with a cell head its features after them."""
+        if self.cells is None:
+            return self.backbone.pooled_taps(x)
+        pooled, grid = self.backbone.pooled_and_grid(x)
+        return paddle.concat([pooled, self.cells(grid)], axis=1)
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.head(self.backbone.pooled_taps(x))
+        return self.head(self.head_input(x))
 
     def forward_with_features(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """Class logits and the standardised pooled taps the head reads [N, features]."""
-        standardised = self.head.standardise(self.backbone.pooled_taps(x))
+        """Class logits and the standardised features the head reads [N, features]."""
+        standardised = self.head.standardise(self.head_input(x))
         return self.head.net(standardised), standardised
 
 

@@ -154,7 +154,9 @@ def network_from_model(model_dir: Path) -> tuple[nn.Layer, tuple[str, ...], int]
             "`linewatch export` can be wrapped"
         )
     labels = tuple(config["PostProcess"]["label_list"])
-    network = build_network(glob["arch"], len(labels))
+    network = build_network(
+        glob["arch"], len(labels), cell_features=bool(glob.get("cell_features", False))
+    )
     load_exported_weights(network, model_dir)
     network.eval()
     return network, labels, int(glob["image_size"])

@@ -228,7 +228,9 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
             raise LinewatchError(f"run folder {run_dir} has no {name}; train first")
     config = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     split = data.Split.load(run_dir / "split.json")
-    network = build_network(config.arch, len(split.labels), config.finetune_from_block)
+    network = build_network(
+        config.arch, len(split.labels), config.finetune_from_block, config.cell_features
+    )
     network.set_state_dict(paddle.load(str(run_dir / "best.pdparams")))
     network.eval()
     return config, split, network
@@ -244,6 +246,7 @@ def inference_config(
             "model_version": version,
             "arch": config.arch,
             "image_size": size,
+            **({"cell_features": True} if config.cell_features else {}),
         },
         "PreProcess": {
             "transform_ops": [
@@ -371,9 +374,11 @@ def exported_inverse_temperature(model_dir: Path) -> float:
         paddle.disable_static()
     ops = program.global_block().ops
     producer = {name: op for op in ops for name in op.output_arg_names}
-    softmax = next(op for op in ops if op.type == "softmax")
-    scale = producer[softmax.input_arg_names[0]]
-    if scale.type != "scale":
+    # the classifier's softmax is the last (a cell head's comes before it, unscaled)
+    softmaxes = [op for op in ops if op.type == "softmax"]
+    scales = [producer.get(op.input_arg_names[0]) for op in reversed(softmaxes)]
+    scale = next((op for op in scales if op is not None and op.type == "scale"), None)
+    if scale is None:
         raise LinewatchError(f"{model_dir}: no temperature scale before the softmax")
     return float(scale.attr("scale"))
 

@@ -217,6 +217,21 @@ def training_view(
 ) -> np.ndarray:
     """A line view, or with probability `photo_share` a photo view, of one photo
     (with no share the random stream is the line views' alone, as before)."""
+    return masked_training_view(photo, size, rng, photo_share, jitter)[0]
+
+
+def masked_training_view(
+    photo: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    photo_share: float,
+    jitter: LineJitter = LineJitter(),  # noqa: B008  (frozen)
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`training_view` and its defect mask: a line view carries `mask` through its
+    geometry; a photo view, or a photo without a mask, has None (the same random stream
+    with or without a mask)."""
     if photo_share > 0 and rng.random() < photo_share:
-        return photo_view(photo, size, rng)
-    return line_view(photo, size, rng, jitter=jitter)[0]
+        return photo_view(photo, size, rng), None
+    view, view_mask = line_view(photo, size, rng, mask=mask, jitter=jitter)
+    return view, None if mask is None else view_mask

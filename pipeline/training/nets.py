@@ -197,16 +197,24 @@ class MobileNetV3Small(nn.Layer):
         return self.classifier(pooled), pooled
 
 
-def build_network(arch: str, num_classes: int, finetune_from_block: int | None = None) -> nn.Layer:
+def build_network(
+    arch: str,
+    num_classes: int,
+    finetune_from_block: int | None = None,
+    cell_features: bool = False,
+) -> nn.Layer:
     """A fresh network by name (see ARCHITECTURES), with the same parameter names every
     time, so optimizer checkpoints load into a new process or a new instance.
-    `finetune_from_block`: an EfficientNet-Lite0 trunk trained from that block on."""
+    `finetune_from_block`: an EfficientNet-Lite0 trunk trained from that block on;
+    `cell_features`: a Lite0 head that also reads a mask-trained `CellHead`."""
     scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
     if arch in LITE_ARCHITECTURES:
         from linewatch.pipeline.training.efficientnet import TRUNKS, LiteTeacher
 
         with paddle.utils.unique_name.guard():
-            return LiteTeacher(num_classes, TRUNKS[arch], finetune_from_block)
+            return LiteTeacher(num_classes, TRUNKS[arch], finetune_from_block, cell_features)
+    if cell_features:
+        raise LinewatchError(f"cell features need an EfficientNet-Lite0 trunk, not {arch}")
     if arch not in (*scales, "MobileNetV3_small"):
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     with paddle.utils.unique_name.guard():
@@ -246,6 +254,7 @@ def load_exported_weights(network: nn.Layer, folder: Path) -> int:
         value = values.get(tensor.name)
         if value is not None and tuple(value.shape) == tuple(tensor.shape):
             state[key] = value
+    state.update(_by_creation_order(network, values, state))
     # buffers the network does not keep in its state (constants) the program stores too,
     # by count: their names (generated_tensor_N) depend on what the process built before
     in_state = {tensor.name for tensor in network.state_dict().values()}
@@ -256,3 +265,31 @@ def load_exported_weights(network: nn.Layer, folder: Path) -> int:
         )
     network.set_state_dict(state)
     return len(state)
+
+
+def _numbered(name: str) -> tuple[str, int]:
+    stem, _, number = name.rpartition("_")
+    return (stem, int(number)) if number.isdigit() else (name, -1)
+
+
+def _by_creation_order(
+    network: nn.Layer, values: dict[str, np.ndarray], matched: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Persistable buffers (a head's standardisation) whose generated names
+    (eager_tmp_N) depend on what the exporting process made before: paired with the
+    program's unclaimed tensors of the same stem in creation order, shape for shape."""
+    claimed = {network.state_dict()[key].name for key in matched}
+    unclaimed = sorted((_numbered(n), n) for n in values if n not in claimed)
+    pending = sorted(
+        (_numbered(tensor.name), key, tuple(tensor.shape))
+        for key, tensor in network.state_dict().items()
+        if key not in matched
+    )
+    paired = {}
+    for (stem, _), key, shape in pending:
+        for index, ((other_stem, _), name) in enumerate(unclaimed):
+            if other_stem == stem and tuple(values[name].shape) == shape:
+                paired[key] = values[name]
+                del unclaimed[index]
+                break
+    return paired

@@ -39,18 +39,25 @@ class StaticRunner:
             Path(f"{prefix}.pdmodel"), Path(f"{prefix}.pdiparams"), threads, "cpu", None, int8
         )
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
-        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+        self._outputs = [
+            self._predictor.get_output_handle(name) for name in self._predictor.get_output_names()
+        ]
 
     @classmethod
     def of(cls, layer: paddle.nn.Layer, size: int, prefix: Path, threads: int = 2):  # type: ignore[no-untyped-def]
         return cls(export_layer(layer, size, prefix), threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        outputs = []
+        """The graph's first output."""
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """All of the graph's outputs, in order."""
+        chunks = []
         for start in range(0, len(batch), self.max_batch):
             chunk = np.ascontiguousarray(batch[start : start + self.max_batch], np.float32)
             self._input.reshape(list(chunk.shape))
             self._input.copy_from_cpu(chunk)
             self._predictor.run()
-            outputs.append(self._output.copy_to_cpu())
-        return np.concatenate(outputs)
+            chunks.append([output.copy_to_cpu() for output in self._outputs])
+        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]

@@ -17,13 +17,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paddle
 
+from linewatch.pipeline.errors import LinewatchError
 from linewatch.pipeline.training import data, line_views
-from linewatch.pipeline.training.efficientnet import PooledFeatures, TeacherHead
+from linewatch.pipeline.training.cell_features import (
+    CellSettings,
+    CellViews,
+    cell_features,
+    cell_targets,
+    cross_fitted,
+)
+from linewatch.pipeline.training.efficientnet import PooledAndGrid, PooledFeatures, TeacherHead
 from linewatch.pipeline.training.metrics import class_report
 from linewatch.pipeline.training.nets import build_network
 from linewatch.pipeline.training.static_runner import StaticRunner
@@ -51,16 +61,38 @@ def make_pool(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`per_image` randomised views of every photo (line views with `jitter`, and photo
     views with probability `photo_share`): (views [N*k, size, size], targets)."""
+    views, view_targets, _ = make_masked_pool(
+        photos, targets, size, per_image, seed, photo_share, jitter
+    )
+    return views, view_targets
+
+
+def make_masked_pool(
+    photos: np.ndarray,
+    targets: np.ndarray,
+    size: int,
+    per_image: int,
+    seed: int,
+    photo_share: float = 0.0,
+    jitter: str = "default",
+    masks: list[np.ndarray | None] | None = None,
+    cells: Callable[[np.ndarray | None, int], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`make_pool`, and with `cells` each view's cells(view mask, class) stacked (the
+    masks follow the views; the views are the same with or without them)."""
     rng = np.random.default_rng([seed, 7])
     line_jitter = line_views.JITTERS[jitter]
-    views = np.stack(
-        [
-            line_views.training_view(photo, size, rng, photo_share, line_jitter)
-            for photo in photos
-            for _ in range(per_image)
-        ]
-    )
-    return views, np.repeat(targets, per_image)
+    views, view_cells = [], []
+    for photo, mask, target in zip(photos, masks or [None] * len(photos), targets, strict=True):
+        for _ in range(per_image):
+            view, view_mask = line_views.masked_training_view(
+                photo, size, rng, photo_share, line_jitter, mask
+            )
+            views.append(view)
+            if cells is not None:
+                view_cells.append(cells(view_mask, int(target)))
+    stacked_cells = np.stack(view_cells) if cells is not None else None
+    return np.stack(views), np.repeat(targets, per_image), stacked_cells
 
 
 def canonical_views(photos: np.ndarray, size: int) -> np.ndarray:
@@ -68,13 +100,23 @@ def canonical_views(photos: np.ndarray, size: int) -> np.ndarray:
 
 
 def extract(runner: StaticRunner, views: np.ndarray, run_dir: Path, what: str) -> np.ndarray:
+    """The runner's first output for every view, with progress lines."""
+    return extract_all(runner, views, run_dir, what)[0]
+
+
+def extract_all(
+    runner: StaticRunner, views: np.ndarray, run_dir: Path, what: str
+) -> list[np.ndarray]:
+    """Every output of the runner for every view; maps (more than 2 dimensions) kept
+    as float16, which halves the memory a pool of 80 views per photo needs."""
     out, chunk, start = [], 256, time.time()
     for begin in range(0, len(views), chunk):
-        out.append(runner(data.to_batch(views[begin : begin + chunk])))
-        done = begin + len(out[-1])
+        outputs = runner.outputs(data.to_batch(views[begin : begin + chunk]))
+        out.append([o.astype(np.float16) if o.ndim > 2 else o for o in outputs])
+        done = begin + len(outputs[0])
         rate = done / max(1e-6, time.time() - start)
         log(run_dir, f"{what}: {done}/{len(views)} views, {rate:.1f} img/s")
-    return np.concatenate(out)
+    return [np.concatenate(parts) for parts in zip(*out, strict=True)]
 
 
 def train_head(
@@ -195,6 +237,17 @@ def save_fold_head(head: TeacherHead, run_dir: Path, fold: int) -> None:
     paddle.save(head.state_dict(), str(path))
 
 
+@dataclass(frozen=True)
+class HeadInputs:
+    """What the head trains on: its input for every training view, for the validation
+    photos' canonical views, and (with `--folds`) for the training photos' canonical
+    views."""
+
+    views: np.ndarray
+    val: np.ndarray
+    canonical: np.ndarray | None
+
+
 def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig)
     from linewatch.pipeline.training.train import prepare_run
 
@@ -206,31 +259,30 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     val_targets = np.array([index for _, index in split.val])
     log(run_dir, f"{len(split.train)} train / {len(split.val)} validation photos")
     train_photos = data.load_images(split.train, cache)
-    views, view_targets = make_pool(
-        train_photos,
-        targets,
-        size,
-        config.views_per_image,
-        config.seed,
-        config.photo_share,
-        config.line_jitter,
-    )
-    val_views = canonical_views(data.load_images(split.val, cache), size)
-    log(run_dir, f"{len(views)} line views made")
     paddle.seed(config.seed)
-    network = build_network(config.arch, len(split.labels))
+    network = build_network(config.arch, len(split.labels), cell_features=config.cell_features)
     if config.pretrained:
         network.backbone.load_torch_weights()
-    runner = StaticRunner.of(
-        PooledFeatures(network.backbone), size, run_dir / "backbone" / "features", config.threads
-    )
-    features = extract(runner, views, run_dir, "train features")
-    val_features = extract(runner, val_views, run_dir, "validation features")
-    if config.folds > 1:
-        canonical = extract(runner, canonical_views(train_photos, size), run_dir, "train photos")
+    if config.cell_features:
+        views, view_targets, inputs = cell_feature_inputs(
+            config, split, network, train_photos, val_views(split, cache, size)
+        )
+    else:
+        views, view_targets = make_pool(
+            train_photos,
+            targets,
+            size,
+            config.views_per_image,
+            config.seed,
+            config.photo_share,
+            config.line_jitter,
+        )
+        log(run_dir, f"{len(views)} line views made")
+        inputs = pooled_inputs(config, network, views, train_photos, val_views(split, cache, size))
+    if inputs.canonical is not None:
         view_photo = np.repeat(np.arange(len(targets)), config.views_per_image)
         oof, view_oof = out_of_fold_logits(
-            features, view_photo, canonical, targets, config, split.labels
+            inputs.views, view_photo, inputs.canonical, targets, config, split.labels
         )
         np.savez(
             run_dir / OOF_FILE,
@@ -240,10 +292,100 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
             view_photo=view_photo,
         )
     metrics = train_head(
-        network.head, features, view_targets, config, split.labels, (val_features, val_targets)
+        network.head, inputs.views, view_targets, config, split.labels, (inputs.val, val_targets)
     )
     paddle.save(network.state_dict(), str(run_dir / "best.pdparams"))
-    logits = head_logits(network.head, features)
+    logits = head_logits(network.head, inputs.views)
     np.savez(run_dir / POOL_FILE, views=views, targets=view_targets, logits=logits)
     log(run_dir, f"teacher saved; pool of {len(views)} views with teacher logits kept")
     return metrics
+
+
+def val_views(split: data.Split, cache: int, size: int) -> np.ndarray:
+    return canonical_views(data.load_images(split.val, cache), size)
+
+
+def pooled_inputs(
+    config,  # type: ignore[no-untyped-def]  (TrainConfig)
+    network: paddle.nn.Layer,
+    views: np.ndarray,
+    train_photos: np.ndarray,
+    val: np.ndarray,
+) -> HeadInputs:
+    """The frozen trunk's pooled taps, by Paddle Inference."""
+    run_dir, size = Path(config.run_dir), config.image_size
+    runner = StaticRunner.of(
+        PooledFeatures(network.backbone), size, run_dir / "backbone" / "features", config.threads
+    )
+    canonical = None
+    if config.folds > 1:
+        canonical = extract(runner, canonical_views(train_photos, size), run_dir, "train photos")
+    return HeadInputs(
+        extract(runner, views, run_dir, "train features"),
+        extract(runner, val, run_dir, "validation features"),
+        canonical,
+    )
+
+
+def cell_feature_inputs(
+    config,  # type: ignore[no-untyped-def]  (TrainConfig)
+    split: data.Split,
+    network: paddle.nn.Layer,
+    train_photos: np.ndarray,
+    val: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, HeadInputs]:
+    """The views (their masks carried along), and the head's inputs: pooled taps and
+    cross-fitted cell features; the network's cell head is trained here."""
+    from linewatch.pipeline.training.train import NORMAL_LABEL
+
+    run_dir, size = Path(config.run_dir), config.image_size
+    if NORMAL_LABEL not in split.labels:
+        raise LinewatchError(f"--cell-features needs a {NORMAL_LABEL!r} class (defect-free)")
+    normal = split.labels.index(NORMAL_LABEL)
+    grid = size // network.backbone.trunk.grid_stride
+    cache = data.photo_cache_size(size)
+    masks = [data.load_mask(item, index == normal, cache) for item, index in split.train]
+    log(run_dir, f"{sum(m is not None for m in masks)}/{len(masks)} photos have a defect mask")
+    targets = np.array([index for _, index in split.train])
+    views, view_targets, view_cells = make_masked_pool(
+        train_photos,
+        targets,
+        size,
+        config.views_per_image,
+        config.seed,
+        config.photo_share,
+        config.line_jitter,
+        masks=masks,
+        cells=lambda mask, label: cell_targets(mask, label, normal, grid),
+    )
+    log(run_dir, f"{len(views)} line views made, with their {grid} x {grid} cells")
+    runner = StaticRunner.of(
+        PooledAndGrid(network.backbone), size, run_dir / "backbone" / "grid", config.threads
+    )
+    pooled, grids = extract_all(runner, views, run_dir, "train features")
+    val_pooled, val_grids = extract_all(runner, val, run_dir, "validation features")
+    canonical_pooled, canonical_grids = (
+        extract_all(runner, canonical_views(train_photos, size), run_dir, "train photos")
+        if config.folds > 1
+        else (None, None)
+    )
+    cell_views = CellViews(
+        grids, view_cells, view_targets, np.repeat(np.arange(len(targets)), config.views_per_image)
+    )
+    settings = CellSettings(
+        len(split.labels), normal, defect_weight=config.defect_cell_weight, seed=config.seed
+    )
+    extra, canonical_extra, network.cells = cross_fitted(
+        cell_views,
+        photo_folds(targets, 2, config.seed),
+        settings,
+        canonical_grids,
+        progress=lambda line: log(run_dir, line),
+    )
+    canonical = None
+    if canonical_pooled is not None:
+        canonical = np.c_[canonical_pooled, canonical_extra]
+    inputs = HeadInputs(
+        np.c_[pooled, extra], np.c_[val_pooled, cell_features(network.cells, val_grids)], canonical
+    )
+    return views, view_targets, inputs

@@ -60,6 +60,7 @@ class TrainConfig:
     head_warmup_views: int = 8  # fine-tune: views per photo for the frozen-trunk head start
     calibration_fraction: float = 0.0  # training photos held out for the operating point
     calibration_views: int = 20  # fine-tune: line views per calibration photo
+    cell_features: bool = False  # Lite0 frozen head: + a mask-trained cell head's features
 
 
 NORMAL_LABEL = "free"
@@ -333,6 +334,13 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
 def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
     paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
+    if config.cell_features and (
+        config.arch not in LITE_ARCHITECTURES or config.finetune_from_block is not None
+    ):
+        raise LinewatchError(
+            "--cell-features is for an EfficientNet-Lite0 head on a frozen trunk: "
+            "drop --finetune-from-block, or choose an EfficientNetLite0 --arch"
+        )
     if config.arch in LITE_ARCHITECTURES and config.finetune_from_block is not None:
         from linewatch.pipeline.training.finetune import train_finetune
 
