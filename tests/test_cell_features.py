@@ -107,14 +107,18 @@ def test_masks_follow_the_views_without_changing_them() -> None:
     )
     assert np.array_equal(plain, views), "the same random stream with masks as without"
     assert cells is not None and cells.shape == (18, 16)
-    unknown = (cells == UNKNOWN).all(axis=1)
-    assert 0 < unknown.sum() < 18, "photo views have no mask; line views carry it"
+    assert (cells != UNKNOWN).all(), "line and photo views both carry the mask"
+    assert ((cells == 1).sum(axis=1) > 0).all(), "the spot is in every view"
     spot = np.random.default_rng(5)
     tile, mask = _tile(spot, True)
     view, view_mask = line_views.masked_training_view(tile, SIZE, spot, 0.0, mask=mask)
     assert view_mask is not None
     bright = view > 200
     assert (view_mask[bright] > 0).mean() > 0.9, "the mask lies on the spot in the view"
+    view, view_mask = line_views.masked_training_view(tile, SIZE, spot, 1.0, mask=mask)
+    assert view_mask is not None, "a photo view carries it too"
+    bright = view > 200
+    assert (view_mask[bright] > 0).mean() > 0.9 and (view_mask[~bright] > 0).mean() < 0.1
 
 
 def test_the_cell_head_finds_the_spot_and_the_export_carries_it(

@@ -187,10 +187,21 @@ def photo_view(
 ) -> np.ndarray:
     """One randomised upload-like view (size x size uint8): flips, a tight crop of the
     photo resized to the input, exposure, noise and JPEG."""
+    return masked_photo_view(photo, size, rng, jitter=jitter)[0]
+
+
+def masked_photo_view(
+    photo: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    mask: np.ndarray | None = None,
+    jitter: LineJitter = PHOTO_JITTER,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`photo_view` and its defect mask, carried through the flips and the crop."""
     if rng.random() < jitter.flip_p:
-        photo = photo[:, ::-1]
+        photo, mask = photo[:, ::-1], None if mask is None else mask[:, ::-1]
     if rng.random() < jitter.flip_p:
-        photo = photo[::-1]
+        photo, mask = photo[::-1], None if mask is None else mask[::-1]
     height, width = photo.shape
     area = rng.uniform(*PHOTO_CROP_AREA)
     ratio = np.exp(rng.uniform(np.log(0.92), np.log(1 / 0.92)))
@@ -198,9 +209,15 @@ def photo_view(
     crop_h = int(min(height, round(height * np.sqrt(area / ratio))))
     top = int(rng.integers(0, height - crop_h + 1))
     left = int(rng.integers(0, width - crop_w + 1))
-    crop = np.ascontiguousarray(photo[top : top + crop_h, left : left + crop_w])
-    view = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    return _film(view, jitter, rng)
+    window = (slice(top, top + crop_h), slice(left, left + crop_w))
+    view = cv2.resize(
+        np.ascontiguousarray(photo[window]), (size, size), interpolation=cv2.INTER_AREA
+    )
+    if mask is not None:
+        mask = cv2.resize(
+            np.ascontiguousarray(mask[window]), (size, size), interpolation=cv2.INTER_AREA
+        )
+    return _film(view, jitter, rng), mask
 
 
 def canonical_photo_view(photo: np.ndarray, size: int) -> np.ndarray:
@@ -228,10 +245,9 @@ def masked_training_view(
     jitter: LineJitter = LineJitter(),  # noqa: B008  (frozen)
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """`training_view` and its defect mask: a line view carries `mask` through its
-    geometry; a photo view, or a photo without a mask, has None (the same random stream
-    with or without a mask)."""
+    """`training_view` and its defect mask, carried through the view's geometry (None
+    for a photo without a mask; the same random stream with or without a mask)."""
     if photo_share > 0 and rng.random() < photo_share:
-        return photo_view(photo, size, rng), None
+        return masked_photo_view(photo, size, rng, mask)
     view, view_mask = line_view(photo, size, rng, mask=mask, jitter=jitter)
     return view, None if mask is None else view_mask
