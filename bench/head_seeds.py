@@ -58,7 +58,7 @@ def cached_features(run: Path, split: data.Split, model: Classifier) -> dict[str
             return dict(stored)
     photos = data.load_images(split.train, data.photo_cache_size(SIZE))
     targets = np.array([index for _, index in split.train])
-    views, view_targets = make_pool(photos, targets, SIZE, 80, 0, 0.25, "default")
+    views, view_targets, _ = make_pool(photos, targets, SIZE, 80, 0, 0.25, "default")
     network = build_network("EfficientNetLite0_s5", len(split.labels))
     network.backbone.load_torch_weights()
     runner = StaticRunner.of(PooledFeatures(network.backbone), SIZE, run / "trunk" / "taps")

@@ -25,7 +25,7 @@ from linewatch.pipeline.training.export import (
     exported_inverse_temperature,
     load_run,
 )
-from linewatch.pipeline.training.teacher import OOF_FILE, make_masked_pool, make_pool
+from linewatch.pipeline.training.teacher import OOF_FILE, make_pool
 from linewatch.pipeline.training.train import TrainConfig, train
 
 SIZE = 64
@@ -94,8 +94,8 @@ def test_masks_follow_the_views_without_changing_them() -> None:
     photos = np.stack([_tile(rng, True)[0] for _ in range(3)])
     masks = [_tile(np.random.default_rng(i), True)[1] for i in range(3)]
     targets = np.array([1, 1, 1])
-    plain, _ = make_pool(photos, targets, SIZE, 6, seed=1, photo_share=0.5)
-    views, _, cells = make_masked_pool(
+    plain, _, none = make_pool(photos, targets, SIZE, 6, seed=1, photo_share=0.5)
+    views, _, cells = make_pool(
         photos,
         targets,
         SIZE,
@@ -106,6 +106,7 @@ def test_masks_follow_the_views_without_changing_them() -> None:
         cells=lambda mask, label: cell_targets(mask, label, normal=0, grid=4),
     )
     assert np.array_equal(plain, views), "the same random stream with masks as without"
+    assert none is None, "no cells asked, none made"
     assert cells is not None and cells.shape == (18, 16)
     assert (cells != UNKNOWN).all(), "line and photo views both carry the mask"
     assert ((cells == 1).sum(axis=1) > 0).all(), "the spot is in every view"

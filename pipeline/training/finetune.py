@@ -267,7 +267,7 @@ def warm_start_head(
     if config.head_warmup_views <= 0:
         return
     run_dir = Path(config.run_dir)
-    views, view_targets = make_pool(
+    views, view_targets, _ = make_pool(
         photos,
         targets,
         config.image_size,

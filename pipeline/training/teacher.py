@@ -58,28 +58,13 @@ def make_pool(
     seed: int,
     photo_share: float = 0.0,
     jitter: str = "default",
-) -> tuple[np.ndarray, np.ndarray]:
-    """`per_image` randomised views of every photo (line views with `jitter`, and photo
-    views with probability `photo_share`): (views [N*k, size, size], targets)."""
-    views, view_targets, _ = make_masked_pool(
-        photos, targets, size, per_image, seed, photo_share, jitter
-    )
-    return views, view_targets
-
-
-def make_masked_pool(
-    photos: np.ndarray,
-    targets: np.ndarray,
-    size: int,
-    per_image: int,
-    seed: int,
-    photo_share: float = 0.0,
-    jitter: str = "default",
     masks: list[np.ndarray | None] | None = None,
     cells: Callable[[np.ndarray | None, int], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """`make_pool`, and with `cells` each view's cells(view mask, class) stacked (the
-    masks follow the views; the views are the same with or without them)."""
+    """`per_image` randomised views of every photo (line views with `jitter`, and photo
+    views with probability `photo_share`): (views [N*k, size, size], targets, and with
+    `cells` each view's cells(view mask, class) stacked, else None). The masks follow
+    the views; the views are the same with or without them."""
     rng = np.random.default_rng([seed, 7])
     line_jitter = line_views.JITTERS[jitter]
     views, view_cells = [], []
@@ -93,6 +78,27 @@ def make_masked_pool(
                 view_cells.append(cells(view_mask, int(target)))
     stacked_cells = np.stack(view_cells) if cells is not None else None
     return np.stack(views), np.repeat(targets, per_image), stacked_cells
+
+
+def run_pool(
+    config,  # type: ignore[no-untyped-def]  (TrainConfig)
+    photos: np.ndarray,
+    targets: np.ndarray,
+    masks: list[np.ndarray | None] | None = None,
+    cells: Callable[[np.ndarray | None, int], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`make_pool` with the run's size, views per photo, seed, photo share and jitter."""
+    return make_pool(
+        photos,
+        targets,
+        config.image_size,
+        config.views_per_image,
+        config.seed,
+        config.photo_share,
+        config.line_jitter,
+        masks=masks,
+        cells=cells,
+    )
 
 
 def canonical_views(photos: np.ndarray, size: int) -> np.ndarray:
@@ -268,15 +274,7 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
             config, split, network, train_photos, val_views(split, cache, size)
         )
     else:
-        views, view_targets = make_pool(
-            train_photos,
-            targets,
-            size,
-            config.views_per_image,
-            config.seed,
-            config.photo_share,
-            config.line_jitter,
-        )
+        views, view_targets, _ = run_pool(config, train_photos, targets)
         log(run_dir, f"{len(views)} line views made")
         inputs = pooled_inputs(config, network, views, train_photos, val_views(split, cache, size))
     if inputs.canonical is not None:
@@ -347,14 +345,10 @@ def cell_feature_inputs(
     masks = [data.load_mask(item, index == normal, cache) for item, index in split.train]
     log(run_dir, f"{sum(m is not None for m in masks)}/{len(masks)} photos have a defect mask")
     targets = np.array([index for _, index in split.train])
-    views, view_targets, view_cells = make_masked_pool(
+    views, view_targets, view_cells = run_pool(
+        config,
         train_photos,
         targets,
-        size,
-        config.views_per_image,
-        config.seed,
-        config.photo_share,
-        config.line_jitter,
         masks=masks,
         cells=lambda mask, label: cell_targets(mask, label, normal, grid),
     )
