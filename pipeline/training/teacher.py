@@ -269,14 +269,13 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     network = build_network(config.arch, len(split.labels), cell_features=config.cell_features)
     if config.pretrained:
         network.backbone.load_torch_weights()
+    val = canonical_views(data.load_images(split.val, cache), size)
     if config.cell_features:
-        views, view_targets, inputs = cell_feature_inputs(
-            config, split, network, train_photos, val_views(split, cache, size)
-        )
+        views, view_targets, inputs = cell_feature_inputs(config, split, network, train_photos, val)
     else:
         views, view_targets, _ = run_pool(config, train_photos, targets)
         log(run_dir, f"{len(views)} line views made")
-        inputs = pooled_inputs(config, network, views, train_photos, val_views(split, cache, size))
+        inputs = pooled_inputs(config, network, views, train_photos, val)
     if inputs.canonical is not None:
         view_photo = np.repeat(np.arange(len(targets)), config.views_per_image)
         oof, view_oof = out_of_fold_logits(
@@ -297,10 +296,6 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     np.savez(run_dir / POOL_FILE, views=views, targets=view_targets, logits=logits)
     log(run_dir, f"teacher saved; pool of {len(views)} views with teacher logits kept")
     return metrics
-
-
-def val_views(split: data.Split, cache: int, size: int) -> np.ndarray:
-    return canonical_views(data.load_images(split.val, cache), size)
 
 
 def pooled_inputs(
