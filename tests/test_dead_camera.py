@@ -79,7 +79,13 @@ def assert_file_analysed_while_camera_waits(
         written = int(client.hget(f"lw:stats:{line}", "written") or 0)
         return ingest(client, line, "file").get("done") == "1" and written == FRAMES
 
-    wait_for(file_written, 180)
+    def explain() -> str:
+        stats = {k.decode(): v.decode() for k, v in client.hgetall(f"lw:stats:{line}").items()}
+        file, dead = ingest(client, line, "file"), ingest(client, line, "dead")
+        log = running.log.read_text()[-4000:]
+        return f"stats {stats}, file ingest {file}, dead ingest {dead}; log:\n{log}"
+
+    wait_for(file_written, 180, explain)
     assert ingest(client, line, "dead").get("state") in ("backoff", "connecting")
     wait_for(lambda: ingest(client, line, "dead").get("state") == "backoff", 30)
     port = yaml.safe_load(config.read_text())["metrics_port"]

@@ -78,10 +78,15 @@ def _pings(client: object) -> bool:
         return False
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout_s: float = 30,
+    explain: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll `condition` until it holds; on timeout fail with what `explain` says."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s {explain()}"
         time.sleep(0.1)
 
 
