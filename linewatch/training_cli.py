@@ -83,13 +83,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="EfficientNet-Lite0 frozen head: also read a per-cell classifier trained on "
         "the defect masks (<root>/masks/<class>/<name>.png beside <root>/images)",
     )
-    train.add_argument(
-        "--members",
-        type=int,
-        default=1,
-        help="EfficientNet-Lite0 frozen head: train this many heads (each with its own "
-        "cell head; seeds --seed, --seed+1, ...) on the same views and average their logits",
-    )
     _add_finetune_options(train)
     train.set_defaults(func=cmd_train)
 
@@ -340,7 +333,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         calibration_fraction=args.calibration_fraction,
         calibration_views=args.calibration_views,
         cell_features=args.cell_features,
-        members=args.members,
     )
     best = train(config, resume=args.resume)
     print(

@@ -73,7 +73,6 @@ def cell_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         photo_share=0.25,
         pretrained=True,
         cell_features=True,
-        members=2,
     )
     train(config)
     return root / "run"
@@ -130,7 +129,6 @@ def test_the_cell_head_finds_the_spot_and_the_export_carries_it(
         assert oof["logits"].shape == (38, 2) and np.isfinite(oof["view_logits"]).all()
     config, _, network = load_run(cell_run)
     assert config.cell_features and network.cells is not None
-    assert len(network.member_heads()) == len(network.member_cells()) == 2
     spot_cells, other_cells = [], []
     for seed in range(6):
         tile, mask = _tile(np.random.default_rng(100 + seed), True)
@@ -147,7 +145,7 @@ def test_the_cell_head_finds_the_spot_and_the_export_carries_it(
     diff = export_run(cell_run, tmp_path / "model", max_false_alarms=0.2)
     assert diff < 1e-4, "the predictor gives what the training network gives"
     glob = yaml.safe_load((tmp_path / "model" / "inference.yml").read_text())["Global"]
-    assert glob["cell_features"] is True and glob["members"] == 2
+    assert glob["cell_features"] is True
     rebuilt, labels, size = network_from_model(tmp_path / "model")
     assert rebuilt.cells is not None and labels == LABELS and size == SIZE
     views = np.stack([_tile(np.random.default_rng(s), s % 2 == 0)[0] for s in range(4)])
@@ -155,13 +153,7 @@ def test_the_cell_head_finds_the_spot_and_the_export_carries_it(
     rgb = [np.repeat(v[..., None], 3, axis=2) for v in views]
     scale = exported_inverse_temperature(tmp_path / "model")
     with paddle.no_grad():
-        batch = paddle.to_tensor(data.to_batch(views))
-        logits = rebuilt(batch).numpy() * scale
-        inputs = rebuilt.member_inputs(batch)
-        member_logits = [h(i).numpy() for h, i in zip(rebuilt.member_heads(), inputs, strict=True)]
-    assert np.abs(member_logits[0] - member_logits[1]).max() > 1e-3, "two different members"
-    mean = (member_logits[0] + member_logits[1]) / 2
-    assert np.abs(mean * scale - logits).max() < 1e-4, "the network is the members' mean"
+        logits = rebuilt(paddle.to_tensor(data.to_batch(views))).numpy() * scale
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     exported = Classifier(tmp_path / "model", max_batch=4).predict(rgb)
@@ -169,24 +161,14 @@ def test_the_cell_head_finds_the_spot_and_the_export_carries_it(
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"arch": "PPLCNet_x0_25"}, "--cell-features"),
-        ({"finetune_from_block": 3}, "--cell-features"),
-        ({"cell_features": False, "members": 2, "arch": "PPLCNet_x0_25"}, "--members"),
-        ({"cell_features": False, "members": 2, "finetune_from_block": 3}, "--members"),
-        ({"members": 0}, "--members must be 1 or more"),
-    ],
-    ids=["pplcnet", "finetune", "members-pplcnet", "members-finetune", "no-members"],
+    "changes", [{"arch": "PPLCNet_x0_25"}, {"finetune_from_block": 3}], ids=["pplcnet", "finetune"]
 )
-def test_cell_features_and_members_refuse_what_they_cannot_serve(
-    tmp_path: Path, changes: dict, message: str
-) -> None:
+def test_cell_features_refuse_what_they_cannot_serve(tmp_path: Path, changes: dict) -> None:
     config = TrainConfig(
         data=str(tmp_path),
         run_dir=str(tmp_path / "run"),
         arch="EfficientNetLite0_s5",
         cell_features=True,
     )
-    with pytest.raises(LinewatchError, match=message):
+    with pytest.raises(LinewatchError, match="--cell-features"):
         train(TrainConfig(**{**config.__dict__, **changes}))

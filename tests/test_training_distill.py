@@ -180,7 +180,6 @@ def folds_run(teacher_and_student, tmp_path_factory: pytest.TempPathFactory) -> 
         views_per_image=2,
         views="line",
         folds=2,
-        members=2,  # two heads averaged; each fold keeps both
     )
     train(config)
     export_run(run, run.parent / "model", max_false_alarms=0.2)
@@ -202,9 +201,7 @@ def test_truncated_lite0_head_takes_its_operating_point_from_held_out_folds(
     full = (teacher_and_student[0] / "best.pdparams").stat().st_size
     assert (folds_run / "best.pdparams").stat().st_size < full / 4, "stages 5-7 cut"
     assert sorted(p.name for p in (folds_run / "fold_heads").iterdir()) == [
-        "fold0-member1.pdparams",
         "fold0.pdparams",
-        "fold1-member1.pdparams",
         "fold1.pdparams",
     ]
 

@@ -369,9 +369,7 @@ class LiteTeacher(nn.Layer):
     train under a batch-norm head. The trunk's BN statistics stay ImageNet's (eval mode)
     everywhere: batches of 32 grey tile views would move them far from what the head was
     started on, and train-mode and eval-mode features would differ (measured: a run with
-    train-mode trunk BN fell to 0.21 macro-F1 on held-out photos after its first epoch).
-    With `members` K > 1 (frozen trunk only), K heads, each with its own cell head, read
-    the same trunk and their logits are averaged: an ensemble for the cost of a head."""
+    train-mode trunk BN fell to 0.21 macro-F1 on held-out photos after its first epoch)."""
 
     def __init__(
         self,
@@ -379,40 +377,22 @@ class LiteTeacher(nn.Layer):
         trunk: Trunk = FULL,
         finetune_from_block: int | None = None,
         cell_features: bool = False,
-        members: int = 1,
     ) -> None:
         super().__init__()
         if cell_features and finetune_from_block is not None:
             raise LinewatchError("cell features are for a frozen trunk: drop one of the two")
-        if members > 1 and finetune_from_block is not None:
-            raise LinewatchError("head members are for a frozen trunk: drop one of the two")
         self.backbone = EfficientNetLite0(num_classes=1000, trunk=trunk)
         self.finetune_from_block = finetune_from_block
         for param in self.backbone.parameters():
             param.stop_gradient = True
         if finetune_from_block is not None:
             self.backbone.freeze(finetune_from_block)
-        features = trunk.features + (2 * num_classes if cell_features else 0)
-        batch_norm = finetune_from_block is not None
-        self.head = TeacherHead(num_classes, features, batch_norm=batch_norm)
-        # made after the head, so a network without them keeps its parameter names
+        extra = 2 * num_classes if cell_features else 0
+        self.head = TeacherHead(
+            num_classes, trunk.features + extra, batch_norm=finetune_from_block is not None
+        )
+        # made after the head, so a network without it keeps its parameter names
         self.cells = CellHead(num_classes, trunk.grid_channels) if cell_features else None
-        self.more_heads = nn.LayerList(
-            [TeacherHead(num_classes, features) for _ in range(members - 1)]
-        )
-        self.more_cells = nn.LayerList(
-            [CellHead(num_classes, trunk.grid_channels) for _ in range(members - 1)]
-            if cell_features
-            else []
-        )
-
-    def member_heads(self) -> list[TeacherHead]:
-        """The heads whose logits are averaged: `head` first, then the other members'."""
-        return [self.head, *self.more_heads]
-
-    def member_cells(self) -> list[CellHead]:
-        """Each member's cell head (none without cell features)."""
-        return [] if self.cells is None else [self.cells, *self.more_cells]
 
     def trunk_parameters(self) -> list[paddle.Tensor]:
         return [p for p in self.backbone.parameters() if not p.stop_gradient]
@@ -422,27 +402,20 @@ class LiteTeacher(nn.Layer):
         self.backbone.eval()  # BN statistics fixed; trainable weights still get gradients
         return self
 
-    def member_inputs(self, x: paddle.Tensor) -> list[paddle.Tensor]:
-        """Each member head's input: the pooled taps, and with cell heads that member's
-        cell features after them."""
+    def head_input(self, x: paddle.Tensor) -> paddle.Tensor:
+        """The pooled taps, and with a cell head its features after them."""
         if self.cells is None:
-            return [self.backbone.pooled_taps(x)] * len(self.member_heads())
+            return self.backbone.pooled_taps(x)
         pooled, grid = self.backbone.pooled_and_grid(x)
-        return [paddle.concat([pooled, cells(grid)], axis=1) for cells in self.member_cells()]
+        return paddle.concat([pooled, self.cells(grid)], axis=1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.forward_with_features(x)[0]
+        return self.head(self.head_input(x))
 
     def forward_with_features(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """Class logits (the members' mean) and the standardised features the first
-        member's head reads [N, features]."""
-        heads = self.member_heads()
-        # no zip(strict=...): dy2static's zip takes no keywords
-        inputs = self.member_inputs(x)
-        standardised = [heads[m].standardise(inputs[m]) for m in range(len(heads))]
-        logits = [heads[m].net(standardised[m]) for m in range(len(heads))]
-        mean = logits[0] if len(logits) == 1 else paddle.add_n(logits) / len(logits)
-        return mean, standardised[0]
+        """Class logits and the standardised features the head reads [N, features]."""
+        standardised = self.head.standardise(self.head_input(x))
+        return self.head.net(standardised), standardised
 
 
 def convert_state(torch_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -155,10 +155,7 @@ def network_from_model(model_dir: Path) -> tuple[nn.Layer, tuple[str, ...], int]
         )
     labels = tuple(config["PostProcess"]["label_list"])
     network = build_network(
-        glob["arch"],
-        len(labels),
-        cell_features=bool(glob.get("cell_features", False)),
-        members=int(glob.get("members", 1)),
+        glob["arch"], len(labels), cell_features=bool(glob.get("cell_features", False))
     )
     load_exported_weights(network, model_dir)
     network.eval()

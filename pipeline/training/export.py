@@ -229,11 +229,7 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, data.Split, paddle.nn.Layer]:
     config = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     split = data.Split.load(run_dir / "split.json")
     network = build_network(
-        config.arch,
-        len(split.labels),
-        config.finetune_from_block,
-        config.cell_features,
-        config.members,
+        config.arch, len(split.labels), config.finetune_from_block, config.cell_features
     )
     network.set_state_dict(paddle.load(str(run_dir / "best.pdparams")))
     network.eval()
@@ -251,7 +247,6 @@ def inference_config(
             "arch": config.arch,
             "image_size": size,
             **({"cell_features": True} if config.cell_features else {}),
-            **({"members": config.members} if config.members > 1 else {}),
         },
         "PreProcess": {
             "transform_ops": [

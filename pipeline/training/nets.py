@@ -202,25 +202,19 @@ def build_network(
     num_classes: int,
     finetune_from_block: int | None = None,
     cell_features: bool = False,
-    members: int = 1,
 ) -> nn.Layer:
     """A fresh network by name (see ARCHITECTURES), with the same parameter names every
     time, so optimizer checkpoints load into a new process or a new instance.
     `finetune_from_block`: an EfficientNet-Lite0 trunk trained from that block on;
-    `cell_features`: a Lite0 head that also reads a mask-trained `CellHead`;
-    `members`: that many Lite0 heads whose logits are averaged."""
+    `cell_features`: a Lite0 head that also reads a mask-trained `CellHead`."""
     scales = {"PPLCNet_x0_25": 0.25, "PPLCNet_x0_5": 0.5, "PPLCNet_x1_0": 1.0}
     if arch in LITE_ARCHITECTURES:
         from linewatch.pipeline.training.efficientnet import TRUNKS, LiteTeacher
 
         with paddle.utils.unique_name.guard():
-            return LiteTeacher(
-                num_classes, TRUNKS[arch], finetune_from_block, cell_features, members
-            )
-    if cell_features or members > 1:
-        raise LinewatchError(
-            f"cell features and head members need an EfficientNet-Lite0 trunk, not {arch}"
-        )
+            return LiteTeacher(num_classes, TRUNKS[arch], finetune_from_block, cell_features)
+    if cell_features:
+        raise LinewatchError(f"cell features need an EfficientNet-Lite0 trunk, not {arch}")
     if arch not in (*scales, "MobileNetV3_small"):
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     with paddle.utils.unique_name.guard():

@@ -162,8 +162,7 @@ def held_out_threshold(
     fold = photo_folds(targets, config.folds, config.seed)[view_photo]
     mass = np.zeros(len(views), np.float32)
     for k in range(config.folds):
-        for member, head in enumerate(network.member_heads()):
-            head.set_state_dict(paddle.load(str(fold_head_file(run_dir, k, member))))
+        network.head.set_state_dict(paddle.load(str(fold_head_file(run_dir, k))))
         classifier = WithSoftmax(network, float(extra.get("calibration_temperature", 1.0)))
         with tempfile.TemporaryDirectory() as tmp:
             prefix = export_layer(classifier, config.image_size, Path(tmp) / "fp32")
@@ -191,10 +190,9 @@ def require_held_out_run(run_dir: Path) -> None:
     """A clear error, before any work, unless `run_dir` is a `--folds` run that kept
     what the held-out INT8 threshold needs."""
     config_file = run_dir / "config.json"
-    settings = json.loads(config_file.read_text()) if config_file.exists() else {}
-    folds, members = settings.get("folds", 0), settings.get("members", 1)
+    folds = json.loads(config_file.read_text()).get("folds", 0) if config_file.exists() else 0
     needed = [config_file, run_dir / OOF_FILE, run_dir / POOL_FILE]
-    needed += [fold_head_file(run_dir, k, m) for k in range(folds) for m in range(members)]
+    needed += [fold_head_file(run_dir, k) for k in range(folds)]
     missing = [str(path) for path in needed if not path.exists()]
     if folds < 2 or missing:
         raise LinewatchError(

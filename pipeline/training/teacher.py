@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -206,48 +206,39 @@ def photo_folds(targets: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def member_config(config, member: int):  # type: ignore[no-untyped-def]  (TrainConfig)
-    """The config a member head trains with: its own seed (member 0 keeps the run's)."""
-    return replace(config, seed=config.seed + member)
-
-
 def out_of_fold_logits(
-    members: list[HeadInputs],
+    features: np.ndarray,
     view_photo: np.ndarray,
+    canonical: np.ndarray,
     targets: np.ndarray,
     config,  # type: ignore[no-untyped-def]  (TrainConfig)
     labels: tuple[str, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits of each training photo's canonical view, and of each of its line views,
-    from heads trained without that photo's fold (k-fold cross-fitting; the members'
-    mean): held-out scores for the operating point that no validation photo has seen."""
+    from a head trained without that photo's fold (k-fold cross-fitting): held-out scores
+    for the operating point that no validation photo has seen."""
     fold = photo_folds(targets, config.folds, config.seed)
     view_targets = targets[view_photo]
     logits = np.zeros((len(targets), len(labels)), np.float32)
     view_logits = np.zeros((len(view_photo), len(labels)), np.float32)
     for k in range(config.folds):
         keep = fold[view_photo] != k
-        for member, inputs in enumerate(members):
-            assert inputs.canonical is not None
-            head = TeacherHead(len(labels), inputs.views.shape[1])
-            train_head(
-                head, inputs.views[keep], view_targets[keep], member_config(config, member), labels
-            )
-            logits[fold == k] += head_logits(head, inputs.canonical[fold == k]) / len(members)
-            view_logits[~keep] += head_logits(head, inputs.views[~keep]) / len(members)
-            save_fold_head(head, Path(config.run_dir), k, member)
+        head = TeacherHead(len(labels), features.shape[1])
+        train_head(head, features[keep], view_targets[keep], config, labels)
+        logits[fold == k] = head_logits(head, canonical[fold == k])
+        view_logits[~keep] = head_logits(head, features[~keep])
+        save_fold_head(head, Path(config.run_dir), k)
         log(Path(config.run_dir), f"fold {k + 1}/{config.folds} scored")
     return logits, view_logits
 
 
-def fold_head_file(run_dir: Path, fold: int, member: int = 0) -> Path:
-    suffix = f"-member{member}" if member else ""
-    return run_dir / FOLD_HEADS / f"fold{fold}{suffix}.pdparams"
+def fold_head_file(run_dir: Path, fold: int) -> Path:
+    return run_dir / FOLD_HEADS / f"fold{fold}.pdparams"
 
 
-def save_fold_head(head: TeacherHead, run_dir: Path, fold: int, member: int) -> None:
+def save_fold_head(head: TeacherHead, run_dir: Path, fold: int) -> None:
     """Kept so a quantised copy of the model can be scored on held-out views later."""
-    path = fold_head_file(run_dir, fold, member)
+    path = fold_head_file(run_dir, fold)
     path.parent.mkdir(parents=True, exist_ok=True)
     paddle.save(head.state_dict(), str(path))
 
@@ -275,26 +266,21 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
     log(run_dir, f"{len(split.train)} train / {len(split.val)} validation photos")
     train_photos = data.load_images(split.train, cache)
     paddle.seed(config.seed)
-    network = build_network(
-        config.arch,
-        len(split.labels),
-        cell_features=config.cell_features,
-        members=config.members,
-    )
+    network = build_network(config.arch, len(split.labels), cell_features=config.cell_features)
     if config.pretrained:
         network.backbone.load_torch_weights()
     val = canonical_views(data.load_images(split.val, cache), size)
     if config.cell_features:
-        views, view_targets, members = cell_feature_inputs(
-            config, split, network, train_photos, val
-        )
+        views, view_targets, inputs = cell_feature_inputs(config, split, network, train_photos, val)
     else:
         views, view_targets, _ = run_pool(config, train_photos, targets)
         log(run_dir, f"{len(views)} line views made")
-        members = [pooled_inputs(config, network, views, train_photos, val)] * config.members
-    if config.folds > 1:
+        inputs = pooled_inputs(config, network, views, train_photos, val)
+    if inputs.canonical is not None:
         view_photo = np.repeat(np.arange(len(targets)), config.views_per_image)
-        oof, view_oof = out_of_fold_logits(members, view_photo, targets, config, split.labels)
+        oof, view_oof = out_of_fold_logits(
+            inputs.views, view_photo, inputs.canonical, targets, config, split.labels
+        )
         np.savez(
             run_dir / OOF_FILE,
             logits=oof,
@@ -302,20 +288,11 @@ def train_teacher(config) -> dict:  # type: ignore[no-untyped-def]  (TrainConfig
             view_logits=view_oof,
             view_photo=view_photo,
         )
-    metrics, logits = {}, np.zeros((len(views), len(split.labels)), np.float32)
-    for member, (head, inputs) in enumerate(zip(network.member_heads(), members, strict=True)):
-        if len(members) > 1:
-            log(run_dir, f"head of member {member + 1}/{len(members)}")
-        metrics = train_head(
-            head,
-            inputs.views,
-            view_targets,
-            member_config(config, member),
-            split.labels,
-            (inputs.val, val_targets),
-        )
-        logits += head_logits(head, inputs.views) / len(members)
+    metrics = train_head(
+        network.head, inputs.views, view_targets, config, split.labels, (inputs.val, val_targets)
+    )
     paddle.save(network.state_dict(), str(run_dir / "best.pdparams"))
+    logits = head_logits(network.head, inputs.views)
     np.savez(run_dir / POOL_FILE, views=views, targets=view_targets, logits=logits)
     log(run_dir, f"teacher saved; pool of {len(views)} views with teacher logits kept")
     return metrics
@@ -349,9 +326,9 @@ def cell_feature_inputs(
     network: paddle.nn.Layer,
     train_photos: np.ndarray,
     val: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, list[HeadInputs]]:
-    """The views (their masks carried along), and each member head's inputs: pooled taps
-    and its cross-fitted cell features; the network's cell heads are trained here."""
+) -> tuple[np.ndarray, np.ndarray, HeadInputs]:
+    """The views (their masks carried along), and the head's inputs: pooled taps and
+    cross-fitted cell features; the network's cell head is trained here."""
     from linewatch.pipeline.training.train import NORMAL_LABEL
 
     run_dir, size = Path(config.run_dir), config.image_size
@@ -384,22 +361,20 @@ def cell_feature_inputs(
     cell_views = CellViews(
         grids, view_cells, view_targets, np.repeat(np.arange(len(targets)), config.views_per_image)
     )
-    halves = photo_folds(targets, 2, config.seed)
-    members = []
-    for member, cells in enumerate(network.member_cells()):
-        settings = CellSettings(
-            len(split.labels),
-            normal,
-            defect_weight=config.defect_cell_weight,
-            seed=config.seed + member,
-        )
-        extra, canonical_extra, trained = cross_fitted(
-            cell_views, halves, settings, canonical_grids, progress=lambda line: log(run_dir, line)
-        )
-        cells.set_state_dict(trained.state_dict())
-        canonical = None
-        if canonical_pooled is not None:
-            canonical = np.c_[canonical_pooled, canonical_extra]
-        val_extra = cell_features(trained, val_grids)
-        members.append(HeadInputs(np.c_[pooled, extra], np.c_[val_pooled, val_extra], canonical))
-    return views, view_targets, members
+    settings = CellSettings(
+        len(split.labels), normal, defect_weight=config.defect_cell_weight, seed=config.seed
+    )
+    extra, canonical_extra, network.cells = cross_fitted(
+        cell_views,
+        photo_folds(targets, 2, config.seed),
+        settings,
+        canonical_grids,
+        progress=lambda line: log(run_dir, line),
+    )
+    canonical = None
+    if canonical_pooled is not None:
+        canonical = np.c_[canonical_pooled, canonical_extra]
+    inputs = HeadInputs(
+        np.c_[pooled, extra], np.c_[val_pooled, cell_features(network.cells, val_grids)], canonical
+    )
+    return views, view_targets, inputs

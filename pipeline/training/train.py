@@ -61,7 +61,6 @@ class TrainConfig:
     calibration_fraction: float = 0.0  # training photos held out for the operating point
     calibration_views: int = 20  # fine-tune: line views per calibration photo
     cell_features: bool = False  # Lite0 frozen head: + a mask-trained cell head's features
-    members: int = 1  # Lite0 frozen head: heads (seeds seed, seed+1, ...) averaged
 
 
 NORMAL_LABEL = "free"
@@ -335,19 +334,13 @@ def prepare_run(config: TrainConfig, resume: bool) -> data.Split:
 def train(config: TrainConfig, resume: bool = False) -> dict[str, float]:
     """Train and keep the best EMA weights in `run_dir/best.pdparams`."""
     paddle.set_device("gpu" if paddle.device.is_compiled_with_cuda() else "cpu")
-    for option, used in (
-        ("--cell-features", config.cell_features),
-        ("--members", config.members > 1),
+    if config.cell_features and (
+        config.arch not in LITE_ARCHITECTURES or config.finetune_from_block is not None
     ):
-        if used and (
-            config.arch not in LITE_ARCHITECTURES or config.finetune_from_block is not None
-        ):
-            raise LinewatchError(
-                f"{option} is for an EfficientNet-Lite0 head on a frozen trunk: "
-                "drop --finetune-from-block, or choose an EfficientNetLite0 --arch"
-            )
-    if config.members < 1:
-        raise LinewatchError(f"--members must be 1 or more, not {config.members}")
+        raise LinewatchError(
+            "--cell-features is for an EfficientNet-Lite0 head on a frozen trunk: "
+            "drop --finetune-from-block, or choose an EfficientNetLite0 --arch"
+        )
     if config.arch in LITE_ARCHITECTURES and config.finetune_from_block is not None:
         from linewatch.pipeline.training.finetune import train_finetune
 
