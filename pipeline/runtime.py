@@ -268,19 +268,37 @@ def profiled(role: str, body: Callable[[StopFlag], object]) -> Callable[[StopFla
     return run
 
 
+def serve_metrics(role: str, port: int) -> None:
+    """/metrics and /healthz on `port`; a port already in use costs the endpoint, not
+    the worker: a line that stopped inspecting for want of a metrics port would lose
+    more than its metrics (`linewatch run` gives worker i `metrics_port + i`)."""
+    from linewatch.pipeline import metrics
+
+    try:
+        metrics.serve(port)
+    except OSError as exc:
+        log.error(
+            "%s: metrics port %d unavailable (%s): this worker runs without /metrics and "
+            "/healthz; choose a metrics_port whose next ports (one per worker) are free",
+            role,
+            port,
+            exc.strerror or exc,
+        )
+        return
+    log.info("metrics on :%d/metrics, health on :%d/healthz", port, port)
+
+
 def run_worker(
     role: str, debug: bool, body: Callable[[StopFlag], object], metrics_port: int = 0
 ) -> None:
     """Entry point of a worker process: logging, signals, metrics endpoint (when a port
     is given), and exit code 2 on user errors."""
-    from linewatch.pipeline import metrics
     from linewatch.pipeline.errors import LinewatchError
 
     setup_logging(role, debug)
     stop = StopFlag().install()
     if metrics_port:
-        metrics.serve(metrics_port)
-        log.info("metrics on :%d/metrics, health on :%d/healthz", metrics_port, metrics_port)
+        serve_metrics(role, metrics_port)
     try:
         profiled(role, body)(stop)
     except LinewatchError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -76,6 +77,25 @@ def _pings(client: object) -> bool:
         return bool(client.ping())  # type: ignore[attr-defined]
     except Exception:
         return False
+
+
+def free_ports(count: int) -> int:
+    """A port whose `count` - 1 successors are free too (checked now), for settings that
+    number ports from a base (`metrics_port`: worker i serves base + i)."""
+    for _ in range(100):
+        base = free_port()
+        if all(_bindable(base + offset) for offset in range(1, count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for(
