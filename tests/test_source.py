@@ -6,6 +6,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -234,14 +235,18 @@ def test_a_server_that_never_answers_fails_within_the_open_timeout() -> None:
 
 
 @pytest.mark.slow
-def test_rtsp_frames_arrive_in_order_then_the_stream_ends(rtsp_server, video: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rtsp_frames_arrive_in_order_then_the_stream_ends(rtsp_server, video: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     server = rtsp_server(video)
     frames = []
-    with pytest.raises(SourceEnded, match="ended"):
+    with caplog.at_level(logging.WARNING), pytest.raises(SourceEnded, match="ended"):
         for frame in open_frames(server.url, live_options()):
             frames.append(frame)
     numbers = [read_number(f.image) for f in frames]
-    assert len(numbers) >= COUNT - 4 and numbers == sorted(set(numbers))
+    # a live decoder drops what a slow reader (a loaded machine) leaves in its queue,
+    # and says so: every frame is either delivered or reported dropped
+    dropped = sum(int(m.group(1)) for m in re.finditer(r"dropped (\d+) frames", caplog.text))
+    assert len(numbers) + dropped >= COUNT - 4, (len(numbers), dropped)
+    assert numbers == sorted(set(numbers))
     assert [f.index for f in frames] == list(range(len(frames)))
     assert multiprocessing.active_children() == []
 

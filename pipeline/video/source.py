@@ -265,13 +265,14 @@ def _live_frames(url: str, options: SourceOptions) -> Iterator[DecodedFrame]:
         index = 0
         while True:
             kind, payload, dropped = _next_message(messages, child, timeout, url)
+            drops.add(dropped)
             if kind != "frame":
                 raise _outcome_error(kind, payload, url)
-            drops.add(dropped)
             yield replace(payload, index=index)
             index += 1
             timeout = options.read_timeout_s + 1.0
     finally:
+        drops.flush()
         _stop_child(child, messages)
 
 
@@ -317,13 +318,18 @@ class _DropCounter:
 
     def add(self, dropped: int) -> None:
         self.pending += dropped
-        if self.pending and time.monotonic() - self.logged_at >= DROP_LOG_EVERY_S:
+        if time.monotonic() - self.logged_at >= DROP_LOG_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Log what is pending now (also when the stream ends, so no drop goes unsaid)."""
+        if self.pending:
             log.warning(
                 "%s: dropped %d frames: the reader was slower than the camera",
                 self.url,
                 self.pending,
             )
-            self.pending, self.logged_at = 0, time.monotonic()
+        self.pending, self.logged_at = 0, time.monotonic()
 
 
 def _stop_child(child: Any, messages: Any) -> None:
