@@ -322,14 +322,15 @@ class _DropCounter:
             self.flush()
 
     def flush(self) -> None:
-        """Log what is pending now (also when the stream ends, so no drop goes unsaid)."""
+        """Log what is pending now (also when the stream ends, so no drop goes unsaid);
+        the next report's 10 s count from a report, not from a quiet spell."""
         if self.pending:
             log.warning(
                 "%s: dropped %d frames: the reader was slower than the camera",
                 self.url,
                 self.pending,
             )
-        self.pending, self.logged_at = 0, time.monotonic()
+            self.pending, self.logged_at = 0, time.monotonic()
 
 
 def _stop_child(child: Any, messages: Any) -> None:
