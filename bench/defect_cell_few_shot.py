@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cell_features import FREE, LABELS, SIZE, SPLIT, cached  # noqa: E402
 
 from linewatch.pipeline.gallery.search import search  # noqa: E402
-from linewatch.pipeline.gallery.store import Gallery, normalise  # noqa: E402
+from linewatch.pipeline.gallery.store import Gallery  # noqa: E402
 from linewatch.pipeline.training.cell_features import (  # noqa: E402
     CellSettings,
     CellViews,
@@ -53,7 +53,9 @@ from linewatch.pipeline.training.cell_features import (  # noqa: E402
     train_cell_head,
 )
 from linewatch.pipeline.training.efficientnet import PooledAndGrid  # noqa: E402
-from linewatch.pipeline.training.gallery_metrics import auroc, photo_of  # noqa: E402
+from linewatch.pipeline.training.embedding import EmbeddingHead  # noqa: E402
+from linewatch.pipeline.training.embedding_train import embed  # noqa: E402
+from linewatch.pipeline.training.gallery_metrics import novelty_auroc, photo_of  # noqa: E402
 from linewatch.pipeline.training.nets import build_network  # noqa: E402
 from linewatch.pipeline.training.static_runner import StaticRunner  # noqa: E402
 from linewatch.pipeline.training.teacher import canonical_views, extract_all  # noqa: E402
@@ -63,13 +65,12 @@ LINE_VIEWS = 3  # per photo in the gallery, beside its canonical view (as the sh
 SOFTNESS = 20.0
 
 
-def whitening(train: np.ndarray, keep: int, shrinkage: float = 0.01):  # type: ignore[no-untyped-def]
-    """The whitened projection on the first `keep` principal axes of `train`."""
-    mean = train.mean(axis=0)
-    _, singular, axes = np.linalg.svd(train - mean, full_matrices=False)
-    variance = singular**2 / max(1, len(train) - 1)
-    weight = axes[:keep].T / np.sqrt(variance[:keep] + shrinkage * variance.mean())
-    return lambda x: normalise((x - mean) @ weight)
+def whitening(train: np.ndarray, keep: int):  # type: ignore[no-untyped-def]
+    """The shipped gallery's map (`EmbeddingHead`, whitened on the first `keep`
+    principal axes of `train`, shrinkage 0.01), as a function of feature rows."""
+    head = EmbeddingHead(train.shape[1], size=0, keep=keep, whiten=True)
+    head.fit_projection(train)
+    return lambda x: embed(head, x)
 
 
 def cell_descriptors(head, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
@@ -108,9 +109,7 @@ def figures(
     sources = np.array([f"train:{p}#{i}" for i, p in enumerate(photo)])
     gallery = Gallery.of(train, labels.tolist(), sources.tolist())
     name = LABELS[left_out]
-    known = gallery.where(gallery.labels != name)
-    novelty = search(known, val).novelty
-    result = auroc(novelty, val_targets == left_out)
+    result = novelty_auroc(gallery, val, np.array([LABELS[t] for t in val_targets]), name)
     photos = photo_of(gallery.sources)
     own = np.unique(photos[gallery.labels == name])
     shots: dict[int, tuple[float, float]] = {}
