@@ -114,8 +114,10 @@ def by_part(payloads: list[dict]) -> dict[int, list[dict]]:  # type: ignore[type
 @pytest.mark.slow
 @pytest.mark.chaos
 def test_a_moving_line_announces_each_part_once_across_sink_kills_and_a_broker_restart(
-    tmp_path: Path, redis_client, redis_url, line_name, database_url
+    tmp_path: Path, redis_client, redis_url, line_name, pg_url
 ) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL only: the outbox cursor on both databases is test_part_sink's.
+    database_url = pg_url
     spec = MovingLineSpec(parts=CHAOS_PARTS, fps=20, seed=5)
     ((video, _, _),) = simulate_moving(tmp_path / "line", spec)
     engine = open_database(database_url)

@@ -143,8 +143,9 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> fl
 @pytest.mark.slow
 @pytest.mark.chaos
 def test_a_stopped_inference_worker_is_replaced_in_a_live_run(
-    tmp_path: Path, redis_client, redis_url, line_name, database_url
+    tmp_path: Path, redis_client, redis_url, line_name, sqlite_url
 ) -> None:  # type: ignore[no-untyped-def]
+    database_url = sqlite_url  # the default database; the watchdog does not touch it
     spec = MovingLineSpec(parts=LIVE_PARTS, fps=20, seed=5)
     ((video, _, _),) = simulate_moving(tmp_path / "line", spec)
     path = belt_line_config(
