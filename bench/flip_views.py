@@ -6,27 +6,22 @@ move when nothing but the view's orientation changes, and what averaging them bu
 Line views (the canonical crop) and uploads (judged as `/v1/classify` judges them) are
 scored as they are, mirrored left-right, upside down and turned 180°, then as the mean
 of the four. The transpose is left out: a tile on the belt is never filmed on its side.
+Since uploads are judged in all four orientations (`pipeline/inference/uploads.py`),
+their rows are the same in every orientation.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from linewatch.pipeline.inference.classifier import Classifier
-from linewatch.pipeline.inference.uploads import upload_probs
+from linewatch.pipeline.inference.uploads import ORIENTATIONS, upload_probs
 from linewatch.pipeline.training.evaluate import eval_items, read_rgb, score_view
 
 DATA = Path("../shared/datasets/magnetic-tile/images")
-FLIPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "as is": lambda view: view,
-    "mirrored": lambda view: np.ascontiguousarray(view[:, ::-1]),
-    "upside down": lambda view: np.ascontiguousarray(view[::-1]),
-    "turned 180°": lambda view: np.ascontiguousarray(view[::-1, ::-1]),
-}
 
 
 def main() -> None:
@@ -44,7 +39,7 @@ def main() -> None:
     for kind, judge in judges.items():
         views = [read_rgb(item, size, "line" if kind == "line" else "photo") for item, _ in items]
         scored = {}
-        for name, flip in FLIPS.items():
+        for name, flip in ORIENTATIONS.items():
             flipped = [flip(view) for view in views]
             scored[name] = np.concatenate(
                 [judge(flipped[start : start + 32]) for start in range(0, len(views), 32)]

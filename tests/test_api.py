@@ -82,7 +82,8 @@ def post_files(client: TestClient, *files: tuple[str, bytes, str]) -> Any:
 
 def test_classify_png_and_jpeg_answer_as_the_worker_would_on_both_views(lite: TestClient) -> None:
     """An upload is judged as uploaded and as the line would cut it (on the belt, the
-    line's crop), the probabilities averaged; each through the worker's own code path."""
+    line's crop), each in the four orientations a tile lies in on a belt, the
+    probabilities averaged; each through the worker's own code path."""
     image = tile(1)
     response = post_files(
         lite, ("tile.png", png(image), "image/png"), ("tile.jpg", jpeg(image), "image/jpeg")
@@ -93,7 +94,12 @@ def test_classify_png_and_jpeg_answer_as_the_worker_would_on_both_views(lite: Te
     size = worker_model.preprocessor.output_size[0]
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     as_line = np.repeat(canonical_view(grey, size)[..., None], 3, axis=2)
-    probs = worker_model.predict([image, as_line])  # the worker's own code path
+    views = [
+        turned
+        for view in (image, as_line)
+        for turned in (view, view[:, ::-1], view[::-1], view[::-1, ::-1])
+    ]
+    probs = worker_model.predict([np.ascontiguousarray(v) for v in views])  # the worker's path
     (expected,) = predictions(probs.mean(axis=0, keepdims=True), worker_model.info)
     assert expected is not None
     assert by_png["label"] == expected.label
@@ -104,6 +110,22 @@ def test_classify_png_and_jpeg_answer_as_the_worker_would_on_both_views(lite: Te
     assert by_png["model_version"] == worker_model.info.version
     assert by_png["threshold"] == worker_model.info.defect_threshold
     assert by_jpeg["file"] == "tile.jpg" and by_jpeg["label"] in worker_model.info.labels
+
+
+def test_a_mirrored_or_turned_upload_gets_the_same_answer(lite: TestClient) -> None:
+    image = tile(2)
+    turned = {
+        "as-is.png": image,
+        "mirrored.png": image[:, ::-1],
+        "turned.png": image[::-1, ::-1],
+    }
+    files = [(name, png(np.ascontiguousarray(view)), "image/png") for name, view in turned.items()]
+    response = post_files(lite, *files)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len({result["label"] for result in results}) == 1
+    assert results[1]["score"] == pytest.approx(results[0]["score"], abs=1e-4)
+    assert results[2]["score"] == pytest.approx(results[0]["score"], abs=1e-4)
 
 
 def test_classify_several_files_one_result_each_in_order(lite: TestClient) -> None:
