@@ -23,6 +23,7 @@ os.environ.setdefault("FLAGS_enable_pir_api", "0")
 
 import argparse  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -35,7 +36,11 @@ from linewatch.pipeline.training.cell_features import (  # noqa: E402
     cell_targets,
     cross_fitted,
 )
-from linewatch.pipeline.training.efficientnet import PooledAndGrid, TeacherHead  # noqa: E402
+from linewatch.pipeline.training.efficientnet import (  # noqa: E402
+    PooledAndGrid,
+    PooledFeatures,
+    TeacherHead,
+)
 from linewatch.pipeline.training.metrics import class_report, recall_at_false_alarms  # noqa: E402
 from linewatch.pipeline.training.nets import build_network  # noqa: E402
 from linewatch.pipeline.training.static_runner import StaticRunner  # noqa: E402
@@ -55,9 +60,17 @@ SIZE = 160
 SPLIT = Path("models/linewatch-tile/split.json")
 
 
-def cached(run: Path, per_image: int) -> dict[str, np.ndarray]:
-    """Views' grids (float16), pooled taps, cell targets, targets (`RUN/cache<k>.npz`)."""
-    path = run / f"cache{per_image}.npz"
+def cached(
+    run: Path,
+    per_image: int,
+    trunk: type[PooledFeatures] = PooledAndGrid,
+    cells: Callable[[np.ndarray | None, int], np.ndarray] | None = None,
+    name: str = "cache",
+) -> dict[str, np.ndarray]:
+    """Views' grids (float16), pooled taps, cell targets, targets (`RUN/<name><k>.npz`):
+    the maps of `trunk` (the shipped grid by default) and the targets `cells(view mask,
+    class)` gives (the shipped ones by default)."""
+    path = run / f"{name}{per_image}.npz"
     if path.exists():
         with np.load(path) as stored:
             return dict(stored)
@@ -69,16 +82,16 @@ def cached(run: Path, per_image: int) -> dict[str, np.ndarray]:
     network = build_network("EfficientNetLite0_s5", len(LABELS))
     network.backbone.load_torch_weights()
     grid = SIZE // network.backbone.trunk.grid_stride
-    views, view_targets, cells = make_pool(
+    views, view_targets, view_cells = make_pool(
         photos,
         targets,
         SIZE,
         per_image,
         seed=0,
         masks=masks,
-        cells=lambda mask, label: cell_targets(mask, label, FREE, grid),
+        cells=cells or (lambda mask, label: cell_targets(mask, label, FREE, grid)),
     )
-    runner = StaticRunner.of(PooledAndGrid(network.backbone), SIZE, run / "trunk")
+    runner = StaticRunner.of(trunk(network.backbone), SIZE, run / "trunk")
     train_po, train_grid = extract_all(runner, views, run, "training views")
     val = canonical_views(data.load_images(split.val, size), SIZE)
     val_po, val_grid = extract_all(runner, val, run, "validation views")
@@ -87,11 +100,12 @@ def cached(run: Path, per_image: int) -> dict[str, np.ndarray]:
         "train_po": train_po,
         "val_grid": val_grid,
         "val_po": val_po,
-        "cells": cells,
+        "cells": view_cells,
         "targets": view_targets,
         "photo_targets": targets,
         "photo": np.repeat(np.arange(len(targets)), per_image),
         "val_targets": np.array([index for _, index in split.val]),
+        "val_items": np.array([item for item, _ in split.val]),
     }
     np.savez(path, **result)
     return result

@@ -33,9 +33,8 @@ import paddle  # noqa: E402
 from paddle import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cell_features import FREE, LABELS, SIZE, SPLIT  # noqa: E402
+from cell_features import FREE, LABELS, cached  # noqa: E402
 
-from linewatch.pipeline.training import data  # noqa: E402
 from linewatch.pipeline.training.cell_features import (  # noqa: E402
     CellSettings,
     CellViews,
@@ -44,13 +43,8 @@ from linewatch.pipeline.training.cell_features import (  # noqa: E402
 )
 from linewatch.pipeline.training.efficientnet import PooledFeatures, TeacherHead  # noqa: E402
 from linewatch.pipeline.training.metrics import class_report, recall_at_false_alarms  # noqa: E402
-from linewatch.pipeline.training.nets import build_network  # noqa: E402
-from linewatch.pipeline.training.static_runner import StaticRunner  # noqa: E402
 from linewatch.pipeline.training.teacher import (  # noqa: E402
-    canonical_views,
-    extract_all,
     head_logits,
-    make_pool,
     photo_folds,
     train_head,
 )
@@ -88,41 +82,6 @@ def every_combo_targets(mask: np.ndarray | None, label: int) -> np.ndarray:
         )
         out.append(np.where(cells.reshape(-1) >= share, label, FREE).astype(np.int8))
     return np.concatenate(out)
-
-
-def cached(run: Path, per_image: int) -> dict[str, np.ndarray]:
-    path = run / f"fine{per_image}.npz"
-    if path.exists():
-        with np.load(path) as stored:
-            return dict(stored)
-    split = data.Split.load(SPLIT)
-    size = data.photo_cache_size(SIZE)
-    targets = np.array([index for _, index in split.train])
-    photos = data.load_images(split.train, size)
-    masks = [data.load_mask(item, i == FREE, size) for item, i in split.train]
-    network = build_network("EfficientNetLite0_s5", len(LABELS))
-    network.backbone.load_torch_weights()
-    views, view_targets, cells = make_pool(
-        photos, targets, SIZE, per_image, seed=0, masks=masks, cells=every_combo_targets
-    )
-    runner = StaticRunner.of(FineGrid(network.backbone), SIZE, run / "trunk")
-    train_po, train_grid = extract_all(runner, views, run, "training views")
-    val = canonical_views(data.load_images(split.val, size), SIZE)
-    val_po, val_grid = extract_all(runner, val, run, "validation views")
-    result = {
-        "train_grid": train_grid,
-        "train_po": train_po,
-        "val_grid": val_grid,
-        "val_po": val_po,
-        "cells": cells,
-        "targets": view_targets,
-        "photo_targets": targets,
-        "photo": np.repeat(np.arange(len(targets)), per_image),
-        "val_targets": np.array([index for _, index in split.val]),
-        "val_items": np.array([item for item, _ in split.val]),
-    }
-    np.savez(path, **result)
-    return result
 
 
 def coarse(grids: np.ndarray) -> np.ndarray:
@@ -166,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     args.run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    cache = cached(args.run_dir, args.views_per_image)
+    cache = cached(args.run_dir, args.views_per_image, FineGrid, every_combo_targets, name="fine")
     items = [str(item) for item in cache["val_items"]]
     watched = [
         next(i for i, item in enumerate(items) if item.endswith(f"{name}.jpg"))
