@@ -11,7 +11,8 @@ novelty AUROC of that class against the others (the class removed from the galle
 and few-shot recall with 5 / 10 of its photos put back (5 draws, as
 `gallery_metrics.few_shot_recall` draws them). 1-NN macro-F1 uses a map fitted on all
 classes. Scores: nearest entry (what `pipeline/gallery/search.py` does), the mean of the
-k nearest, or the nearest class mean.
+k nearest, or the nearest class mean. `--supcon`: instead, the shipped map beside a
+supervised-contrastive MLP on the taps (model card, 2026-12-08).
 """
 
 from __future__ import annotations
@@ -155,6 +156,59 @@ def with_head(
     return fit
 
 
+def supcon_map(features: np.ndarray, targets: np.ndarray, epochs: int = 30) -> Map:
+    """An MLP (standardised features -> 256 -> 128, unit length) trained with the
+    supervised contrastive loss (Khosla et al. 2020, temperature 0.1) on `features`."""
+    import paddle
+    from paddle import nn
+
+    paddle.seed(0)
+    rng = np.random.default_rng(0)
+    mean, scale = features.mean(0), 1 / (features.std(0) + 1e-3)
+    net = nn.Sequential(
+        nn.Dropout(0.1), nn.Linear(features.shape[1], 256), nn.ReLU(), nn.Linear(256, 128)
+    )
+    steps = max(1, len(features) // 256)
+    optimizer = paddle.optimizer.AdamW(1e-3, parameters=net.parameters(), weight_decay=1e-4)
+    net.train()
+    for _ in range(epochs * steps):
+        batch = next(data.balanced_batches(targets, 256, 1, rng))
+        z = nn.functional.normalize(net(paddle.to_tensor((features[batch] - mean) * scale)), axis=1)
+        labels = paddle.to_tensor(targets[batch])
+        same = (labels.unsqueeze(0) == labels.unsqueeze(1)).astype("float32")
+        others = 1 - paddle.eye(len(batch))
+        logits = z @ z.T / 0.1 - 1e9 * (1 - others)
+        log_prob = logits - paddle.logsumexp(logits, axis=1, keepdim=True)
+        positives = same * others
+        loss = -((positives * log_prob).sum(1) / positives.sum(1).clip(min=1)).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    net.eval()
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        with paddle.no_grad():
+            return normalise(net(paddle.to_tensor(((x - mean) * scale).astype(np.float32))).numpy())
+
+    return apply
+
+
+def with_supcon(taps: Taps, weight: float) -> Callable[[np.ndarray], Map]:
+    """Whitened axes (128; cosine share `weight`) beside a SupCon embedding (1 - weight),
+    both fitted without the left-out class; weight 0: the SupCon embedding alone."""
+
+    def fit(mask: np.ndarray) -> Map:
+        whitened = whitening(taps.train[mask], 128, 0.01)
+        contrastive = supcon_map(taps.train[mask], taps.train_targets[mask])
+        return lambda x: normalise(
+            np.concatenate(
+                [np.sqrt(weight) * whitened(x), np.sqrt(1 - weight) * contrastive(x)], axis=1
+            )
+        )
+
+    return fit
+
+
 def row(name: str, figures: dict) -> str:
     means = [np.mean(list(figures[key].values())) for key in ("auroc", "few_5", "few_10")]
     per_class = " | ".join(f"{value:.3f}" for value in figures["auroc"].values())
@@ -168,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a train-embedding run (its cached taps)")
     parser.add_argument("--heads", action="store_true", help="also the ArcMargin variants")
+    parser.add_argument("--supcon", action="store_true", help="only the SupCon variants")
     args = parser.parse_args()
     with np.load(args.run_dir / "embedding" / TAPS_FILE) as stored:
         taps = Taps(**{name: stored[name] for name in Taps.__dataclass_fields__})
@@ -177,6 +232,16 @@ def main() -> None:
         "5 / 10 | 1-NN F1 |"
     )
     print("|---" * 9 + "|")
+    if args.supcon:
+        print(
+            row(
+                "whitened K 128 (shipped)", evaluate(taps, lambda m: whitening(train[m], 128, 0.01))
+            )
+        )
+        for weight in (0.0, 0.5, 0.7):
+            name = f"whitened K 128 ({weight}) + SupCon MLP on the taps"
+            print(row(name, evaluate(taps, with_supcon(taps, weight))), flush=True)
+        return
     print(row("frozen taps (unit length)", evaluate(taps, lambda m: normalise)))
     for keep in (64, 128, 256):
         fit = lambda m, keep=keep: whitening(train[m], keep, 0.01, whiten=False)  # noqa: E731
