@@ -11,7 +11,8 @@ moves an upload's figures as much as a recipe does (macro-F1 0.937–0.966, ship
 model); averaging the four keeps macro-F1 (0.937) and removes the false alarms at the
 shipped threshold (2 of 151 good photos to 0, recall 0.968 both; best within 1 % false
 alarms 0.937 → 0.984), and a mirrored photo gets the same answer as the photo. An
-upload costs eight views of inference (about 20 ms on 2 CPU threads); a line view one.
+upload costs eight views of inference (on the API's one CPU thread 95 ms against 25 ms
+for two: bench/RESULTS.md, "POST /v1/classify"); a line view one.
 """
 
 from __future__ import annotations
