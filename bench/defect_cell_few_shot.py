@@ -22,7 +22,9 @@ Embeddings compared (each whitened, shrinkage 0.01 of the mean variance):
   probability (1 - P(free)) of the X-less cell head, K 64;
 - soft cell: the cells' mean weighted by a softmax of 20 × that probability, K 64;
 - pooled + cell (weight w): the two unit embeddings side by side, cosine = the
-  weighted mean of theirs.
+  weighted mean of theirs;
+- `--supcon`: also a supervised-contrastive MLP on the pooled features
+  (`bench/embedding_variants.supcon_map`, trained without X) beside them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from linewatch.pipeline.training import data  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cell_features import FREE, LABELS, SIZE, SPLIT, cached  # noqa: E402
+from embedding_variants import supcon_map  # noqa: E402
 
 from linewatch.pipeline.gallery.search import search  # noqa: E402
 from linewatch.pipeline.gallery.store import Gallery  # noqa: E402
@@ -158,6 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--views-per-image", type=int, default=4)
+    parser.add_argument(
+        "--supcon", action="store_true", help="also with a SupCon MLP on the pooled features"
+    )
     args = parser.parse_args()
     args.run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -201,6 +207,21 @@ def main() -> None:
                 spaces[f"pooled + {kind}, w {w}"] = (
                     np.c_[np.sqrt(1 - w) * train_p, np.sqrt(w) * train_c],
                     np.c_[np.sqrt(1 - w) * val_p, np.sqrt(w) * val_c],
+                )
+        if args.supcon:
+            contrastive = supcon_map(pooled[seen], targets[seen])
+            train_s, val_s = contrastive(pooled), contrastive(val_pooled)
+            train_p, val_p = spaces["pooled (shipped recipe)"]
+            train_c, val_c = spaces["soft cell"]
+            for share_p, share_c, share_s in ((0.7, 0.0, 0.3), (0.4, 0.3, 0.3), (0.5, 0.2, 0.3)):
+                parts = (
+                    (share_p, train_p, val_p),
+                    (share_c, train_c, val_c),
+                    (share_s, train_s, val_s),
+                )
+                spaces[f"pooled {share_p} + soft cell {share_c} + SupCon {share_s}"] = (
+                    np.concatenate([np.sqrt(w) * t for w, t, _ in parts], axis=1),
+                    np.concatenate([np.sqrt(w) * v for w, _, v in parts], axis=1),
                 )
         for space, (train, val) in spaces.items():
             rows.setdefault(space, {})[name] = figures(
