@@ -41,7 +41,11 @@ from linewatch.pipeline.training.cell_features import (  # noqa: E402
     cell_features,
     cross_fitted,
 )
-from linewatch.pipeline.training.efficientnet import PooledFeatures, TeacherHead  # noqa: E402
+from linewatch.pipeline.training.efficientnet import (  # noqa: E402
+    PooledFeatures,
+    TeacherHead,
+    pool_maps,
+)
 from linewatch.pipeline.training.metrics import class_report, recall_at_false_alarms  # noqa: E402
 from linewatch.pipeline.training.teacher import (  # noqa: E402
     head_logits,
@@ -67,7 +71,7 @@ class FineGrid(PooledFeatures):
             else nn.functional.interpolate(m, scale_factor=fine // m.shape[-1], mode="nearest")
             for m in maps
         ]
-        return self.backbone.pooled_taps(x), paddle.concat(on_grid, axis=1)
+        return pool_maps(maps), paddle.concat(on_grid, axis=1)
 
 
 def every_combo_targets(mask: np.ndarray | None, label: int) -> np.ndarray:

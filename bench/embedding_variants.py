@@ -171,8 +171,7 @@ def supcon_map(features: np.ndarray, targets: np.ndarray, epochs: int = 30) -> M
     steps = max(1, len(features) // 256)
     optimizer = paddle.optimizer.AdamW(1e-3, parameters=net.parameters(), weight_decay=1e-4)
     net.train()
-    for _ in range(epochs * steps):
-        batch = next(data.balanced_batches(targets, 256, 1, rng))
+    for batch in data.balanced_batches(targets, 256, epochs * steps, rng):
         z = nn.functional.normalize(net(paddle.to_tensor((features[batch] - mean) * scale)), axis=1)
         labels = paddle.to_tensor(targets[batch])
         same = (labels.unsqueeze(0) == labels.unsqueeze(1)).astype("float32")

@@ -206,7 +206,7 @@ class EfficientNetLite0(nn.Layer):
     def pooled_taps(self, x: paddle.Tensor) -> paddle.Tensor:
         """Average- and max-pooled outputs of the trunk's taps (and head), concatenated
         [N, trunk.features]: the max keeps a small defect that the average loses."""
-        return _pooled(self.tap_maps(x))
+        return pool_maps(self.tap_maps(x))
 
     def pooled_and_grid(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
         """`pooled_taps` and the tapped maps on the last tap's grid (the finer ones
@@ -217,7 +217,7 @@ class EfficientNetLite0(nn.Layer):
             m if m.shape[-1] == grid else nn.functional.avg_pool2d(m, m.shape[-1] // grid)
             for m in maps
         ]
-        return _pooled(maps), paddle.concat(on_grid, axis=1)
+        return pool_maps(maps), paddle.concat(on_grid, axis=1)
 
     def load_torch_weights(self, path: Path | str | None = None) -> int:
         """Load the ImageNet weights (the classifier only if it has 1000 classes);
@@ -259,7 +259,8 @@ class EfficientNetLite0(nn.Layer):
 _POOLS = (nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d)
 
 
-def _pooled(maps: list[paddle.Tensor]) -> paddle.Tensor:
+def pool_maps(maps: list[paddle.Tensor]) -> paddle.Tensor:
+    """Each map average- and max-pooled, concatenated [N, 2 * channels]."""
     return paddle.concat([paddle.flatten(op(t, 1), 1) for t in maps for op in _POOLS], axis=1)
 
 
